@@ -1,0 +1,1 @@
+"""terraseg orchestration: the Click CLI, Dask graph builders, cluster and tracking set-up."""

@@ -1,0 +1,1 @@
+"""The ``terraseg`` command-line interface: one module per command."""

@@ -1,0 +1,62 @@
+"""The ``terraseg`` command group: verbosity, logging and library-error handling."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import TerrasegError
+
+logger = logging.getLogger("terraseg")
+
+# Command name -> "module:attribute". Modules are imported only when their
+# command runs, so `terraseg --help` does not pay for torch or dask imports.
+COMMANDS: dict[str, str] = {}
+
+
+class TerrasegGroup(click.Group):
+    """A group that loads commands lazily and turns library errors into one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TerrasegError as exc:
+            logger.debug("library error", exc_info=True)
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=TerrasegGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="terraseg")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.option("-q", "--quiet", count=True, help="Less log output and no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """Segment large aerial and satellite rasters with DeepLabV3+.
+
+    Tile rasters and labels into a Zarr store, train, predict over a directory of
+    GeoTIFFs, and vectorize the class maps into GeoPackage polygons.
+    """
+    level = logging.WARNING - 10 * verbose + 10 * quiet
+    logging.basicConfig(
+        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    ctx.ensure_object(dict)
+    ctx.obj["progress"] = quiet == 0

@@ -1,0 +1,62 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel
+
+from pipeline.settings import build_config, load_yaml
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+config_opt = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file with settings; options given on the command line override it.",
+)
+
+scheduler_opt = click.option(
+    "--scheduler",
+    envvar="DASK_SCHEDULER_ADDRESS",
+    default=None,
+    metavar="ADDRESS",
+    help="Dask scheduler address (default: a LocalCluster; also DASK_SCHEDULER_ADDRESS).",
+)
+
+workers_opt = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes of the LocalCluster (default: one per core).",
+)
+
+overwrite_opt = click.option(
+    "--overwrite", is_flag=True, default=False, help="Replace outputs that already exist."
+)
+
+
+def resolve_config(
+    model: type[ModelT], config_path: Path | None, overrides: dict[str, Any]
+) -> ModelT:
+    """Validate a command's settings: CLI overrides > YAML file > defaults.
+
+    Args:
+        model: The pydantic model of the command's configuration.
+        config_path: The ``--config`` file, if given.
+        overrides: Option values keyed by dotted config path; ``None`` means unset.
+
+    Returns:
+        The validated configuration.
+    """
+    file_data = load_yaml(config_path) if config_path else {}
+    return build_config(model, file_data, overrides, source=config_path)
+
+
+def show_progress(ctx: click.Context) -> bool:
+    """Whether progress bars are wanted (not with ``-q``)."""
+    obj = ctx.find_root().obj or {}
+    return bool(obj.get("progress", True))
