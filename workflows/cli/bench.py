@@ -1,0 +1,30 @@
+"""``terraseg bench``: benchmarks that print ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Benchmark name -> "module:attribute", imported only when run.
+BENCHMARKS: dict[str, str] = {}
+
+
+class BenchGroup(click.Group):
+    """Loads benchmark commands lazily from :data:`BENCHMARKS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(BENCHMARKS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = BENCHMARKS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+
+@click.group(cls=BenchGroup)
+def bench() -> None:
+    """Measure a stage beside a baseline run on the same data in the same process."""
