@@ -89,7 +89,9 @@ class ClassTable(StrictModel):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping suitable for YAML, JSON or Zarr attributes."""
-        return {"classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes]}
+        return {
+            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes]
+        }
 
 
 def class_table(entries: Sequence[tuple[int, str, Color]]) -> ClassTable:

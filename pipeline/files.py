@@ -13,8 +13,8 @@ PARTIAL_SUFFIX = ".partial"
 
 def partial_path(path: str | Path) -> Path:
     """The temporary name under which ``path`` is written."""
-    path = Path(path)
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    path = Path(path)  # the extension stays last: GDAL drivers look at it
+    return path.with_name(f".{path.stem}{PARTIAL_SUFFIX}{path.suffix}")
 
 
 @contextmanager

@@ -59,7 +59,9 @@ class Window:
 
     def relative_to(self, outer: Window) -> Window:
         """This window in the pixel coordinates of ``outer``."""
-        return Window(self.row_off - outer.row_off, self.col_off - outer.col_off, self.height, self.width)
+        return Window(
+            self.row_off - outer.row_off, self.col_off - outer.col_off, self.height, self.width
+        )
 
     def grow(self, margin: int, bounds: Shape) -> Window:
         """This window enlarged by ``margin`` on every side, clipped to ``bounds``."""

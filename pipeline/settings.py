@@ -110,20 +110,21 @@ def describe_validation_error(model: type[BaseModel], exc: ValidationError) -> s
         else:
             got = error.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-            messages.append(f"{dotted}: {error['msg']}{shown}")
+            text = error["msg"].removeprefix("Value error, ")
+            messages.append(f"{dotted}: {text}{shown}")
     return "; ".join(messages)
 
 
 def _fields_at(model: type[BaseModel], location: list[str]) -> list[str]:
     """Field names of the (nested) model found by following ``location``."""
-    current: Any = model
+    current = model
     for part in location:
-        field = current.model_fields.get(part) if isinstance(current, type) else None
+        field = current.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         current = annotation
-    return list(current.model_fields) if isinstance(current, type) else []
+    return list(current.model_fields)
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

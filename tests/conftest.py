@@ -32,10 +32,22 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     scheduler_file = workdir / "scheduler.json"
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     scheduler = subprocess.Popen(
-        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers: list[subprocess.Popen[bytes]] = []
     try:
         _wait_for_file(scheduler_file, scheduler)
@@ -43,11 +55,25 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for index in range(2):
             workers.append(
                 subprocess.Popen(
-                    [str(BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1",
-                     "--no-dashboard", "--name", f"test-worker-{index}",
-                     "--local-directory", str(workdir / f"w{index}")],
-                    cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        address,
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"test-worker-{index}",
+                        "--local-directory",
+                        str(workdir / f"w{index}"),
+                    ],
+                    cwd=workdir,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
         from dask.distributed import Client
 

@@ -58,7 +58,12 @@ def dask_client(
 
 
 def gather_with_progress(
-    client: Client, futures: Iterable[Future], *, desc: str, unit: str = "task", enabled: bool = True
+    client: Client,
+    futures: Iterable[Future[Any]],
+    *,
+    desc: str,
+    unit: str = "task",
+    enabled: bool = True,
 ) -> list[Any]:
     """Wait for ``futures`` with a progress bar; return results in submission order.
 

@@ -14,9 +14,11 @@ class BenchGroup(click.Group):
     """Loads benchmark commands lazily from :data:`BENCHMARKS`."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Names of the registered commands."""
         return sorted(BENCHMARKS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command called ``cmd_name``."""
         target = BENCHMARKS.get(cmd_name)
         if target is None:
             return None

@@ -15,16 +15,20 @@ logger = logging.getLogger("terraseg")
 
 # Command name -> "module:attribute". Modules are imported only when their
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "synth": "workflows.cli.synth:synth",
+}
 
 
 class TerrasegGroup(click.Group):
     """A group that loads commands lazily and turns library errors into one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Names of the registered commands."""
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command called ``cmd_name``."""
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
@@ -33,6 +37,7 @@ class TerrasegGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; print a library error as one line and exit 1."""
         try:
             return super().invoke(ctx)
         except TerrasegError as exc:
