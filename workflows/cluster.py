@@ -36,6 +36,10 @@ def dask_client(
         A connected client; the LocalCluster is shut down on exit.
     """
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    # distributed logs its lifecycle at INFO; show it only when terraseg is verbose.
+    logging.getLogger("distributed").setLevel(
+        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
+    )
     if address:
         logger.info("connecting to Dask scheduler %s", address)
         with Client(address) as client:

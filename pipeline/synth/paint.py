@@ -123,8 +123,12 @@ class ScenePainter:
     def paint(self, window: Window, dtype: str) -> PaintedBlock:
         """Paint ``window``: class map, digital numbers of 4 bands, nodata mask."""
         res = self.spec.resolution
-        region = Window(window.row_off - PSF_RADIUS, window.col_off - PSF_RADIUS,
-                        window.height + 2 * PSF_RADIUS, window.width + 2 * PSF_RADIUS)  # fmt: skip
+        region = Window(
+            window.row_off - PSF_RADIUS,
+            window.col_off - PSF_RADIUS,
+            window.height + 2 * PSF_RADIUS,
+            window.width + 2 * PSF_RADIUS,
+        )
         contents = self.contents_near(region, 40.0)
         classes = _burn([(g, c) for ct in contents for g, c in ct.labels], region, res, np.uint8)
         reflectance = self._surfaces(region, classes, contents)

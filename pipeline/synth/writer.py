@@ -158,11 +158,22 @@ def write_scene(
 ) -> None:
     """Paint one scene block by block into a tiled, compressed GeoTIFF (and label raster)."""
     profile = {
-        "driver": "GTiff", "width": spec.width, "height": spec.height, "count": 4,
-        "dtype": config.dtype, "crs": crs, "transform": transform, "nodata": NODATA,
-        "tiled": True, "blockxsize": TIFF_TILE, "blockysize": TIFF_TILE,
-        "compress": "deflate", "predictor": 2, "interleave": "pixel", "BIGTIFF": "IF_SAFER",
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": spec.width,
+        "height": spec.height,
+        "count": 4,
+        "dtype": config.dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": NODATA,
+        "tiled": True,
+        "blockxsize": TIFF_TILE,
+        "blockysize": TIFF_TILE,
+        "compress": "deflate",
+        "predictor": 2,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
     windows = plan_blocks((spec.height, spec.width), config.block_size)
     tasks = ((_paint_task, (spec, w, config.dtype)) for w in windows)
     with ExitStack() as stack:

@@ -53,8 +53,14 @@ def synth(
     from pipeline.synth.writer import pixel_count, synthesize
 
     config = resolve_config(SynthConfig, config_path, options)
-    with tqdm(total=pixel_count(config), unit="px", unit_scale=True, desc="painting",
-              disable=not show_progress(ctx), leave=False) as bar:  # fmt: skip
+    with tqdm(
+        total=pixel_count(config),
+        unit="px",
+        unit_scale=True,
+        desc="painting",
+        disable=not show_progress(ctx),
+        leave=False,
+    ) as bar:
         outputs = synthesize(config, out_dir, progress=bar.update)
     for path in [*outputs.scenes, *outputs.labels, outputs.classes]:
         click.echo(path)

@@ -22,8 +22,11 @@ def make(tmp_path, name="out", **changes):
 def burn_labels(labels, src):
     return rasterize(
         zip(labels.geometry, labels["class"], strict=True),
-        out_shape=src.shape, transform=src.transform, fill=0, dtype="uint8",
-    )  # fmt: skip
+        out_shape=src.shape,
+        transform=src.transform,
+        fill=0,
+        dtype="uint8",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,157 @@
+"""Raster input helpers: finding files, opening them with clear errors, reading windows."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioIOError
+
+from pipeline.errors import InputError, RasterReadError
+from pipeline.grid import Window
+
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What a file was when it was read: a changed file has a different identity."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> SourceIdentity:
+        """The identity of ``path`` now."""
+        stat = os.stat(path)
+        return cls(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list[Path]:
+    """Resolve files, directories (their rasters, sorted) and glob patterns to files.
+
+    Args:
+        inputs: Paths, directories or glob patterns; a ``.txt`` file lists paths, one per line.
+        what: Word used in error messages.
+
+    Returns:
+        Unique files in the order given.
+
+    Raises:
+        InputError: An input matches nothing.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            lines = [line.strip() for line in path.read_text().splitlines()]
+            matches = expand_inputs(
+                [ln for ln in lines if ln and not ln.startswith("#")], what=what
+            )
+        elif path.exists():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True))
+        if not matches:
+            raise InputError(f"no {what} files found", path=item)
+        found.extend(matches)
+    return list(dict.fromkeys(found))
+
+
+@contextmanager
+def open_raster(path: str | Path) -> Iterator[Any]:
+    """Open a raster for reading; failures become :class:`RasterReadError` naming the file."""
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        reason = str(exc).split(": ", 1)[-1] if str(exc) else "cannot be opened"
+        raise RasterReadError(f"not a readable raster ({reason})", path=path) from None
+    with src:
+        yield src
+
+
+def alpha_band(src: Any) -> int | None:
+    """The 1-based index of an alpha band, if the raster has one."""
+    for index, interp in enumerate(src.colorinterp, start=1):
+        if interp == ColorInterp.alpha:
+            return index
+    return None
+
+
+def data_bands(src: Any) -> list[int]:
+    """1-based indexes of the bands that carry data (all but an alpha band)."""
+    alpha = alpha_band(src)
+    return [i for i in range(1, src.count + 1) if i != alpha]
+
+
+def read_window(
+    src: Any, window: Window, bands: list[int] | None = None
+) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Read ``window`` of ``bands`` and a mask of valid pixels.
+
+    A pixel is invalid where any band equals the nodata value, where the
+    per-dataset or per-band mask is 0, or where the alpha band is 0.
+
+    Returns:
+        ``(image, valid)`` with shapes (bands, rows, cols) and (rows, cols).
+    """
+    bands = bands or data_bands(src)
+    window_rio = window.to_rasterio()
+    try:
+        image = src.read(bands, window=window_rio)
+    except RasterioIOError as exc:
+        raise RasterReadError(f"read failed in window {window}: {exc}", path=src.name) from None
+    return image, valid_mask(src, window, bands, image)
+
+
+def valid_mask(
+    src: Any, window: Window, bands: list[int], image: NDArray[Any]
+) -> NDArray[np.bool_]:
+    """Valid pixels of a window already read into ``image``, by GDAL's dataset-mask rule.
+
+    With a nodata value a pixel is invalid where every band holds it (computed
+    from ``image``, without reading again); with an alpha band or an internal
+    mask, GDAL's dataset mask decides; otherwise every pixel is valid.
+    """
+    flags = {flag for b in bands for flag in src.mask_flag_enums[b - 1]}
+    if MaskFlags.nodata in flags and src.nodata is not None:
+        nodata = src.nodata
+        invalid = (
+            np.isnan(image) if np.isnan(nodata) else image == np.asarray(nodata, dtype=image.dtype)
+        )
+        return np.asarray(~invalid.all(axis=0))
+    if flags & {MaskFlags.alpha, MaskFlags.per_dataset}:
+        return np.asarray(src.dataset_mask(window=window.to_rasterio()) > 0)
+    return np.ones(window.shape, dtype=bool)
+
+
+def check_same_band_count(counts: dict[Path, int]) -> None:
+    """Raise when rasters that go into one store have different band counts.
+
+    Raises:
+        InputError: Names one file of each count.
+    """
+    by_count: dict[int, Path] = {}
+    for path, count in counts.items():
+        by_count.setdefault(count, path)
+    if len(by_count) > 1:
+        listed = ", ".join(f"{p.name} has {c}" for c, p in sorted(by_count.items()))
+        raise InputError(
+            f"rasters have different band counts ({listed}); tile them into separate stores"
+        )

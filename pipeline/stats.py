@@ -1,0 +1,123 @@
+"""Per-band statistics over valid pixels, computed from mergeable per-chunk summaries.
+
+Integer imagery keeps an exact histogram per band, so percentiles equal
+``numpy.percentile`` (linear interpolation) over all valid pixels. Float imagery
+keeps a deterministic sample of each chunk instead, and its percentiles are
+estimates from that sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+SAMPLE_PER_CHUNK = 4096
+
+
+@dataclass
+class BandSummary:
+    """Mergeable sums of one or more chunks: counts, sums, squares, histogram or sample."""
+
+    count: NDArray[np.int64]  # (bands,)
+    total: NDArray[np.float64]  # (bands,)
+    squares: NDArray[np.float64]  # (bands,)
+    offset: int  # value of histogram bin 0
+    histogram: NDArray[np.int64] | None  # (bands, bins) for integer data
+    sample: NDArray[np.float64] | None  # (bands, n) for float data
+
+    @classmethod
+    def of(cls, image: NDArray[Any], valid: NDArray[np.bool_]) -> BandSummary:
+        """Summarize the valid pixels of ``image`` (bands, rows, cols)."""
+        values = image[:, valid]  # (bands, n)
+        as_float = values.astype(np.float64)
+        bands = image.shape[0]
+        histogram = sample = None
+        offset = 0
+        if np.issubdtype(image.dtype, np.integer):
+            info = np.iinfo(image.dtype)
+            offset = int(info.min)
+            bins = int(info.max) - offset + 1
+            histogram = np.zeros((bands, bins), dtype=np.int64)
+            for band in range(bands):
+                histogram[band] = np.bincount(
+                    (values[band].astype(np.int64) - offset), minlength=bins
+                )
+        else:
+            step = max(1, values.shape[1] // SAMPLE_PER_CHUNK)
+            sample = as_float[:, ::step]
+        return cls(
+            count=np.full(bands, values.shape[1], dtype=np.int64),
+            total=as_float.sum(axis=1),
+            squares=(as_float * as_float).sum(axis=1),
+            offset=offset,
+            histogram=histogram,
+            sample=sample,
+        )
+
+    def merge(self, other: BandSummary) -> BandSummary:
+        """The summary of both parts."""
+
+        def add(a: NDArray[Any] | None, b: NDArray[Any] | None) -> NDArray[Any] | None:
+            return None if a is None or b is None else a + b
+
+        sample = None
+        if self.sample is not None and other.sample is not None:
+            sample = np.concatenate([self.sample, other.sample], axis=1)
+        return BandSummary(
+            self.count + other.count,
+            self.total + other.total,
+            self.squares + other.squares,
+            self.offset,
+            add(self.histogram, other.histogram),
+            sample,
+        )
+
+
+def merge_all(summaries: list[BandSummary]) -> BandSummary:
+    """Merge a list of summaries (at least one)."""
+    result = summaries[0]
+    for summary in summaries[1:]:
+        result = result.merge(summary)
+    return result
+
+
+def band_statistics(summary: BandSummary, band_names: list[str]) -> list[dict[str, Any]]:
+    """Mean, std, 2nd and 98th percentile and valid-pixel count per band."""
+    out = []
+    for band, name in enumerate(band_names):
+        n = int(summary.count[band])
+        mean = summary.total[band] / n if n else float("nan")
+        variance = max(0.0, summary.squares[band] / n - mean * mean) if n else float("nan")
+        p2, p98 = _percentiles(summary, band, (2.0, 98.0))
+        out.append(
+            {
+                "band": name,
+                "count": n,
+                "mean": float(mean),
+                "std": float(np.sqrt(variance)),
+                "p2": p2,
+                "p98": p98,
+            }
+        )
+    return out
+
+
+def _percentiles(summary: BandSummary, band: int, qs: tuple[float, ...]) -> list[float]:
+    n = int(summary.count[band])
+    if n == 0:
+        return [float("nan")] * len(qs)
+    if summary.histogram is None:
+        assert summary.sample is not None
+        return [float(v) for v in np.percentile(summary.sample[band], qs)]
+    cumulative = np.cumsum(summary.histogram[band])
+    results = []
+    for q in qs:
+        position = q / 100.0 * (n - 1)
+        low, high = int(np.floor(position)), int(np.ceil(position))
+        value_low = np.searchsorted(cumulative, low, side="right") + summary.offset
+        value_high = np.searchsorted(cumulative, high, side="right") + summary.offset
+        results.append(float(value_low + (position - low) * (value_high - value_low)))
+    return results

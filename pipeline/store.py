@@ -1,0 +1,236 @@
+"""The Zarr v3 training store: layout, chunk writes, completion marks and the tile index.
+
+Layout::
+
+    dataset.zarr/                 root attrs: classes, tile_size, statistics, split, complete
+      scenes/<name>/              attrs: source identity, crs, transform, nodata, band names,
+                                         tiles (the tile index of this scene), complete
+        image   (bands, rows, cols) source dtype, chunked (bands, tile, tile)
+        label   (rows, cols) uint8, chunked (tile, tile); 255 = ignore
+        valid   (rows, cols) bool, chunked (tile, tile)
+        histogram (bands, bins) int64 (integer imagery) | sample (bands, n) float64
+
+A scene is ``complete`` only after all its chunks are written; the root is
+``complete`` only after every scene is, and the statistics and split are set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from numpy.typing import NDArray
+from zarr.codecs import BloscCodec
+
+from pipeline.errors import InputError
+from pipeline.grid import Window
+
+STORE_FORMAT = "terraseg-store/1"
+SCENES = "scenes"
+
+
+def compressor(level: int = 3) -> Any:
+    """The codec for image and label chunks: Blosc with Zstandard and byte shuffle."""
+    return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")
+
+
+def open_root(path: str | Path, mode: str = "a") -> zarr.Group:
+    """Open (or create, with mode ``"a"``) the store's root group."""
+    return zarr.open_group(str(path), mode=mode, zarr_format=3)  # type: ignore[arg-type]
+
+
+def open_existing(path: str | Path) -> zarr.Group:
+    """Open a finished store for reading.
+
+    Raises:
+        InputError: The path is not a terraseg store, or tiling it did not finish.
+    """
+    try:
+        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise InputError("not a Zarr store (run `terraseg tile` first)", path=path) from None
+    attrs = attributes(root)
+    if attrs.get("format") != STORE_FORMAT:
+        raise InputError("not a terraseg training store", path=path)
+    if not attrs.get("complete"):
+        raise InputError(
+            "tiling did not finish; run `terraseg tile` again to complete it", path=path
+        )
+    return root
+
+
+def create_scene(
+    root: zarr.Group,
+    name: str,
+    *,
+    bands: int,
+    shape: tuple[int, int],
+    dtype: str,
+    tile: int,
+    attrs: dict[str, Any],
+) -> None:
+    """(Re)create a scene group with empty arrays, marked incomplete."""
+    scenes = root.require_group(SCENES)
+    if name in scenes:
+        del scenes[name]
+    group = scenes.create_group(name)
+    group.attrs.update({**attrs, "complete": False})
+    codec = compressor()
+    group.create_array(
+        "image",
+        shape=(bands, *shape),
+        chunks=(bands, tile, tile),
+        dtype=dtype,
+        compressors=codec,
+        fill_value=0,
+        dimension_names=("band", "y", "x"),
+    )
+    group.create_array(
+        "label",
+        shape=shape,
+        chunks=(tile, tile),
+        dtype="uint8",
+        compressors=codec,
+        fill_value=255,
+        dimension_names=("y", "x"),
+    )
+    group.create_array(
+        "valid",
+        shape=shape,
+        chunks=(tile, tile),
+        dtype="bool",
+        compressors=codec,
+        fill_value=False,
+        dimension_names=("y", "x"),
+    )
+
+
+def write_chunk(
+    store: str | Path,
+    scene: str,
+    window: Window,
+    image: NDArray[Any],
+    label: NDArray[np.uint8],
+    valid: NDArray[np.bool_],
+) -> None:
+    """Write one chunk-aligned window of a scene."""
+    group = zarr.open_group(str(store), path=f"{SCENES}/{scene}", mode="r+", zarr_format=3)
+    rows, cols = window.slices()
+    array(group, "image")[:, rows, cols] = image
+    array(group, "label")[rows, cols] = label
+    array(group, "valid")[rows, cols] = valid
+
+
+def attributes(node: zarr.Group | zarr.Array[Any]) -> dict[str, Any]:
+    """A node's attributes as a plain dict."""
+    return dict(node.attrs.asdict())
+
+
+def array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of ``group``."""
+    node = group[name]
+    assert isinstance(node, zarr.Array)
+    return node
+
+
+def scene_group(root: zarr.Group, name: str) -> zarr.Group:
+    """The group of scene ``name``."""
+    group = root[f"{SCENES}/{name}"]
+    assert isinstance(group, zarr.Group)
+    return group
+
+
+def scene_names(root: zarr.Group) -> list[str]:
+    """Names of all scenes in the store, sorted."""
+    if SCENES not in root:
+        return []
+    scenes = root[SCENES]
+    assert isinstance(scenes, zarr.Group)
+    return sorted(scenes.group_keys())
+
+
+def scene_is_current(
+    root: zarr.Group, name: str, source: dict[str, Any], settings: dict[str, Any]
+) -> bool:
+    """True when the scene is complete and was made from the same file with the same settings."""
+    if name not in scene_names(root):
+        return False
+    attrs = scene_group(root, name).attrs.asdict()
+    return (
+        bool(attrs.get("complete"))
+        and attrs.get("source") == source
+        and attrs.get("settings") == settings
+    )
+
+
+def tile_index(root: zarr.Group) -> pd.DataFrame:
+    """Every tile of every scene: scene, window, valid fraction, class counts, split."""
+    rows = []
+    for name in scene_names(root):
+        for tile in attributes(scene_group(root, name)).get("tiles", []):
+            rows.append({"scene": name, **tile})
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "scene",
+            "row",
+            "col",
+            "height",
+            "width",
+            "valid_fraction",
+            "class_counts",
+            "ignore_count",
+            "split",
+        ],
+    )
+
+
+def export_tile_index(store: str | Path, out: str | Path) -> int:
+    """Write the tile footprints with split, valid fraction and class counts to a GeoPackage.
+
+    Scenes in different CRSs are reprojected to the first scene's CRS.
+
+    Returns:
+        The number of tiles written.
+    """
+    import geopandas as gpd
+    import shapely
+    from affine import Affine
+
+    from pipeline.files import atomic_output
+
+    root = open_existing(store)
+    classes = [c["name"] for c in attributes(root)["classes"]]
+    frames = []
+    for name in scene_names(root):
+        attrs = attributes(scene_group(root, name))
+        transform = Affine(*attrs["transform"])
+        records, shapes = [], []
+        for tile in attrs["tiles"]:
+            x0, y0 = transform @ (tile["col"], tile["row"])
+            x1, y1 = transform @ (tile["col"] + tile["width"], tile["row"] + tile["height"])
+            shapes.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            counts = dict(zip(classes, tile["class_counts"], strict=False))
+            records.append(
+                {
+                    "scene": name,
+                    "row": tile["row"],
+                    "col": tile["col"],
+                    "split": tile["split"],
+                    "valid_fraction": tile["valid_fraction"],
+                    **counts,
+                }
+            )
+        frames.append(gpd.GeoDataFrame(records, geometry=shapes, crs=attrs["crs"]))
+    if not frames:
+        return 0
+    target = frames[0].crs
+    merged = gpd.GeoDataFrame(
+        pd.concat([f.to_crs(target) for f in frames], ignore_index=True), crs=target
+    )
+    with atomic_output(out) as tmp:
+        merged.to_file(tmp, layer="tiles", driver="GPKG", engine="pyogrio")
+    return len(merged)

@@ -1,0 +1,153 @@
+"""``terraseg tile``: rasters and labels into a Zarr training store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from workflows.cli.options import (
+    config_opt,
+    resolve_config,
+    scheduler_opt,
+    show_progress,
+    workers_opt,
+)
+
+logger = logging.getLogger(__name__)
+VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml"}
+
+
+@click.command()
+@click.argument("images", nargs=-1)
+@click.option(
+    "--labels",
+    "labels",
+    default=None,
+    metavar="PATH",
+    help="Vector labels (GeoPackage, GeoJSON, Shapefile) or label rasters (file, folder or glob).",
+)
+@click.option(
+    "--pairs",
+    nargs=2,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="IMAGES_DIR MASKS_DIR",
+    help="Already-cut image and mask tiles, matched by file name.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="The Zarr store to write."
+)
+@click.option(
+    "--classes",
+    "classes_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Classes YAML (default: classes.yaml beside the labels, if any).",
+)
+@click.option(
+    "--class-column", default=None, help="Column of the vector labels holding ids or names [class]."
+)
+@click.option(
+    "--tile-size", type=click.IntRange(min=16), default=None, help="Tile and chunk size [512]."
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Share of spatial blocks held out for validation [0.2].",
+)
+@click.option(
+    "--split-block", type=click.IntRange(min=1), default=None, help="Split block side in tiles [4]."
+)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the split [0].")
+@click.option(
+    "--all-touched/--no-all-touched", default=None, help="Burn all pixels polygons touch."
+)
+@click.option(
+    "--labels-cover",
+    type=click.Choice(["complete", "partial"]),
+    default=None,
+    help="complete: pixels outside polygons are background; partial: they are ignored.",
+)
+@click.option(
+    "--export-index",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the tile footprints with their split as a GeoPackage.",
+)
+@scheduler_opt
+@workers_opt
+@config_opt
+@click.pass_context
+def tile(
+    ctx: click.Context,
+    /,
+    images: tuple[str, ...],
+    labels: str | None,
+    pairs: tuple[Path, Path] | None,
+    out: Path,
+    classes_path: Path | None,
+    export_index: Path | None,
+    scheduler: str | None,
+    workers: int | None,
+    config_path: Path | None,
+    **options: object,
+) -> None:
+    """Tile IMAGES (files, folders or globs) and their labels into a Zarr store.
+
+    Each scene is stored as image (bands, rows, cols), label and valid arrays
+    chunked by tile, with its CRS and transform; the store holds the classes,
+    per-band statistics and a tile index with a spatially blocked split.
+    Re-running skips scenes that are complete and unchanged.
+    """
+    from pipeline.classes import read_classes
+    from pipeline.rasters import expand_inputs
+    from pipeline.store import export_tile_index
+    from pipeline.tiling import TileConfig, prepare_tiling
+    from workflows.cluster import dask_client
+    from workflows.tile_graph import run_tiling
+
+    if (labels is None) == (pairs is None):
+        raise click.UsageError("give exactly one of --labels PATH and --pairs IMAGES_DIR MASKS_DIR")
+    if labels is not None and not images:
+        raise click.UsageError("give the rasters to tile (files, folders or globs)")
+    config = resolve_config(TileConfig, config_path, options)
+    vector = label_rasters = None
+    if labels is not None and Path(labels).suffix.lower() in VECTOR_SUFFIXES:
+        vector = Path(labels)
+        if not vector.exists():
+            raise click.BadParameter("file does not exist", param_hint="--labels")
+    elif labels is not None:
+        label_rasters = expand_inputs([labels], what="label raster")
+    classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
+    classes = read_classes(classes_path) if classes_path else None
+    plans, table = prepare_tiling(
+        expand_inputs(images) if images else [],
+        vector_labels=vector,
+        label_rasters=label_rasters,
+        pairs=pairs,
+        classes=classes,
+        config=config,
+    )
+    with dask_client(scheduler, workers=workers, threads_per_worker=2) as client:
+        summary = run_tiling(client, out, plans, config, table, progress=show_progress(ctx))
+    if export_index is not None:
+        export_tile_index(out, export_index)
+    logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
+    click.echo(
+        json.dumps({"store": str(out), **{k: v for k, v in summary.items() if k != "statistics"}})
+    )
+
+
+def _classes_beside(path: str | Path | None) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    candidate = folder / "classes.yaml"
+    if candidate.exists():
+        logger.info("using classes from %s", candidate)
+        return candidate
+    return None

@@ -1,0 +1,116 @@
+"""The Dask graph of ``terraseg tile``: one task per chunk, a reduction per scene."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dask.base import tokenize
+from dask.delayed import Delayed, delayed
+from dask.distributed import Client, as_completed
+from tqdm import tqdm
+
+from pipeline.classes import ClassTable
+from pipeline.files import remove_path
+from pipeline.stats import merge_all
+from pipeline.tiling import (
+    ScenePlan,
+    TileConfig,
+    finish_scene,
+    finish_store,
+    start_store,
+    tile_chunk,
+)
+
+logger = logging.getLogger(__name__)
+FAN_IN = 8  # summaries merged per reduction task
+
+
+def scene_graph(
+    store: str, plan: ScenePlan, config: TileConfig, classes: ClassTable
+) -> tuple[list[Delayed], Delayed]:
+    """Chunk tasks of one scene and the task that finishes it.
+
+    Task names are deterministic: ``tile-chunk-<scene>-<row>-<col>-<token>``.
+    """
+    light = plan.light()
+    token = tokenize(store, light.name, light.source, config.identity())
+    chunks = [
+        delayed(tile_chunk, pure=True)(
+            store,
+            light,
+            window,
+            plan.chunk_labels(window, config),
+            classes,
+            dask_key_name=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
+        )
+        for window in plan.chunks(config.tile_size)
+    ]
+    level, parts = 0, list(chunks)
+    while len(parts) > 1:
+        parts = [
+            delayed(_merge, pure=True)(
+                *parts[i : i + FAN_IN], dask_key_name=f"tile-merge-{light.name}-{level}-{i}-{token}"
+            )
+            for i in range(0, len(parts), FAN_IN)
+        ]
+        level += 1
+    finish = delayed(finish_scene, pure=True)(
+        store,
+        light,
+        parts,
+        config.tile_size,
+        classes.num_classes,
+        dask_key_name=f"tile-scene-{light.name}-{token}",
+    )
+    return chunks, finish
+
+
+def _merge(*summaries: Any) -> Any:
+    return merge_all(list(summaries))
+
+
+def run_tiling(
+    client: Client,
+    store: Path,
+    plans: list[ScenePlan],
+    config: TileConfig,
+    classes: ClassTable,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tile ``plans`` into ``store`` on ``client``'s cluster; skip scenes already current.
+
+    Returns:
+        A summary: scene and tile counts per split, statistics, and scenes skipped.
+
+    Raises:
+        Exception: The first failing task's error; the store stays marked incomplete.
+    """
+    created = not store.exists()
+    try:
+        todo = start_store(store, plans, config, classes)
+        chunks: list[Delayed] = []
+        finishes: list[Delayed] = []
+        for plan in todo:
+            scene_chunks, finish = scene_graph(str(store), plan, config, classes)
+            chunks += scene_chunks
+            finishes.append(finish)
+        futures = client.compute([*chunks, *finishes])
+        chunk_futures, finish_futures = futures[: len(chunks)], futures[len(chunks) :]
+        with tqdm(
+            total=len(chunks), desc="tiling", unit="chunk", disable=not progress, leave=False
+        ) as bar:
+            for future in as_completed(chunk_futures):
+                future.result()
+                future.release()  # the reduction holds what it still needs
+                bar.update(1)
+        client.gather(finish_futures)
+    except BaseException:
+        if created:
+            remove_path(store)  # a store this run created is not left half-made
+        raise
+    summary = finish_store(str(store), config)
+    summary["skipped"] = len(plans) - len(todo)
+    return summary
