@@ -15,7 +15,10 @@ logger = logging.getLogger("terraseg")
 
 # Command name -> "module:attribute". Modules are imported only when their
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "bench": "workflows.cli.bench:bench",
+    "vectorize": "workflows.cli.vectorize:vectorize",
+}
 
 
 class TerrasegGroup(click.Group):
