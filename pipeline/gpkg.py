@@ -68,6 +68,7 @@ def write_layer(
     reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
     with warnings.catch_warnings():  # temporary names (".partial") are not ".gpkg"
         warnings.filterwarnings("ignore", message="The filename extension should be")
+        warnings.filterwarnings("ignore", message=".*non conformant file extension")
         _write_arrow(reader, path, layer, crs_wkt)
 
 

@@ -376,12 +376,14 @@ def fill_small_holes(pieces: Pieces, max_area_px: float) -> Pieces:
     if max_area_px <= 0 or not len(pieces):
         return pieces
     owners = pieces.class_ids != OUTSIDE  # the pseudo class never absorbs anything
+    pieces_before = pieces.geoms
     geoms = pieces.geoms.copy()
     geoms[owners], filled = fill_holes(pieces.geoms[owners], max_area_px)
     pieces = Pieces(geoms, pieces.class_ids, pieces.conf_sum, pieces.conf_count)
     if not len(filled):
         return pieces
-    return pieces.take(~inside_any(shapely.point_on_surface(geoms), filled))
+    # Anchors from the unfilled polygons: a filled polygon may cover its own anchor.
+    return pieces.take(~inside_any(shapely.point_on_surface(pieces_before), filled))
 
 
 def fill_holes(geoms: GeomArray, max_area_px: float) -> tuple[GeomArray, GeomArray]:
@@ -560,8 +562,9 @@ def merge_raster_edges(
     filled = np.empty(0, object)
     if config.fill_holes > 0 and len(merged):
         geoms, filled = fill_holes(merged.geoms, config.fill_holes / info.pixel_area_m2)
+        anchors = shapely.point_on_surface(merged.geoms)  # before filling
         merged = Pieces(geoms, merged.class_ids, merged.conf_sum, merged.conf_count)
-        merged = merged.take(~inside_any(shapely.point_on_surface(geoms), filled))
+        merged = merged.take(~inside_any(anchors, filled))
     merged = merged.take(shapely.area(merged.geoms) >= config.min_area / info.pixel_area_m2)
     return merged, filled
 
@@ -626,8 +629,9 @@ def finalize(pieces: Pieces, info: RasterInfo, *, simplified: bool) -> dict[str,
 
 def _bounds_of(info: RasterInfo) -> tuple[float, float, float, float]:
     rows, cols = info.shape
-    corners = [info.affine * (c, r) for r in (0, rows) for c in (0, cols)]
-    xs, ys = zip(*corners, strict=True)
+    a, b, c, d, e, f = info.transform[:6]
+    xs = [c + col * a + row * b for row in (0, rows) for col in (0, cols)]
+    ys = [f + col * d + row * e for row in (0, rows) for col in (0, cols)]
     return min(xs), min(ys), max(xs), max(ys)
 
 

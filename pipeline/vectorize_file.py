@@ -45,7 +45,8 @@ class RasterParts:
     """Where one raster's polygons wait to be written."""
 
     info: RasterInfo
-    files: list[str]
+    files: list[str]  # block-final polygons, in row-major block order
+    merged_file: str | None  # polygons merged across block lines, already post-processed
     filled: GeomArray  # holes filled after merging (pixel coordinates)
 
 
@@ -98,8 +99,7 @@ def vectorize_rasters(
 
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
+    check_output(out, overwrite=overwrite)
     _check_one_crs(infos)
     workdir = partial_path(out).with_suffix(".blocks")
     remove_path(workdir)
@@ -114,6 +114,17 @@ def vectorize_rasters(
         return summary
     finally:
         remove_path(workdir)
+
+
+def check_output(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless asked to.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+
+    """
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
 
 
 def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
@@ -139,11 +150,11 @@ def _run_raster(
         ensure_ids_known(info.classes, values, path=info.path)
     merged, filled = merge_raster_edges(results, info, config)
     files = [r.final_file for r in results if r.final_file]
+    merged_file = None
     if len(merged):
-        merged_file = workdir / f"merged-{index}.pkl"
+        merged_file = str(workdir / f"merged-{index}.pkl")
         save_features(merged_file, finalize(merged, info, simplified=config.simplify > 0))
-        files.append(str(merged_file))
-    return RasterParts(info, files, filled)
+    return RasterParts(info, files, merged_file, filled)
 
 
 def _write(path: Path, parts: Sequence[RasterParts], config: VectorizeConfig) -> VectorizeSummary:
@@ -176,9 +187,13 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     for part in parts:
         table = part.info.classes
-        for file in part.files:
+        for file in [*part.files, part.merged_file]:
+            if file is None:
+                continue
             features = load_features(file)
-            keep = ~inside_any(_points(features["anchor"]), part.filled)
+            keep = np.ones(len(features["class_id"]), bool)
+            if file != part.merged_file:  # block finals inside holes filled after merging
+                keep &= ~inside_any(_points(features["anchor"]), part.filled)
             if class_id is not None:
                 keep &= features["class_id"] == class_id
             if not keep.any():
@@ -203,7 +218,7 @@ def _style_table(parts: Sequence[RasterParts], config: VectorizeConfig) -> Class
             return part.info.classes
     ids: set[int] = set()
     for part in parts:
-        for file in part.files:
+        for file in [*part.files, *filter(None, [part.merged_file])]:
             ids.update(int(i) for i in np.unique(load_features(file)["class_id"]))
     if not ids:
         ids = {config.background_id}

@@ -72,6 +72,7 @@ def vectorize(
     """
     from pipeline.classes import read_classes
     from pipeline.vectorize import VectorizeConfig, read_raster_info
+    from pipeline.vectorize_file import check_output
     from workflows.cluster import dask_client
     from workflows.vectorize_graph import vectorize_on_cluster
 
@@ -85,6 +86,7 @@ def vectorize(
         "fill_holes": fill_holes, "layer_per_class": layer_per_class,
         "drop_background": drop_background, "background_id": background_id,
     }  # fmt: skip
+    check_output(out, overwrite=overwrite)  # before a cluster starts
     config = resolve_config(VectorizeConfig, config_path, overrides)
     table = read_classes(classes) if classes else None
     probs: list[Path | None] = list(confidences) or [None] * len(rasters)
