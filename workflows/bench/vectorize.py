@@ -170,7 +170,11 @@ class TreeRSS:
 
         while not self._stop.is_set():
             total = 0
-            for proc in [self._root, *self._root.children(recursive=True)]:
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:  # a process ended while the tree was walked
+                tree = [self._root]
+            for proc in tree:
                 with suppress(psutil.Error):
                     total += proc.memory_info().rss
             self.peak = max(self.peak, total)
