@@ -7,7 +7,9 @@ import importlib
 import click
 
 # Benchmark name -> "module:attribute", imported only when run.
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "vectorize": "workflows.bench.vectorize:bench_vectorize",
+}
 
 
 class BenchGroup(click.Group):

@@ -16,8 +16,10 @@ logger = logging.getLogger("terraseg")
 # Command name -> "module:attribute". Modules are imported only when their
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
 COMMANDS: dict[str, str] = {
+    "bench": "workflows.cli.bench:bench",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
+    "vectorize": "workflows.cli.vectorize:vectorize",
 }
 
 

@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio.features
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.classes import class_table
+from pipeline.errors import ConfigError, CRSError, InputError, OutputExistsError
+from pipeline.gpkg import polygon_layers
+from pipeline.vectorize import (
+    CLASSES_TAG,
+    VectorizeConfig,
+    read_raster_info,
+    remove_collinear,
+)
+from pipeline.vectorize_file import vectorize_rasters
+from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
+
+PIXEL_AREA = 0.25  # 0.5 m pixels
+
+
+def config(**values: object) -> VectorizeConfig:
+    return VectorizeConfig.model_validate(values)
+
+
+def run(path: Path, out: Path, **values: object) -> Path:
+    vectorize_rasters([read_raster_info(path)], out, config(**values), overwrite=True)
+    return out
+
+
+def features(out: Path, layer: str = "polygons") -> list[tuple[int, bytes]]:
+    """(class id, normalized WKB) of every polygon, sorted."""
+    table = pyogrio.read_dataframe(out, layer=layer)
+    geoms = shapely.normalize(np.asarray(table.geometry.values))
+    return sorted(zip(table.class_id.astype(int), shapely.to_wkb(geoms), strict=True))
+
+
+def whole_array(data: np.ndarray, mask: np.ndarray | None = None) -> list[tuple[int, bytes]]:
+    """One pass of rasterio.features.shapes over the whole array (the reference)."""
+    shapes = rasterio.features.shapes(data, mask=mask, transform=TRANSFORM)
+    result = [(int(v), shapely.normalize(shapely.geometry.shape(g))) for g, v in shapes]
+    return sorted((v, shapely.to_wkb(g)) for v, g in result)
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.integers(16, 70),
+    cols=st.integers(16, 70),
+    block=st.integers(16, 40),
+    classes=st.integers(1, 4),
+    kind=st.sampled_from(["noise", "blobs", "rings"]),
+    seed=st.integers(0, 1000),
+)
+def test_blockwise_equals_whole_array(
+    tmp_path: Path, rows: int, cols: int, block: int, classes: int, kind: str, seed: int
+) -> None:
+    match kind:
+        case "noise":
+            data = np.random.default_rng(seed).integers(0, classes, (rows, cols)).astype(np.uint8)
+        case "blobs":
+            data = blobs((rows, cols), classes, seed, scale=2.0)
+        case "rings":
+            data = rings((rows, cols))
+        case _:
+            raise AssertionError(kind)
+    raster = write_classmap(tmp_path / f"{kind}-{seed}.tif", data)
+    out = run(raster, tmp_path / f"{kind}-{seed}-{block}.gpkg", block_size=block)
+    assert features(out) == whole_array(data)
+
+
+@pytest.mark.parametrize("block", [16, 21, 64])
+def test_polygons_spanning_many_blocks_with_holes_and_nodata(tmp_path: Path, block: int) -> None:
+    data = rings((150, 130))
+    data[40:47, 10:100] = 255  # ignore label: a nodata strip cutting through rings
+    data[100:140, 100:104] = 9
+    raster = write_classmap(tmp_path / "rings.tif", data, nodata=255)
+    out = run(raster, tmp_path / "rings.gpkg", block_size=block)
+    got = features(out)
+    assert got == whole_array(data, data != 255)
+    with_holes = [w for _, w in got if shapely.get_num_interior_rings(shapely.from_wkb(w)) > 0]
+    assert with_holes  # the rings make polygons with holes that span many blocks
+
+
+def test_corner_touching_pieces_stay_apart(tmp_path: Path) -> None:
+    data = np.zeros((32, 32), np.uint8)
+    data[8:16, 8:16] = 1  # meets the next square only at the block corner (16, 16)
+    data[16:24, 16:24] = 1
+    out = run(write_classmap(tmp_path / "c.tif", data), tmp_path / "c.gpkg", block_size=16)
+    assert features(out) == whole_array(data)
+    assert sum(1 for c, _ in features(out) if c == 1) == 2
+
+
+def test_area_per_class_is_exact_and_geometries_valid(tmp_path: Path) -> None:
+    data = blobs((120, 90), 5, seed=7)
+    out = run(write_classmap(tmp_path / "b.tif", data), tmp_path / "b.gpkg", block_size=32)
+    table = pyogrio.read_dataframe(out, layer="polygons")
+    assert shapely.is_valid(np.asarray(table.geometry.values)).all()
+    for class_id, pixels in zip(*np.unique(data, return_counts=True), strict=True):
+        rows = table[table.class_id == class_id]
+        assert rows.area_m2.sum() == pixels * PIXEL_AREA  # exact: integer pixels x 0.25
+        union = shapely.union_all(np.asarray(rows.geometry.values))
+        assert union.area == pytest.approx(pixels * PIXEL_AREA, rel=1e-12)
+
+
+def test_remove_collinear_keeps_corners() -> None:
+    square = shapely.Polygon([(0, 0), (0, 1), (0, 2), (2, 2), (2, 0), (1, 0)])
+    (result,) = remove_collinear(np.array([square], object))
+    assert len(shapely.get_coordinates(result)) == 5 and result.equals(square)
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"fill_holes": 3.0}, {"min_area": 2.0}, {"fill_holes": 5.0, "min_area": 1.0}],
+    ids=["fill", "min-area", "both"],
+)
+def test_post_processing_does_not_depend_on_blocks(tmp_path: Path, values: dict) -> None:
+    data = blobs((90, 100), 4, seed=3, scale=1.5)
+    raster = write_classmap(tmp_path / "b.tif", data)
+    one_pass = features(run(raster, tmp_path / "one.gpkg", block_size=4096, **values))
+    for block in (16, 27):
+        assert (
+            features(run(raster, tmp_path / f"{block}.gpkg", block_size=block, **values))
+            == one_pass
+        )
+    geoms = shapely.from_wkb([w for _, w in one_pass])
+    if "min_area" in values:
+        assert (shapely.area(geoms) >= values["min_area"]).all()
+    if "fill_holes" in values:
+        assert len(geoms) < len(whole_array(data))  # filled holes absorbed polygons
+        _assert_no_overlaps(geoms)
+
+
+def _assert_no_overlaps(geoms: np.ndarray) -> None:
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    overlap = shapely.area(shapely.intersection(geoms[left[pairs]], geoms[right[pairs]]))
+    assert np.all(overlap < 1e-9)
+
+
+@pytest.mark.parametrize("block", [16, 40])
+def test_coverage_simplification_opens_no_gaps_or_overlaps(tmp_path: Path, block: int) -> None:
+    data = blobs((96, 80), 4, seed=11, scale=3.0)
+    raster = write_classmap(tmp_path / "b.tif", data)
+    tolerance = 1.0  # metres: two pixels
+    out = run(raster, tmp_path / "s.gpkg", block_size=block, simplify=tolerance)
+    table = pyogrio.read_dataframe(out, layer="polygons")
+    geoms = np.asarray(table.geometry.values)
+    assert shapely.is_valid(geoms).all()
+    _assert_no_overlaps(geoms)
+    extent = 96 * 80 * PIXEL_AREA
+    assert shapely.union_all(geoms).area == pytest.approx(extent, rel=1e-9)  # no gaps
+    exact = pyogrio.read_dataframe(
+        run(raster, tmp_path / "e.gpkg", block_size=block), layer="polygons"
+    )
+    for class_id in np.unique(data):
+        before = exact[exact.class_id == class_id]
+        after = table[table.class_id == class_id].geometry.area.sum()
+        # Stated tolerance: the area of a class moves by less than tolerance x its boundary.
+        assert abs(after - before.area_m2.sum()) < tolerance * before.perimeter_m.sum()
+    assert len(shapely.get_coordinates(geoms)) < len(shapely.get_coordinates(exact.geometry.values))
+
+
+def test_drop_background_and_confidence(tmp_path: Path) -> None:
+    data = rings((64, 64))
+    raster = write_classmap(tmp_path / "r.tif", data)
+    probs = (0.5 + 0.1 * data).astype(np.float32)
+    prob_path = write_classmap(tmp_path / "p.tif", probs)
+    info = read_raster_info(raster, confidence=prob_path)
+    out = tmp_path / "c.gpkg"
+    vectorize_rasters([info], out, config(block_size=16, drop_background=True))
+    table = pyogrio.read_dataframe(out, layer="polygons")
+    assert 0 not in set(table.class_id)
+    assert np.allclose(table.confidence, 0.5 + 0.1 * table.class_id)
+
+
+# --------------------------------------------------------------------------- GeoPackage
+
+
+def test_geopackage_has_crs_index_schema_and_style(tmp_path: Path) -> None:
+    table = class_table([(0, "background", (1, 2, 3)), (1, "building", (220, 40, 40)),
+                         (2, "road", (90, 90, 90)), (3, "water", (0, 0, 255))])  # fmt: skip
+    raster = write_classmap(tmp_path / "r.tif", rings((40, 40)) % 3)
+    out = tmp_path / "r.gpkg"
+    vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+    info = pyogrio.read_info(out, layer="polygons")
+    assert info["crs"] == "EPSG:32633"
+    assert info["geometry_type"] == "Polygon"
+    assert list(info["fields"]) == ["class_id", "class_name", "area_m2", "perimeter_m", "source"]
+    assert polygon_layers(out) == ["polygons"]
+    with sqlite3.connect(out) as db:
+        assert db.execute("SELECT count(*) FROM rtree_polygons_geom").fetchone()[0] > 0
+        name, qml, default = db.execute(
+            "SELECT f_table_name, styleQML, useAsDefault FROM layer_styles"
+        ).fetchone()
+    assert (name, default) == ("polygons", 1)
+    assert 'type="categorizedSymbol"' in qml and 'label="building"' in qml
+    assert "220,40,40,255" in qml
+    names = pyogrio.read_dataframe(out, layer="polygons").set_index("class_id").class_name
+    assert names[1].iloc[0] == "building" and set(names.index) == {0, 1, 2}
+
+
+def test_empty_mask_gives_empty_layer_with_schema(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "e.tif", np.full((20, 20), 255, np.uint8), nodata=255)
+    out = run(raster, tmp_path / "e.gpkg", block_size=16)
+    info = pyogrio.read_info(out, layer="polygons")
+    assert info["features"] == 0 and "class_name" in list(info["fields"])
+
+
+def test_layer_per_class_and_several_rasters(tmp_path: Path) -> None:
+    first = write_classmap(tmp_path / "a.tif", rings((32, 32)))
+    second = write_classmap(tmp_path / "b.tif", blobs((32, 32), 3, seed=1))
+    out = tmp_path / "m.gpkg"
+    infos = [read_raster_info(first), read_raster_info(second)]
+    vectorize_rasters(infos, out, config(block_size=16, layer_per_class=True))
+    assert polygon_layers(out) == ["class_0", "class_1", "class_2", "class_3", "class_4"]
+    sources = set(pyogrio.read_dataframe(out, layer="class_1").source)
+    assert sources == {"a.tif", "b.tif"}
+
+
+def test_class_names_from_raster_tag(tmp_path: Path) -> None:
+    table = class_table([(0, "soil", (1, 1, 1)), (1, "tree", (0, 200, 0))])
+    tag = json.dumps(table.to_dict())
+    raster = write_classmap(
+        tmp_path / "t.tif", (rings((20, 20)) % 2).astype(np.uint8), **{CLASSES_TAG: tag}
+    )
+    out = run(raster, tmp_path / "t.gpkg", block_size=16)
+    assert set(pyogrio.read_dataframe(out, layer="polygons").class_name) == {"soil", "tree"}
+
+
+def test_geographic_raster_area_in_square_metres(tmp_path: Path) -> None:
+    import rasterio
+    from pyproj import Geod
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "geo.tif"
+    data = rings((40, 40))
+    profile = {"driver": "GTiff", "height": 40, "width": 40, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:4326", "transform": from_origin(15.0, 48.0, 1e-4, 1e-4)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+    out = run(path, tmp_path / "geo.gpkg", block_size=16)
+    table = pyogrio.read_dataframe(out, layer="polygons")
+    geod = Geod(ellps="WGS84")
+    for geom, area in zip(table.geometry.values, table.area_m2, strict=True):
+        dense = shapely.segmentize(geom, 1e-4)
+        assert area == pytest.approx(abs(geod.geometry_area_perimeter(dense)[0]), rel=1e-3)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_float_raster_without_classes_is_refused(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "f.tif", np.zeros((16, 16), np.float32))
+    with pytest.raises(InputError, match="classes"):
+        read_raster_info(raster)
+
+
+def test_classes_missing_values_are_listed_and_nothing_is_left(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "r.tif", rings((40, 40)))  # values 0..4
+    table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
+    out = tmp_path / "out" / "r.gpkg"
+    with pytest.raises(ConfigError, match="values 2, 3, 4 are not in the classes file"):
+        vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+    assert list(out.parent.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "r.tif", rings((20, 20)))
+    out = tmp_path / "r.gpkg"
+    out.write_text("keep me")
+    with pytest.raises(OutputExistsError):
+        vectorize_rasters([read_raster_info(raster)], out, config())
+    assert out.read_text() == "keep me"
+
+
+def test_rasters_in_different_crs_are_refused(tmp_path: Path) -> None:
+    import rasterio
+
+    first = write_classmap(tmp_path / "a.tif", rings((20, 20)))
+    second = write_classmap(tmp_path / "b.tif", rings((20, 20)))
+    with rasterio.open(second, "r+") as dst:
+        dst.crs = "EPSG:32632"
+    with pytest.raises(CRSError, match="CRS differs"):
+        vectorize_rasters(
+            [read_raster_info(first), read_raster_info(second)], tmp_path / "x.gpkg", config()
+        )

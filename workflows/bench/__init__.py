@@ -1,0 +1,1 @@
+"""Benchmarks of terraseg stages against baselines measured in the same run."""

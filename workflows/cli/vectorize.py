@@ -1,0 +1,101 @@
+"""``terraseg vectorize``: class-map rasters to GeoPackage polygons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from workflows.cli.options import (
+    config_opt,
+    overwrite_opt,
+    resolve_config,
+    scheduler_opt,
+    show_progress,
+    workers_opt,
+)
+
+raster_path = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command(short_help="Polygonize class maps into one GeoPackage.")
+@click.argument("rasters", nargs=-1, required=True, type=raster_path)
+@click.option(
+    "-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="GeoPackage to write.",
+)  # fmt: skip
+@click.option("--classes", type=raster_path, help="Classes YAML (ids, names, colours).")
+@click.option("--min-area", type=click.FloatRange(min=0), help="Drop polygons below M2 m².")
+@click.option(
+    "--simplify", type=click.FloatRange(min=0), metavar="TOLERANCE",
+    help="Coverage simplification tolerance in CRS units (neighbours keep shared edges).",
+)  # fmt: skip
+@click.option(
+    "--fill-holes", type=click.FloatRange(min=0), metavar="M2",
+    help="Fill holes below M2 m² (what lies inside is absorbed).",
+)  # fmt: skip
+@click.option("--layer-per-class", is_flag=True, default=None, help="One layer per class.")
+@click.option("--drop-background", is_flag=True, default=None, help="Leave out background.")
+@click.option("--background-id", type=click.IntRange(0, 254), help="Id of the background class.")
+@click.option(
+    "--confidence", "confidences", multiple=True, type=raster_path, metavar="PROB.tif",
+    help="Probability raster on the same grid (once per input, in order) for mean confidence.",
+)  # fmt: skip
+@click.option("--block-size", type=click.IntRange(min=16), help="Block size in pixels.")
+@config_opt
+@scheduler_opt
+@workers_opt
+@overwrite_opt
+@click.pass_context
+def vectorize(
+    ctx: click.Context,
+    rasters: tuple[Path, ...],
+    out: Path,
+    classes: Path | None,
+    min_area: float | None,
+    simplify: float | None,
+    fill_holes: float | None,
+    layer_per_class: bool | None,
+    drop_background: bool | None,
+    background_id: int | None,
+    confidences: tuple[Path, ...],
+    block_size: int | None,
+    config_path: Path | None,
+    scheduler: str | None,
+    workers: int | None,
+    overwrite: bool,
+) -> None:
+    """Polygonize class-map RASTERS into one GeoPackage with class, area and source.
+
+    Blocks run as Dask tasks; polygons cut by block lines are merged, so the result
+    equals one pass over the whole raster.
+    """
+    from pipeline.classes import read_classes
+    from pipeline.vectorize import VectorizeConfig, read_raster_info
+    from pipeline.vectorize_file import check_output
+    from workflows.cluster import dask_client
+    from workflows.vectorize_graph import vectorize_on_cluster
+
+    if confidences and len(confidences) != len(rasters):
+        raise click.UsageError(
+            f"--confidence given {len(confidences)} times for {len(rasters)} rasters; "
+            "give one per raster, in the same order"
+        )
+    overrides = {
+        "block_size": block_size, "min_area": min_area, "simplify": simplify,
+        "fill_holes": fill_holes, "layer_per_class": layer_per_class,
+        "drop_background": drop_background, "background_id": background_id,
+    }  # fmt: skip
+    check_output(out, overwrite=overwrite)  # before a cluster starts
+    config = resolve_config(VectorizeConfig, config_path, overrides)
+    table = read_classes(classes) if classes else None
+    probs: list[Path | None] = list(confidences) or [None] * len(rasters)
+    infos = [read_raster_info(r, table, p) for r, p in zip(rasters, probs, strict=True)]
+    with dask_client(scheduler, workers=workers) as client:
+        summary = vectorize_on_cluster(
+            client, infos, out, config, overwrite=overwrite, progress=show_progress(ctx)
+        )
+    counts = ", ".join(f"{name}: {n}" for name, n in summary.per_class.items()) or "none"
+    click.echo(
+        f"{summary.path}: {summary.polygons} polygons in {len(summary.layers)} layer(s) ({counts})"
+    )
