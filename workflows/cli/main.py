@@ -15,7 +15,9 @@ logger = logging.getLogger("terraseg")
 
 # Command name -> "module:attribute". Modules are imported only when their
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "model": "workflows.cli.model:model",
+}
 
 
 class TerrasegGroup(click.Group):
