@@ -57,7 +57,9 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(backbone.out_channels, output_stride, channels, dropout)
         self.decoder: Decoder | None = None
         if decoder:
-            self.decoder = Decoder(backbone.low_level_channels, channels, low_level_reduced)
+            self.decoder = Decoder(
+                backbone.low_level_channels, channels, low_level_reduced, channels
+            )
         self.head = nn.Conv2d(channels, num_classes, 1)
         init_weights(self)
 

@@ -49,8 +49,9 @@ def adapt_first_conv(weight: Tensor, bands: int) -> Tensor:
 
     Rule (as timm's ``adapt_input_conv``): one band gets the sum of the three RGB
     filters; otherwise band ``i`` gets the filter of RGB channel ``i mod 3`` and all
-    are scaled by ``3 / bands``, so that bands with equal statistics give the first
-    layer the same response magnitude as an RGB image.
+    are scaled by ``3 / bands``. An image whose bands all hold the same values then
+    gives the first layer the response of the RGB image with those values: exactly
+    for one band or a multiple of three, approximately for other counts.
 
     Args:
         weight: The pretrained weight with 3 input channels.

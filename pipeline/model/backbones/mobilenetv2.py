@@ -113,13 +113,3 @@ class MobileNetV2(Backbone):
             if index == LOW_LEVEL_INDEX:
                 low = x  # (B, 24, H/4, W/4)
         return low, x
-
-
-def mobilenetv2(
-    *, in_channels: int, output_stride: int, width_multiplier: float, multi_grid: tuple[int, ...]
-) -> MobileNetV2:
-    """MobileNetV2 (width 1.0 has 17 inverted residual units)."""
-    return MobileNetV2(
-        in_channels=in_channels, output_stride=output_stride,
-        width_multiplier=width_multiplier, multi_grid=multi_grid,
-    )  # fmt: skip

@@ -109,23 +109,3 @@ class ResNet(Backbone):
         low = self.layer1(x)  # (B, 256, H/4, W/4)
         x = self.layer4(self.layer3(self.layer2(low)))  # (B, 2048, H/os, W/os)
         return low, x
-
-
-def resnet50(
-    *, in_channels: int, output_stride: int, width_multiplier: float, multi_grid: tuple[int, ...]
-) -> ResNet:
-    """ResNet-50: 3, 4, 6, 3 bottleneck units."""
-    return ResNet(
-        (3, 4, 6, 3), in_channels=in_channels, output_stride=output_stride,
-        width_multiplier=width_multiplier, multi_grid=multi_grid,
-    )  # fmt: skip
-
-
-def resnet101(
-    *, in_channels: int, output_stride: int, width_multiplier: float, multi_grid: tuple[int, ...]
-) -> ResNet:
-    """ResNet-101: 3, 4, 23, 3 bottleneck units."""
-    return ResNet(
-        (3, 4, 23, 3), in_channels=in_channels, output_stride=output_stride,
-        width_multiplier=width_multiplier, multi_grid=multi_grid,
-    )  # fmt: skip

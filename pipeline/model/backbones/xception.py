@@ -143,13 +143,3 @@ class Xception65(Backbone):
             else:
                 x = block(x)
         return low, x
-
-
-def xception65(
-    *, in_channels: int, output_stride: int, width_multiplier: float, multi_grid: tuple[int, ...]
-) -> Xception65:
-    """Aligned Xception-65 (entry flow, 16-block middle flow, exit flow)."""
-    return Xception65(
-        in_channels=in_channels, output_stride=output_stride,
-        width_multiplier=width_multiplier, multi_grid=multi_grid,
-    )  # fmt: skip
