@@ -60,11 +60,14 @@ def test_tiny_model_output_matches_input_size(name: str, output_stride: int, dec
         in_channels=2, num_classes=3, width_multiplier=TINY,
     )  # fmt: skip
     model = build_model(config).eval()
+    features: list[torch.Tensor] = []
+    model.backbone.register_forward_hook(lambda _m, _i, out: features.extend(out))
     for size in [(33, 47), (1, 5)]:
+        features.clear()
         with torch.inference_mode():
-            rows, cols = padded(size[0], output_stride), padded(size[1], output_stride)
-            low, high = model.backbone(torch.zeros(1, 2, rows, cols))
             logits = model(torch.randn(2, 2, *size))
+        rows, cols = padded(size[0], output_stride), padded(size[1], output_stride)
+        low, high = features
         assert logits.shape == (2, 3, *size)
         assert low.shape[-2:] == (rows // 4, cols // 4)
         assert high.shape[-2:] == (rows // output_stride, cols // output_stride)
@@ -198,3 +201,14 @@ def test_scaled_channels() -> None:
     assert scaled_channels(64, 0.125) == 8
     assert scaled_channels(24, 0.125) == 8
     assert scaled_channels(2048, 0.5) == 1024
+
+
+def test_channels_last_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="mobilenetv2", width_multiplier=TINY)).eval()
+    x = torch.randn(1, 3, 48, 40)
+    with torch.inference_mode():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        result = model(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(result, expected, atol=1e-5)
