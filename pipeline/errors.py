@@ -43,3 +43,11 @@ class CRSError(TerrasegError, ValueError):
 
 class OutputExistsError(TerrasegError, FileExistsError):
     """An output exists and overwriting it was not asked for."""
+
+
+class WeightsError(TerrasegError, ValueError):
+    """A weights file cannot be loaded into the model it was given for."""
+
+
+class ModelInputError(TerrasegError, ValueError):
+    """A tensor given to a model has the wrong number of bands or dimensions."""

@@ -17,6 +17,7 @@ logger = logging.getLogger("terraseg")
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
 COMMANDS: dict[str, str] = {
     "bench": "workflows.cli.bench:bench",
+    "model": "workflows.cli.model:model",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
     "vectorize": "workflows.cli.vectorize:vectorize",

@@ -1,0 +1,31 @@
+"""The model's configuration: which backbone, output stride, decoder, bands and classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.settings import StrictModel
+
+BackboneName = Literal["resnet50", "resnet101", "xception65", "mobilenetv2"]
+
+
+class ModelConfig(StrictModel):
+    """Architecture of a DeepLabV3+ model; ``build_model`` turns it into a module.
+
+    The trainer and the model artifact store ``config.model_dump()`` next to the
+    weights and rebuild the model with ``build_model(ModelConfig(**data))``.
+    """
+
+    backbone: BackboneName = "resnet50"
+    output_stride: Literal[8, 16] = 16
+    decoder: bool = True
+    in_channels: int = Field(default=3, ge=1, le=1024)
+    num_classes: int = Field(default=2, ge=1, le=65535)
+    width_multiplier: float = Field(default=1.0, gt=0.0, le=4.0)
+    multi_grid: tuple[int, int, int] = (1, 2, 4)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pretrained_weights: Path | None = None
+    strict_weights: bool = True
