@@ -1,0 +1,55 @@
+"""What the trainer reports to an experiment tracker, independent of MLflow.
+
+The training loop calls these methods on rank 0 only. ``workflows`` provides the
+MLflow implementation; :class:`NullTracker` records nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Tracker(Protocol):
+    """An experiment tracker: parameters once, metrics per step, files, and the model."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record flat ``{dotted.key: value}`` parameters."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record metric values at ``step`` (the epoch)."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Store a file (a plot, a config, an overlay image) with the run."""
+
+    def log_model(self, artifact_dir: Path) -> str | None:
+        """Store a model artifact folder with the run; return its URI if there is one."""
+
+
+class NullTracker:
+    """A tracker that records nothing."""
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Ignore parameters."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Ignore metrics."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Ignore files."""
+
+    def log_model(self, artifact_dir: Path) -> str | None:
+        """Ignore the model."""
+        return None
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` for logging nested configs as parameters."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
