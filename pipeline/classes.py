@@ -12,6 +12,7 @@ from pipeline.errors import ConfigError
 from pipeline.settings import StrictModel, build_config, load_yaml
 
 IGNORE_LABEL = 255  # label value for nodata and unlabelled pixels; costs nothing in training
+CLASSES_TAG = "TERRASEG_CLASSES"  # raster tag holding ClassTable.to_dict() as JSON
 
 Color = tuple[int, int, int]
 

@@ -39,12 +39,11 @@ import shapely
 from affine import Affine
 from pydantic import Field
 
-from pipeline.classes import IGNORE_LABEL, ClassTable
+from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.grid import Window, plan_blocks
 from pipeline.settings import StrictModel
 
-CLASSES_TAG = "TERRASEG_CLASSES"  # raster tag holding ClassTable.to_dict() as JSON
 OUTSIDE = -1  # pseudo class of masked pixels while a block is simplified as a coverage
 SHAPES_DTYPES = {"uint8", "int16", "uint16", "int32", "float32"}
 

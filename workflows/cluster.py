@@ -52,6 +52,8 @@ def dask_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=None,
+            # the scheduler's HTTP endpoint on any free port: never clash with another cluster
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
             memory_limit=memory_limit,
             silence_logs=logging.ERROR,
         ) as cluster,

@@ -1,0 +1,1 @@
+"""Tiled inference with overlap blending, block by block, and the outputs it writes."""

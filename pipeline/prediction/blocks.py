@@ -1,0 +1,146 @@
+"""The two steps of block-wise prediction: accumulate tiles, then finish the interior.
+
+:func:`accumulate_block` infers a block's tiles on an image window and returns
+weighted softmax sums over the block's extent, split into the interior part and
+the spill that belongs to the blocks right, below and diagonally below-right.
+:func:`finish_block` adds the neighbours' spill to an interior and normalizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.blending import tile_weights
+from pipeline.classes import IGNORE_LABEL
+from pipeline.grid import Window
+from pipeline.prediction.plan import PredictionPlan
+
+F32 = NDArray[np.float32]
+BatchPredictor = Callable[
+    [F32], F32
+]  # (N, bands, T, T) normalized -> (N, classes, T, T) probabilities
+
+
+@dataclass
+class Accumulator:
+    """Weighted probability sums and weight sums over a window."""
+
+    probs: F32  # (classes, rows, cols)
+    weights: F32  # (rows, cols)
+
+    @classmethod
+    def empty(cls) -> Accumulator:
+        """An accumulator over no pixels (for a block whose interior is done)."""
+        return cls(np.zeros((0, 0, 0), np.float32), np.zeros((0, 0), np.float32))
+
+    def __getitem__(self, key: tuple[slice, slice]) -> Accumulator:
+        return Accumulator(self.probs[(slice(None), *key)], self.weights[key])
+
+
+@dataclass
+class BlockParts:
+    """A block's accumulators: its interior and its spill into three neighbours."""
+
+    own: Accumulator
+    right: Accumulator | None
+    down: Accumulator | None
+    diagonal: Accumulator | None
+
+
+def accumulate_block(
+    plan: PredictionPlan,
+    block: tuple[int, int],
+    image: F32,
+    valid: NDArray[np.bool_],
+    predict: BatchPredictor,
+    *,
+    num_classes: int,
+    tile: int,
+    overlap: int,
+    window: str,
+    batch_size: int,
+) -> BlockParts:
+    """Infer block ``block``'s tiles and accumulate weighted probabilities.
+
+    Args:
+        plan: The raster's prediction plan.
+        block: (row, col) index of the block.
+        image: Normalized pixels of ``plan.extent(*block)``, (bands, rows, cols).
+        valid: Valid pixels of the same window; invalid ones get zero weight.
+        predict: Batch predictor returning per-class probabilities.
+        num_classes: Classes the predictor returns.
+        tile: Tile size the model is fed (tiles of small rasters are reflected up to it).
+        overlap: Tile overlap in pixels.
+        window: Blending window name.
+        batch_size: Tiles per forward pass.
+    """
+    extent = plan.extent(*block)
+    tiles = plan.tiles(*block)  # may be none: a short last block is all spill
+    acc = Accumulator(
+        np.zeros((num_classes, *extent.shape), np.float32), np.zeros(extent.shape, np.float32)
+    )
+    for start in range(0, len(tiles), batch_size):
+        batch_tiles = tiles[start : start + batch_size]
+        batch = np.stack([_tile_input(image, t.relative_to(extent), tile) for t in batch_tiles])
+        for t, p in zip(batch_tiles, predict(batch), strict=True):
+            rows, cols = t.relative_to(extent).slices()
+            origin = (t.row_off, t.col_off)
+            w = tile_weights(origin, t.shape, plan.shape, overlap, window) * valid[rows, cols]
+            acc.probs[:, rows, cols] += p[:, : t.height, : t.width] * w
+            acc.weights[rows, cols] += w
+    interior = plan.interior(*block)
+    h, w = interior.shape
+    return BlockParts(
+        own=acc[:h, :w],
+        right=acc[:h, w:] if extent.width > w else None,
+        down=acc[h:, :w] if extent.height > h else None,
+        diagonal=acc[h:, w:] if extent.height > h and extent.width > w else None,
+    )
+
+
+def _tile_input(image: F32, rel: Window, tile: int) -> F32:
+    """A tile of the block's image, reflected up to ``tile`` pixels when the raster is smaller."""
+    rows, cols = rel.slices()
+    data = image[:, rows, cols]
+    pad_rows, pad_cols = tile - data.shape[1], tile - data.shape[2]
+    if pad_rows or pad_cols:
+        data = np.pad(data, ((0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
+    return data
+
+
+def finish_block(
+    own: Accumulator, left: Accumulator | None, up: Accumulator | None, up_left: Accumulator | None
+) -> Accumulator:
+    """Add the spill of the left, upper and upper-left blocks to a block's interior.
+
+    Args:
+        own: The block's interior accumulator.
+        left: The left neighbour's ``right`` spill (rows of this block, first columns).
+        up: The upper neighbour's ``down`` spill (first rows, columns of this block).
+        up_left: The upper-left neighbour's ``diagonal`` spill (first rows and columns).
+    """
+    total = Accumulator(own.probs.copy(), own.weights.copy())
+    for part in (left, up, up_left):
+        if part is not None:
+            rows, cols = part.weights.shape
+            total.probs[:, :rows, :cols] += part.probs
+            total.weights[:rows, :cols] += part.weights
+    return total
+
+
+def class_map(total: Accumulator) -> tuple[NDArray[np.uint8], F32]:
+    """Normalized probabilities and the class of highest probability.
+
+    Pixels no tile weighted (nodata) get class ``IGNORE_LABEL`` (255) and zero probabilities.
+
+    Returns:
+        ``(classes (rows, cols) uint8, probabilities (classes, rows, cols) float32)``.
+    """
+    covered = total.weights > 0
+    probs = np.divide(total.probs, total.weights, out=np.zeros_like(total.probs), where=covered)
+    classes = np.where(covered, probs.argmax(axis=0), IGNORE_LABEL).astype(np.uint8)
+    return classes, probs

@@ -1,0 +1,50 @@
+"""Settings of ``terraseg predict``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.settings import StrictModel
+
+
+class PredictConfig(StrictModel):
+    """How to tile, blend, batch and write predictions."""
+
+    overlap: float = Field(
+        0.25, ge=0.0, lt=0.5, description="Tile overlap as a fraction of the tile size."
+    )
+    window: Literal["spline", "gaussian", "hann", "flat"] = Field(
+        "spline", description="Blending window."
+    )
+    tta: Literal["none", "flips", "d4"] = Field("none", description="Test-time augmentation.")
+    batch_size: int = Field(8, ge=1, description="Tiles per forward pass.")
+    block_size: int = Field(
+        2048, ge=64, description="Pixels per Dask block side (rounded to the tile stride)."
+    )
+    probabilities: bool = Field(
+        False, description="Also write a probability COG with a confidence band."
+    )
+    probability_dtype: Literal["uint8", "float32"] = Field(
+        "uint8", description="uint8 scales probabilities to 0-255; float32 keeps them."
+    )
+    bands: list[int] | None = Field(
+        None, description="1-based raster bands to feed the model, in order."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Inference precision; auto is bf16 on CUDA and fp32 on CPU."
+    )
+    overwrite: bool = Field(False, description="Redo outputs that are complete and current.")
+
+    @field_validator("bands")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 1):
+            raise ValueError("bands are 1-based indexes, e.g. [1, 2, 3, 4]")
+        return value
+
+    def overlap_pixels(self, tile: int) -> int:
+        """The overlap in pixels for a tile size."""
+        return round(self.overlap * tile)

@@ -1,0 +1,75 @@
+"""Checking rasters against a model and reading normalized windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.artifact import ModelArtifact
+from pipeline.errors import InputError
+from pipeline.grid import Window
+from pipeline.rasters import SourceIdentity, data_bands, open_raster, read_window
+
+
+@dataclass(frozen=True)
+class RasterInput:
+    """A raster checked against the model: which bands feed it, and its grid."""
+
+    path: Path
+    bands: list[int]
+    shape: tuple[int, int]
+    dtype: str
+    profile: dict[str, Any]
+    source: dict[str, Any]
+
+
+def check_raster(path: Path, artifact: ModelArtifact, bands: list[int] | None) -> RasterInput:
+    """Open ``path`` and check its bands and dtype against the model.
+
+    Raises:
+        RasterReadError: The raster cannot be opened.
+        InputError: The band count or dtype does not fit the model (both are named).
+    """
+    expected = len(artifact.band_names)
+    with open_raster(path) as src:
+        chosen = bands or data_bands(src)
+        if max(chosen) > src.count:
+            raise InputError(
+                f"--bands asks for band {max(chosen)} but the raster has {src.count}", path=path
+            )
+        if len(chosen) != expected:
+            names = ", ".join(artifact.band_names)
+            raise InputError(
+                f"raster gives {len(chosen)} bands but the model takes {expected} ({names}); "
+                "select them with --bands",
+                path=path,
+            )
+        dtype = src.dtypes[chosen[0] - 1]
+        if dtype != artifact.input_dtype:
+            raise InputError(
+                f"raster is {dtype} but the model was trained on {artifact.input_dtype}", path=path
+            )
+        profile = {
+            "crs": src.crs,
+            "transform": src.transform,
+            "width": src.width,
+            "height": src.height,
+        }
+        return RasterInput(
+            path, chosen, (src.height, src.width), dtype, profile, SourceIdentity.of(path).to_dict()
+        )
+
+
+def read_normalized(
+    raster: RasterInput, window: Window, artifact: ModelArtifact
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Normalized pixels of ``window`` and its valid mask; invalid pixels read as the band mean."""
+    with open_raster(raster.path) as src:
+        image, valid = read_window(src, window, raster.bands)
+    normalized = artifact.normalization.apply(image)
+    normalized[:, ~valid] = 0.0
+    return normalized, valid

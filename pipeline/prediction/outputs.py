@@ -1,0 +1,187 @@
+"""Prediction outputs: block results in a scratch Zarr store, then Cloud-Optimized GeoTIFFs.
+
+Blocks write their interiors into a scratch store whose chunks are the block
+interiors, so concurrent writers never touch the same chunk. When every block
+is done, the class map (uint8, nodata 255, colour table, mode overviews) and
+optionally the probabilities (one band per class plus a max-probability
+confidence band, average overviews, an internal mask for nodata) are copied
+into COGs under temporary names and renamed. Tags record the model and the
+source, so a re-run can tell a complete, current output from a stale one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import zarr
+from numpy.typing import NDArray
+
+from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
+from pipeline.files import atomic_output, partial_path, remove_path
+from pipeline.grid import Window, plan_blocks
+
+STRIP = 512  # rows copied at a time from the scratch store into the GeoTIFF
+COG_OPTIONS = {
+    "compress": "deflate",
+    "blocksize": 512,
+    "bigtiff": "if_safer",
+    "num_threads": "all_cpus",
+}
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where one input's predictions go."""
+
+    classes: Path
+    probabilities: Path | None
+    scratch: Path
+
+    @classmethod
+    def for_input(cls, out_dir: Path, raster: Path, probabilities: bool) -> OutputPaths:
+        """``<stem>_classes.tif`` and ``<stem>_probabilities.tif`` in ``out_dir``."""
+        return cls(
+            out_dir / f"{raster.stem}_classes.tif",
+            out_dir / f"{raster.stem}_probabilities.tif" if probabilities else None,
+            partial_path(out_dir / f"{raster.stem}_blocks.zarr"),
+        )
+
+    def finals(self) -> list[Path]:
+        """The output files."""
+        return [p for p in (self.classes, self.probabilities) if p is not None]
+
+
+def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
+    """True when every output exists and carries exactly these provenance tags."""
+    for path in paths.finals():
+        if not path.exists():
+            return False
+        try:
+            with rasterio.open(path) as src:
+                found = src.tags()
+        except rasterio.errors.RasterioIOError:
+            return False
+        if any(found.get(key) != value for key, value in tags.items()):
+            return False
+    return True
+
+
+def create_scratch(
+    paths: OutputPaths, shape: tuple[int, int], chunk: int, classes: int, dtype: str | None
+) -> None:
+    """A fresh scratch store for block results (``dtype`` None: no probabilities)."""
+    remove_path(paths.scratch)
+    root = zarr.open_group(str(paths.scratch), mode="w", zarr_format=3)
+    root.create_array(
+        "classes", shape=shape, chunks=(chunk, chunk), dtype="uint8", fill_value=IGNORE_LABEL
+    )
+    if dtype is not None:
+        root.create_array(
+            "probabilities",
+            shape=(classes + 1, *shape),
+            chunks=(classes + 1, chunk, chunk),
+            dtype=dtype,
+            fill_value=0,
+        )
+
+
+def write_block(
+    paths: OutputPaths,
+    interior: Window,
+    classes: NDArray[np.uint8],
+    probs: NDArray[np.float32] | None,
+) -> None:
+    """Store one block's interior in the scratch store."""
+    root = zarr.open_group(str(paths.scratch), mode="r+", zarr_format=3)
+    rows, cols = interior.slices()
+    root["classes"][rows, cols] = classes  # type: ignore[index]
+    if probs is not None:
+        target: Any = root["probabilities"]
+        stacked = np.concatenate([probs, probs.max(axis=0, keepdims=True)])
+        if target.dtype == np.uint8:
+            stacked = np.rint(stacked * 255.0).astype(np.uint8)
+        target[:, rows, cols] = stacked
+
+
+def assemble(
+    paths: OutputPaths, profile: dict[str, Any], table: ClassTable, tags: dict[str, str]
+) -> None:
+    """Copy the scratch store into the final COGs, then remove it."""
+    root = zarr.open_group(str(paths.scratch), mode="r", zarr_format=3)
+    base = {
+        "driver": "GTiff",
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "bigtiff": "if_safer",
+        "crs": profile["crs"],
+        "transform": profile["transform"],
+        "width": profile["width"],
+        "height": profile["height"],
+    }
+    all_tags = {**tags, CLASSES_TAG: json.dumps(table.to_dict())}
+    classes: Any = root["classes"]
+    _write_cog(
+        paths.classes,
+        {**base, "count": 1, "dtype": "uint8", "nodata": IGNORE_LABEL},
+        "mode",
+        lambda w: classes[w.slices()][None],
+        all_tags,
+        colormap=table.colormap(),
+        descriptions=["class"],
+    )
+    if paths.probabilities is not None:
+        probs: Any = root["probabilities"]
+        names = [f"p_{name}" for name in table.names] + ["confidence"]
+        _write_cog(
+            paths.probabilities,
+            {**base, "count": probs.shape[0], "dtype": str(probs.dtype)},
+            "average",
+            lambda w: probs[(slice(None), *w.slices())],
+            all_tags,
+            mask=lambda w: classes[w.slices()] != IGNORE_LABEL,
+            descriptions=names,
+        )
+    remove_path(paths.scratch)
+
+
+def _write_cog(
+    path: Path,
+    profile: dict[str, Any],
+    resampling: str,
+    read: Any,
+    tags: dict[str, str],
+    *,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    mask: Any = None,
+    descriptions: list[str],
+) -> None:
+    """Write strips into a tiled GeoTIFF, then copy it as a COG with overviews."""
+    strips = plan_blocks((profile["height"], profile["width"]), STRIP)
+    staging = partial_path(path.with_name(path.stem + "_staging.tif"))
+    try:
+        with (
+            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+            rasterio.open(staging, "w", **profile) as dst,
+        ):
+            dst.update_tags(**tags)
+            dst.descriptions = tuple(descriptions)
+            if colormap is not None:
+                dst.write_colormap(1, colormap)
+            for window in strips:
+                dst.write(read(window), window=window.to_rasterio())
+                if mask is not None:
+                    dst.write_mask(mask(window).astype(np.uint8) * 255, window=window.to_rasterio())
+        with atomic_output(path) as tmp:
+            rasterio.shutil.copy(
+                staging, tmp, driver="COG", overview_resampling=resampling, **COG_OPTIONS
+            )
+    finally:
+        remove_path(staging)

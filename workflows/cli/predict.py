@@ -1,0 +1,119 @@
+"""``terraseg predict``: tiled, blended inference over rasters into class-map COGs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from workflows.cli.options import config_opt, resolve_config, scheduler_opt, show_progress
+
+logger = logging.getLogger(__name__)
+
+# glibc returns large freed buffers to the kernel after every batch, and paging
+# them back in costs a third of CPU inference time; keep them in the heap.
+GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(b) for b in value.split(",")]
+    except ValueError:
+        raise click.BadParameter("give 1-based band numbers separated by commas, e.g. 1,2,3,4") from None
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "model", required=True, metavar="URI",
+              help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, or a model folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder for <name>_classes.tif (and <name>_probabilities.tif).")
+@click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help="Tile overlap as a fraction of the tile [0.25].")
+@click.option("--window", type=click.Choice(["spline", "gaussian", "hann", "flat"]), default=None,
+              help="Blending window [spline].")
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default=None, help="Test-time augmentation [none].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass [8].")
+@click.option("--block-size", type=click.IntRange(min=64), default=None, help="Pixels per Dask block [2048].")
+@click.option("--probabilities/--no-probabilities", default=None, help="Also write class probabilities.")
+@click.option("--bands", callback=_bands, default=None, metavar="1,2,3,4", help="Raster bands to use, in order.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to run [auto].")
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help="Local workers: one per GPU on CUDA, processes on CPU [1].")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo outputs that are already current.")
+@scheduler_opt
+@config_opt
+@click.pass_context
+def predict(
+    ctx: click.Context, /, inputs: tuple[str, ...], model: str, out_dir: Path, devices: int | None,
+    scheduler: str | None, config_path: Path | None, **options: object,
+) -> None:  # fmt: skip
+    """Predict class maps for INPUTS: files, folders, globs or a .txt list of paths.
+
+    Each raster is cut into overlapping tiles on one grid, the softmax of every
+    tile is blended with a window that fades towards its neighbours, and the
+    result is written as a COG with the input's grid, CRS and nodata. Outputs
+    that are complete and made by the same model from the same input are skipped.
+    """
+    from pipeline.errors import TerrasegError
+    from pipeline.prediction.config import PredictConfig
+    from pipeline.prediction.run import needs_work, plan_file
+    from pipeline.prediction.runner import cached_model
+    from pipeline.rasters import expand_inputs
+    from workflows.cluster import dask_client
+    from workflows.predict_graph import FileOutcome, run_prediction
+
+    config = resolve_config(PredictConfig, config_path, options)
+    paths = expand_inputs(inputs)
+    reference = str(Path(model).resolve()) if Path(model).exists() else model
+    artifact = cached_model(reference)
+    jobs, outcomes = [], []
+    for path in paths:
+        try:
+            job = plan_file(reference, artifact, path, out_dir, config)
+        except TerrasegError as exc:
+            outcomes.append(FileOutcome(path, error=str(exc)))
+            continue
+        if needs_work(job):
+            jobs.append(job)
+        else:
+            outcomes.append(FileOutcome(path, outputs=job.paths.finals(), skipped=True))
+    if jobs:
+        os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)  # inherited by new worker processes
+        with dask_client(scheduler, workers=devices or 1, threads_per_worker=2) as client:
+            _configure_workers(client, config.device)
+            outcomes += run_prediction(client, jobs, progress=show_progress(ctx),
+                                       resources={"GPU": 1} if config.device == "cuda" else None)  # fmt: skip
+    _report(outcomes)
+
+
+def _configure_workers(client: object, device: str) -> None:
+    """Give each local worker its share of CPU threads, or its own GPU."""
+    from dask.distributed import Client
+
+    from workflows.workers import pin_worker
+
+    assert isinstance(client, Client)
+    workers = sorted(client.scheduler_info()["workers"])
+    for index, address in enumerate(workers):
+        client.run(pin_worker, index, len(workers), device, workers=[address])
+
+
+def _report(outcomes: list[object]) -> None:
+    from pipeline.errors import TerrasegError
+
+    failed = 0
+    for outcome in outcomes:
+        record = {"input": str(outcome.path), "outputs": [str(p) for p in outcome.outputs],  # type: ignore[attr-defined]
+                  "skipped": outcome.skipped, "error": outcome.error}  # type: ignore[attr-defined]  # fmt: skip
+        click.echo(json.dumps(record))
+        if outcome.error:  # type: ignore[attr-defined]
+            failed += 1
+            click.echo(f"Error: {outcome.error}", err=True)  # type: ignore[attr-defined]
+    if failed:
+        raise TerrasegError(f"{failed} of {len(outcomes)} inputs failed; the others are written")
