@@ -24,17 +24,17 @@ F32 = NDArray[np.float32]
 
 def _spline(u: F32) -> F32:
     """Quadratic spline ramp: C1-smooth from 0 to 1."""
-    return np.where(u < 0.5, 2 * u * u, 1 - 2 * (1 - u) ** 2).astype(np.float32)
+    return np.asarray(np.where(u < 0.5, 2 * u * u, 1 - 2 * (1 - u) ** 2), dtype=np.float32)
 
 
 def _hann(u: F32) -> F32:
-    return (0.5 - 0.5 * np.cos(np.pi * u)).astype(np.float32)
+    return np.asarray(0.5 - 0.5 * np.cos(np.pi * u), dtype=np.float32)
 
 
 def _gaussian(u: F32) -> F32:
     g = np.exp(-0.5 * ((1 - u) / 0.4) ** 2)
     g0 = np.exp(-0.5 * (1 / 0.4) ** 2)
-    return ((g - g0) / (1 - g0)).astype(np.float32)
+    return np.asarray((g - g0) / (1 - g0), dtype=np.float32)
 
 
 def _flat(u: F32) -> F32:
@@ -60,7 +60,7 @@ def ramp(overlap: int, kind: str) -> F32:
         return np.ones(0, dtype=np.float32)
     guard = guard_width(overlap)
     span = overlap - guard
-    u = (np.arange(span, dtype=np.float32) + 0.5) / span
+    u = ((np.arange(span) + 0.5) / span).astype(np.float32)
     try:
         shape = BLEND_WINDOWS[kind]
     except KeyError:
@@ -94,4 +94,4 @@ def tile_weights(
     """
     rows = profile(size[0], overlap, kind, offset[0] > 0, offset[0] + size[0] < raster_shape[0])
     cols = profile(size[1], overlap, kind, offset[1] > 0, offset[1] + size[1] < raster_shape[1])
-    return np.outer(rows, cols)
+    return np.outer(rows, cols).astype(np.float32)

@@ -15,3 +15,36 @@ TINY = {"scenes": 2, "size": "256x192", "seed": 11, "resolution": 2.0, "workers"
 def tiny_scenes(out: Path, **changes: Any) -> SynthOutputs:
     """Two 256 x 192 scenes at 2 m (one generation cell each)."""
     return synthesize(build_config(SynthConfig, {**TINY, **changes}), out)
+
+
+def tiny_model_artifact(
+    folder: Path, *, tile: int = 64, sharpen: float = 40.0, seed: int = 0
+) -> Path:
+    """An untrained DeepLabV3+ (MobileNetV2, width 1/4) for 4-band uint8 rasters, saved as an artifact.
+
+    The classifier weights are scaled by ``sharpen`` so that probabilities vary
+    visibly across the image, as a trained model's do.
+    """
+    import torch
+
+    from pipeline.artifact import ModelArtifact, Normalization, save_artifact
+    from pipeline.classes import default_class_table
+    from pipeline.model.config import ModelConfig
+    from pipeline.model.deeplab import build_model
+
+    config = ModelConfig(
+        backbone="mobilenetv2", in_channels=4, num_classes=5, width_multiplier=0.25
+    )
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(sharpen)
+    artifact = ModelArtifact(
+        model_config=config.model_dump(mode="json"),
+        band_names=["red", "green", "blue", "nir"],
+        normalization=Normalization([100.0] * 4, [50.0] * 4),
+        classes=default_class_table(),
+        tile_size=tile,
+        state_dict=model.state_dict(),
+    )
+    return save_artifact(artifact, folder)

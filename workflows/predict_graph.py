@@ -52,13 +52,13 @@ class _FileRun:
     def __init__(self, client: Client, job: FileJob, resources: dict[str, float] | None) -> None:
         self.client, self.job, self.resources = client, job, resources
         self.token = tokenize(job.model, job.raster.source, job.tags, job.plan)
-        self.spill: dict[tuple[int, int], dict[str, Future]] = {}  # strips not yet consumed
+        self.spill: dict[tuple[int, int], dict[str, Future[Any]]] = {}  # strips not yet consumed
 
     def key(self, kind: str, block: tuple[int, int]) -> str:
         """A deterministic task name."""
         return f"predict-{kind}-{self.job.raster.path.stem}-{block[0]}-{block[1]}-{self.token}"
 
-    def submit_block(self, block: tuple[int, int]) -> Future:
+    def submit_block(self, block: tuple[int, int]) -> Future[Any]:
         """Submit a block's inference and its finishing task; return the latter."""
         i, j = block
         parts = self.client.submit(
@@ -139,7 +139,7 @@ def _run_file(
 ) -> None:
     client.submit(start_file, job, pure=False).result()
     run = _FileRun(client, job, resources)
-    in_flight: deque[Future] = deque()
+    in_flight: deque[Future[int]] = deque()
     for block in job.plan.blocks:
         in_flight.append(run.submit_block(block))
         while len(in_flight) >= window:

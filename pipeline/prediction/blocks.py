@@ -89,9 +89,9 @@ def accumulate_block(
         for t, p in zip(batch_tiles, predict(batch), strict=True):
             rows, cols = t.relative_to(extent).slices()
             origin = (t.row_off, t.col_off)
-            w = tile_weights(origin, t.shape, plan.shape, overlap, window) * valid[rows, cols]
-            acc.probs[:, rows, cols] += p[:, : t.height, : t.width] * w
-            acc.weights[rows, cols] += w
+            weight = tile_weights(origin, t.shape, plan.shape, overlap, window) * valid[rows, cols]
+            acc.probs[:, rows, cols] += p[:, : t.height, : t.width] * weight
+            acc.weights[rows, cols] += weight
     interior = plan.interior(*block)
     h, w = interior.shape
     return BlockParts(

@@ -36,6 +36,11 @@ class PredictConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Inference precision; auto is bf16 on CUDA and fp32 on CPU."
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads per worker for the model (default: cores / local workers).",
+    )
     overwrite: bool = Field(False, description="Redo outputs that are complete and current.")
 
     @field_validator("bands")

@@ -2,7 +2,7 @@
 
 Tiles come from the raster's one tile plan (:func:`pipeline.grid.axis_offsets`).
 Block boundaries are multiples of ``block`` pixels, rounded to a multiple of
-the tile stride so that regular tiles never straddle two blocks' starts. Each
+the tile stride and at least one tile apart. Each
 tile belongs to the block that contains its upper-left pixel, so every tile is
 inferred exactly once. A tile reaches at most into the next block to the right
 and below (its *spill*); a block's final values are its own accumulators plus
@@ -41,9 +41,13 @@ class AxisPlan:
 
     @cached_property
     def bounds(self) -> list[int]:
-        """Block boundaries: 0, step, 2 step, ..., length."""
+        """Block boundaries: 0, step, 2 step, ..., length.
+
+        The step is a multiple of the stride and at least one tile, so that no
+        tile, not even the last one shifted inward, reaches past the next block.
+        """
         stride = self.tile - self.overlap
-        step = max(stride, (self.block // stride) * stride)
+        step = max(-(-self.tile // stride) * stride, (self.block // stride) * stride)
         return [*range(0, self.length, step), self.length]
 
     @property

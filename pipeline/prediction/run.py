@@ -105,7 +105,10 @@ def start_file(job: FileJob) -> None:
 def predict_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
     """Read a block's extent, infer its tiles and accumulate weighted probabilities."""
     artifact = cached_model(job.model)
-    predict = batch_predictor(job.model, job.config.device, job.config.precision, job.config.tta)
+    config = job.config
+    predict = batch_predictor(
+        job.model, config.device, config.precision, config.tta, config.threads
+    )
     image, valid = read_normalized(job.raster, job.plan.extent(*block), artifact)
     return accumulate_block(
         job.plan,
@@ -129,7 +132,7 @@ def finish_block_and_write(
     up: Accumulator | None,
     up_left: Accumulator | None,
 ) -> int:
-    """Complete a block's interior with its neighbours' spill and store it; return its pixel count."""
+    """Complete a block's interior with its neighbours' spill and store it; return its pixels."""
     classes, probs = class_map(finish_block(own, left, up, up_left))
     interior = job.plan.interior(*block)
     write_block(job.paths, interior, classes, probs if job.config.probabilities else None)

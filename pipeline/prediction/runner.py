@@ -43,9 +43,19 @@ def cached_model(reference: str) -> ModelArtifact:
 
 
 @lru_cache(maxsize=4)
-def batch_predictor(reference: str, device: str, precision: str, tta: str) -> BatchPredictor:
-    """A function from normalized tiles (N, bands, T, T) to probabilities (N, classes, T, T)."""
+def batch_predictor(
+    reference: str, device: str, precision: str, tta: str, threads: int | None = None
+) -> BatchPredictor:
+    """A function from normalized tiles (N, bands, T, T) to probabilities (N, classes, T, T).
+
+    CPU kernels sum in an order that depends on the thread count, so ``threads``
+    is applied in every process that predicts: the same setting gives bit-identical
+    results on any scheduler.
+    """
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     artifact = cached_model(reference)
     device = resolve_device(device)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from workflows.cli.options import config_opt, resolve_config, scheduler_opt, show_progress
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+    from pipeline.prediction.run import FileJob
+    from workflows.predict_graph import FileOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -24,28 +32,82 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     try:
         return [int(b) for b in value.split(",")]
     except ValueError:
-        raise click.BadParameter("give 1-based band numbers separated by commas, e.g. 1,2,3,4") from None
+        raise click.BadParameter(
+            "give 1-based band numbers separated by commas, e.g. 1,2,3,4"
+        ) from None
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "model", required=True, metavar="URI",
-              help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, or a model folder.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder for <name>_classes.tif (and <name>_probabilities.tif).")
-@click.option("--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=None,
-              help="Tile overlap as a fraction of the tile [0.25].")
-@click.option("--window", type=click.Choice(["spline", "gaussian", "hann", "flat"]), default=None,
-              help="Blending window [spline].")
-@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default=None, help="Test-time augmentation [none].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass [8].")
-@click.option("--block-size", type=click.IntRange(min=64), default=None, help="Pixels per Dask block [2048].")
-@click.option("--probabilities/--no-probabilities", default=None, help="Also write class probabilities.")
-@click.option("--bands", callback=_bands, default=None, metavar="1,2,3,4", help="Raster bands to use, in order.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to run [auto].")
-@click.option("--devices", type=click.IntRange(min=1), default=None,
-              help="Local workers: one per GPU on CUDA, processes on CPU [1].")
-@click.option("--overwrite", is_flag=True, default=None, help="Redo outputs that are already current.")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    metavar="URI",
+    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, or a model folder.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder for <name>_classes.tif (and <name>_probabilities.tif).",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0, 0.5, max_open=True),
+    default=None,
+    help="Tile overlap as a fraction of the tile [0.25].",
+)
+@click.option(
+    "--window",
+    type=click.Choice(["spline", "gaussian", "hann", "flat"]),
+    default=None,
+    help="Blending window [spline].",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flips", "d4"]),
+    default=None,
+    help="Test-time augmentation [none].",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass [8]."
+)
+@click.option(
+    "--block-size", type=click.IntRange(min=64), default=None, help="Pixels per Dask block [2048]."
+)
+@click.option(
+    "--probabilities/--no-probabilities", default=None, help="Also write class probabilities."
+)
+@click.option(
+    "--bands",
+    callback=_bands,
+    default=None,
+    metavar="1,2,3,4",
+    help="Raster bands to use, in order.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Where to run [auto].",
+)
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local workers: one per GPU on CUDA, processes on CPU [1].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads per worker for the model [cores / workers].",
+)
+@click.option(
+    "--overwrite", is_flag=True, default=None, help="Redo outputs that are already current."
+)
 @scheduler_opt
 @config_opt
 @click.pass_context
@@ -72,7 +134,8 @@ def predict(
     paths = expand_inputs(inputs)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = cached_model(reference)
-    jobs, outcomes = [], []
+    jobs: list[FileJob] = []
+    outcomes: list[FileOutcome] = []
     for path in paths:
         try:
             job = plan_file(reference, artifact, path, out_dir, config)
@@ -87,33 +150,38 @@ def predict(
         os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)  # inherited by new worker processes
         with dask_client(scheduler, workers=devices or 1, threads_per_worker=2) as client:
             _configure_workers(client, config.device)
-            outcomes += run_prediction(client, jobs, progress=show_progress(ctx),
-                                       resources={"GPU": 1} if config.device == "cuda" else None)  # fmt: skip
+            resources = {"GPU": 1.0} if config.device == "cuda" else None
+            outcomes += run_prediction(
+                client, jobs, progress=show_progress(ctx), resources=resources
+            )
     _report(outcomes)
 
 
-def _configure_workers(client: object, device: str) -> None:
+def _configure_workers(client: Client, device: str) -> None:
     """Give each local worker its share of CPU threads, or its own GPU."""
-    from dask.distributed import Client
-
     from workflows.workers import pin_worker
 
-    assert isinstance(client, Client)
     workers = sorted(client.scheduler_info()["workers"])
     for index, address in enumerate(workers):
         client.run(pin_worker, index, len(workers), device, workers=[address])
 
 
-def _report(outcomes: list[object]) -> None:
+def _report(outcomes: Sequence[FileOutcome]) -> None:
+    """One JSON line per input on stdout; errors on stderr; exit 1 when any failed."""
     from pipeline.errors import TerrasegError
 
-    failed = 0
+    failed = [o for o in outcomes if o.error]
     for outcome in outcomes:
-        record = {"input": str(outcome.path), "outputs": [str(p) for p in outcome.outputs],  # type: ignore[attr-defined]
-                  "skipped": outcome.skipped, "error": outcome.error}  # type: ignore[attr-defined]  # fmt: skip
+        record = {
+            "input": str(outcome.path),
+            "outputs": [str(p) for p in outcome.outputs],
+            "skipped": outcome.skipped,
+            "error": outcome.error,
+        }
         click.echo(json.dumps(record))
-        if outcome.error:  # type: ignore[attr-defined]
-            failed += 1
-            click.echo(f"Error: {outcome.error}", err=True)  # type: ignore[attr-defined]
+    for outcome in failed:
+        click.echo(f"Error: {outcome.error}", err=True)
     if failed:
-        raise TerrasegError(f"{failed} of {len(outcomes)} inputs failed; the others are written")
+        raise TerrasegError(
+            f"{len(failed)} of {len(outcomes)} inputs failed; the others are written"
+        )

@@ -1,0 +1,87 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from tests.helpers import tiny_model_artifact, tiny_scenes
+from workflows.cli.main import cli
+
+TERRASEG = str(Path(sys.executable).parent / "terraseg")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    return tiny_model_artifact(root / "model"), tiny_scenes(root / "scenes")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_predict_folder_then_skip_then_bad_file(data, tmp_path):
+    model, scenes = data
+    out = tmp_path / "out"
+    result = run(
+        "-q", "predict", scenes.scenes[0].parent, "--model", model, "--out", out, "--threads", "1"
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    assert [Path(r["outputs"][0]).name for r in records] == [
+        "scene_000_classes.tif",
+        "scene_001_classes.tif",
+    ]
+    again = run("-q", "predict", *scenes.scenes, "--model", model, "--out", out, "--threads", "1")
+    assert all(
+        json.loads(line)["skipped"] for line in again.output.splitlines() if line.startswith("{")
+    )
+    broken = tmp_path / "broken.tif"
+    broken.write_text("no raster here")
+    mixed = run(
+        "-q", "predict", broken, scenes.scenes[0], "--model", model, "--out", out, "--overwrite"
+    )
+    assert mixed.exit_code == 1
+    assert "broken.tif: not a readable raster" in mixed.output
+    assert mixed.output.strip().endswith("Error: 1 of 2 inputs failed; the others are written")
+    assert not (out / "broken_classes.tif").exists()
+
+
+def test_usage_and_model_errors(data, tmp_path):
+    model, scenes = data
+    assert run("predict", scenes.scenes[0], "--out", tmp_path).exit_code == 2  # --model missing
+    bad_bands = run(
+        "predict", scenes.scenes[0], "--model", model, "--out", tmp_path, "--bands", "a,b"
+    )
+    assert bad_bands.exit_code == 2 and "1-based band numbers" in bad_bands.output
+    missing = run("predict", scenes.scenes[0], "--model", tmp_path / "nope", "--out", tmp_path)
+    assert missing.exit_code == 1
+    nothing = run("predict", tmp_path / "*.tif", "--model", model, "--out", tmp_path)
+    assert nothing.exit_code == 1 and "no raster files found" in nothing.output
+
+
+def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
+    model, _ = data
+    scene = tiny_scenes(tmp_path / "big", scenes=1, size="1024x1024", resolution=1.0).scenes[0]
+    out = tmp_path / "out"
+    command = [TERRASEG, "-q", "predict", str(scene), "--model", str(model), "--out", str(out),
+               "--block-size", "128", "--threads", "1"]  # fmt: skip
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    scratch = out / ".scene_000_blocks.partial.zarr" / "classes" / "c"
+    while time.monotonic() < deadline and not (scratch.exists() and any(scratch.rglob("*"))):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "scene_000_classes.tif").exists()
+    assert all(p.name.startswith(".") for p in out.iterdir())  # only temporary names
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    with rasterio.open(out / "scene_000_classes.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert not (out / ".scene_000_blocks.partial.zarr").exists()
