@@ -20,7 +20,7 @@ def tiny_scenes(out: Path, **changes: Any) -> SynthOutputs:
 def tiny_model_artifact(
     folder: Path, *, tile: int = 64, sharpen: float = 40.0, seed: int = 0
 ) -> Path:
-    """An untrained DeepLabV3+ (MobileNetV2, width 1/4) for 4-band uint8 rasters, saved as an artifact.
+    """An untrained DeepLabV3+ (MobileNetV2, width 1/4) for 4-band uint8 rasters.
 
     The classifier weights are scaled by ``sharpen`` so that probabilities vary
     visibly across the image, as a trained model's do.

@@ -141,7 +141,7 @@ def test_raster_smaller_than_tile_is_reflected():
     rng = np.random.default_rng(3)
     image = rng.normal(size=(3, 20, 27)).astype(np.float32)
     predict = standin()
-    classes, probs = blend(image, np.ones((20, 27), bool), predict, tile=32, overlap=8, block=64)
+    _, probs = blend(image, np.ones((20, 27), bool), predict, tile=32, overlap=8, block=64)
     padded = np.pad(image, ((0, 0), (0, 12), (0, 5)), mode="symmetric")
     expected = predict(padded[None])[0][:, :20, :27]
     np.testing.assert_allclose(probs, expected, atol=1e-6)

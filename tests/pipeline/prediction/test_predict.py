@@ -148,9 +148,11 @@ def test_tta_and_windows_run(model, scenes, tmp_path):
 class TestBadInput:
     def test_band_count_names_both(self, model, scenes, tmp_path):
         three = tmp_path / "three.tif"
-        with rasterio.open(scenes.scenes[0]) as src:
-            with rasterio.open(three, "w", **{**src.profile, "count": 3}) as dst:
-                dst.write(src.read([1, 2, 3]))
+        with (
+            rasterio.open(scenes.scenes[0]) as src,
+            rasterio.open(three, "w", **{**src.profile, "count": 3}) as dst,
+        ):
+            dst.write(src.read([1, 2, 3]))
         with pytest.raises(
             InputError, match=r"three\.tif: raster gives 3 bands but the model takes 4 \(red, green"
         ):
