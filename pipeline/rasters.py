@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,3 +157,29 @@ def check_same_band_count(counts: dict[Path, int]) -> None:
         raise InputError(
             f"rasters have different band counts ({listed}); tile them into separate stores"
         )
+
+
+_THREAD = threading.local()
+_HANDLES_PER_THREAD = 8
+
+
+def shared_reader(path: str | Path, identity: tuple[Any, ...] = ()) -> Any:
+    """A dataset kept open for this thread, reopened when ``identity`` (size, mtime) changes.
+
+    Opening a GeoTIFF costs about as much as reading one of its chunks, so chunk
+    tasks share handles; rasterio datasets are not thread-safe, hence one per thread.
+    """
+    handles: OrderedDict[tuple[Any, ...], Any] = getattr(_THREAD, "handles", None) or OrderedDict()
+    _THREAD.handles = handles
+    key = (str(path), *identity)
+    if key in handles:
+        handles.move_to_end(key)
+        return handles[key]
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterReadError(f"not a readable raster ({exc})", path=path) from None
+    handles[key] = src
+    while len(handles) > _HANDLES_PER_THREAD:
+        handles.popitem(last=False)[1].close()
+    return src

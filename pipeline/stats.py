@@ -31,30 +31,37 @@ class BandSummary:
     @classmethod
     def of(cls, image: NDArray[Any], valid: NDArray[np.bool_]) -> BandSummary:
         """Summarize the valid pixels of ``image`` (bands, rows, cols)."""
-        values = image[:, valid]  # (bands, n)
-        as_float = values.astype(np.float64)
-        bands = image.shape[0]
-        histogram = sample = None
-        offset = 0
+        values = image.reshape(image.shape[0], -1) if valid.all() else image[:, valid]  # (bands, n)
         if np.issubdtype(image.dtype, np.integer):
-            info = np.iinfo(image.dtype)
-            offset = int(info.min)
-            bins = int(info.max) - offset + 1
-            histogram = np.zeros((bands, bins), dtype=np.int64)
-            for band in range(bands):
-                histogram[band] = np.bincount(
-                    (values[band].astype(np.int64) - offset), minlength=bins
-                )
-        else:
-            step = max(1, values.shape[1] // SAMPLE_PER_CHUNK)
-            sample = as_float[:, ::step]
+            return cls._of_integers(values, image.dtype)
+        as_float = values.astype(np.float64)
+        step = max(1, values.shape[1] // SAMPLE_PER_CHUNK)
         return cls(
-            count=np.full(bands, values.shape[1], dtype=np.int64),
+            count=np.full(values.shape[0], values.shape[1], dtype=np.int64),
             total=as_float.sum(axis=1),
             squares=(as_float * as_float).sum(axis=1),
+            offset=0,
+            histogram=None,
+            sample=as_float[:, ::step],
+        )
+
+    @classmethod
+    def _of_integers(cls, values: NDArray[Any], dtype: np.dtype[Any]) -> BandSummary:
+        """A histogram per band; sums and sums of squares follow from it exactly."""
+        info = np.iinfo(dtype)
+        offset, bins = int(info.min), int(info.max) - int(info.min) + 1
+        histogram = np.zeros((values.shape[0], bins), dtype=np.int64)
+        for band, row in enumerate(values):
+            shifted = row if offset == 0 else row.astype(np.int64) - offset
+            histogram[band] = np.bincount(shifted, minlength=bins)
+        levels = np.arange(bins, dtype=np.float64) + offset
+        return cls(
+            count=np.full(values.shape[0], values.shape[1], dtype=np.int64),
+            total=histogram @ levels,
+            squares=histogram @ (levels * levels),
             offset=offset,
             histogram=histogram,
-            sample=sample,
+            sample=None,
         )
 
     def merge(self, other: BandSummary) -> BandSummary:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 from affine import Affine
+from numpy.typing import NDArray
 from pydantic import Field
 from rasterio.crs import CRS
 
@@ -41,12 +42,12 @@ from pipeline.rasters import (
     data_bands,
     open_raster,
     read_window,
+    shared_reader,
 )
 from pipeline.settings import StrictModel
 from pipeline.stats import BandSummary, band_statistics, merge_all
 from pipeline.store import (
     STORE_FORMAT,
-    array,
     create_scene,
     open_root,
     scene_group,
@@ -278,59 +279,89 @@ def start_store(
     return todo
 
 
-def tile_chunk(
-    store: str, plan: ScenePlan, window: Window, labels: ChunkLabels, classes: ClassTable
-) -> BandSummary:
-    """Read one window of a raster, build its label, write both; summarize valid pixels.
+@dataclass
+class ChunkSummary:
+    """What chunk tasks report: band statistics and per-tile pixel counts, mergeable."""
 
-    Nodata pixels (nodata value, mask or alpha) get the ignore label.
+    bands: BandSummary
+    tiles: dict[tuple[int, int], NDArray[np.int64]]  # (row, col) -> 256 label counts + valid count
+
+    def merge(self, other: ChunkSummary) -> ChunkSummary:
+        """The summary of both parts."""
+        tiles = dict(self.tiles)
+        for key, counts in other.tiles.items():
+            tiles[key] = tiles[key] + counts if key in tiles else counts
+        return ChunkSummary(self.bands.merge(other.bands), tiles)
+
+
+def tile_chunk(
+    store: str, plan: ScenePlan, window: Window, labels: ChunkLabels, classes: ClassTable, tile: int
+) -> ChunkSummary:
+    """Read one window of a raster, build its label, write both; summarize it.
+
+    Nodata pixels (nodata value, mask or alpha) get the ignore label. The summary
+    holds band statistics of valid pixels and, for every tile of the scene's tile
+    plan that overlaps this chunk, the label counts and valid pixels of the overlap.
     """
-    with open_raster(plan.image) as src:
-        image, valid = read_window(src, window, plan.bands)
-        crs = src.crs
+    src = shared_reader(plan.image, (plan.source["size"], plan.source["mtime_ns"]))
+    image, valid = read_window(src, window, plan.bands)
     label = chunk_label(
-        labels, window, transform=plan.affine, crs=crs, shape=plan.shape, classes=classes
+        labels, window, transform=plan.affine, crs=src.crs, shape=plan.shape, classes=classes
     )
     label = np.where(valid, label, np.uint8(IGNORE_LABEL)).astype(np.uint8)
     write_chunk(store, plan.name, window, image, label, valid)
-    return BandSummary.of(image, valid)
+    return ChunkSummary(
+        BandSummary.of(image, valid), _tile_counts(plan, window, label, valid, tile)
+    )
+
+
+def _tile_counts(
+    plan: ScenePlan, window: Window, label: NDArray[np.uint8], valid: NDArray[np.bool_], tile: int
+) -> dict[tuple[int, int], NDArray[np.int64]]:
+    counts = {}
+    for candidate in plan_tiles(plan.shape, tile):
+        part = candidate.intersection(window)
+        if part is None:
+            continue
+        rows, cols = part.relative_to(window).slices()
+        histogram = np.bincount(label[rows, cols].ravel(), minlength=256).astype(np.int64)
+        valid_count = np.int64(np.count_nonzero(valid[rows, cols]))
+        counts[(candidate.row_off, candidate.col_off)] = np.append(histogram, valid_count)
+    return counts
 
 
 def finish_scene(
-    store: str, plan: ScenePlan, summaries: list[BandSummary], tile: int, num_classes: int
+    store: str, plan: ScenePlan, summary: ChunkSummary, tile: int, num_classes: int
 ) -> None:
     """Write the scene's tile index and statistics, then mark it complete."""
-    root = open_root(store)
-    group = scene_group(root, plan.name)
-    label, valid = array(group, "label"), array(group, "valid")
+    group = scene_group(open_root(store), plan.name)
     tiles = []
     for window in plan_tiles(plan.shape, tile):
-        rows, cols = window.slices()
-        counts = np.bincount(np.asarray(label[rows, cols]).ravel(), minlength=256)
+        counts = summary.tiles[(window.row_off, window.col_off)]
         tiles.append(
             {
                 "row": window.row_off,
                 "col": window.col_off,
                 "height": window.height,
                 "width": window.width,
-                "valid_fraction": float(np.asarray(valid[rows, cols]).mean()),
+                "valid_fraction": float(counts[256]) / (window.height * window.width),
                 "class_counts": counts[:num_classes].tolist(),
                 "ignore_count": int(counts[IGNORE_LABEL]),
                 "split": "train",
             }
         )
-    summary = merge_all(summaries)
-    if summary.histogram is not None:
-        group.create_array("histogram", data=summary.histogram, overwrite=True)
-    if summary.sample is not None:
-        group.create_array("sample", data=summary.sample, overwrite=True)
+    bands = summary.bands
+    if bands.histogram is not None:
+        group.create_array("histogram", data=bands.histogram, overwrite=True)
+    if bands.sample is not None:
+        group.create_array("sample", data=bands.sample, overwrite=True)
     group.attrs.update(
         {
             "tiles": tiles,
-            "stats_offset": summary.offset,
-            "count": summary.count.tolist(),
-            "total": summary.total.tolist(),
-            "squares": summary.squares.tolist(),
+            "stats_offset": bands.offset,
+            "count": bands.count.tolist(),
+            "total": bands.total.tolist(),
+            "squares": bands.squares.tolist(),
             "complete": True,
         }
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import resource
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -31,3 +35,59 @@ def peak_rss_mib(include_children: bool = True) -> float:
     if include_children:
         peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return peak / 1024.0
+
+
+@contextmanager
+def bench_workdir(folder: Path | None) -> Iterator[Path]:
+    """``folder`` (created when missing), or a temporary folder removed afterwards."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="terraseg-bench-") as name:
+        yield Path(name)
+
+
+class TreeRSS:
+    """Samples the summed RSS of this process and all its descendants in a thread.
+
+    Dask workers are grandchildren (nanny, then worker), so ``getrusage`` does not see
+    them; the tree is walked on every sample instead.
+    """
+
+    def __init__(self, root: int | None = None, interval: float = 0.1) -> None:
+        import psutil
+
+        self._root = psutil.Process(root)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:  # a process ended while the tree was walked
+                tree = [self._root]
+            for proc in tree:
+                with suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> TreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        """The largest sum seen, in MiB."""
+        return self.peak / 2**20

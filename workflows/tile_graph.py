@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from pipeline.classes import ClassTable
 from pipeline.files import remove_path
-from pipeline.stats import merge_all
 from pipeline.tiling import (
+    ChunkSummary,
     ScenePlan,
     TileConfig,
     finish_scene,
@@ -43,6 +43,7 @@ def scene_graph(
             window,
             plan.chunk_labels(window, config),
             classes,
+            config.tile_size,
             dask_key_name=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
         )
         for window in plan.chunks(config.tile_size)
@@ -59,7 +60,7 @@ def scene_graph(
     finish = delayed(finish_scene, pure=True)(
         store,
         light,
-        parts,
+        parts[0],
         config.tile_size,
         classes.num_classes,
         dask_key_name=f"tile-scene-{light.name}-{token}",
@@ -67,8 +68,11 @@ def scene_graph(
     return chunks, finish
 
 
-def _merge(*summaries: Any) -> Any:
-    return merge_all(list(summaries))
+def _merge(*summaries: ChunkSummary) -> ChunkSummary:
+    result = summaries[0]
+    for summary in summaries[1:]:
+        result = result.merge(summary)
+    return result
 
 
 def run_tiling(

@@ -8,12 +8,9 @@ second, seconds per megapixel and the peak resident memory of each process tree.
 from __future__ import annotations
 
 import shutil
-import tempfile
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,8 @@ from typing import Any
 import click
 import numpy as np
 import numpy.typing as npt
+
+from workflows.bench_utils import TreeRSS, bench_workdir
 
 GDAL_POLYGONIZE = ("gdal_polygonize", "gdal_polygonize.py")
 INSTALL_HINT = "install GDAL's command-line tools, e.g. `apt-get install -y gdal-bin`"
@@ -57,7 +56,7 @@ def bench_vectorize(
 ) -> None:
     """Vectorize a generated 5-class map (EPSG:32633, 0.5 m) beside gdal_polygonize."""
     gdal = None if skip_gdal else find_gdal_polygonize()
-    with _workdir(workdir) as folder:
+    with bench_workdir(workdir) as folder:
         if raster is None:
             raster = folder / f"classmap-{size}.tif"
             if not raster.exists():
@@ -82,16 +81,6 @@ def find_gdal_polygonize() -> str:
         if found:
             return found
     raise click.ClickException(f"gdal_polygonize not found on PATH; {INSTALL_HINT}")
-
-
-@contextmanager
-def _workdir(folder: Path | None) -> Iterator[Path]:
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="terraseg-bench-") as name:
-        yield Path(name)
 
 
 # --------------------------------------------------------------------------- data
@@ -147,51 +136,6 @@ def _megapixels(raster: Path) -> float:
 
 
 # --------------------------------------------------------------------------- runs
-
-
-class TreeRSS:
-    """Samples the summed RSS of this process and all its descendants in a thread.
-
-    Dask workers are grandchildren (nanny, then worker), so ``getrusage`` does not see
-    them; the tree is walked on every sample instead.
-    """
-
-    def __init__(self, root: int | None = None, interval: float = 0.1) -> None:
-        import psutil
-
-        self._root = psutil.Process(root)
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = 0
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            total = 0
-            try:
-                tree = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:  # a process ended while the tree was walked
-                tree = [self._root]
-            for proc in tree:
-                with suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> TreeRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_mib(self) -> float:
-        """The largest sum seen, in MiB."""
-        return self.peak / 2**20
 
 
 def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:

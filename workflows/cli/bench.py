@@ -8,6 +8,7 @@ import click
 
 # Benchmark name -> "module:attribute", imported only when run.
 BENCHMARKS: dict[str, str] = {
+    "tile": "workflows.bench.tile:bench_tile",
     "vectorize": "workflows.bench.vectorize:bench_vectorize",
 }
 
