@@ -8,6 +8,7 @@ import click
 
 # Benchmark name -> "module:attribute", imported only when run.
 BENCHMARKS: dict[str, str] = {
+    "predict": "workflows.bench.predict:bench_predict",
     "tile": "workflows.bench.tile:bench_tile",
     "vectorize": "workflows.bench.vectorize:bench_vectorize",
 }

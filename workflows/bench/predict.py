@@ -1,0 +1,200 @@
+"""``terraseg bench predict``: end-to-end prediction beside the model alone and a naive baseline.
+
+Three measurements on the same raster and tiles, in one run:
+
+- model only: forward passes over the plan's tiles, batched, from memory;
+- baseline: one process reading tile by tile, batch size 1, accumulating into
+  whole-raster arrays, then writing a plain GeoTIFF (no blocks, no prefetch);
+- terraseg: the real pipeline on a LocalCluster, COGs included, once with the
+  glibc malloc tunables the CLI applies and once without.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from workflows.bench_utils import TreeRSS, bench_workdir
+
+
+@click.command("predict")
+@click.option("--size", type=click.IntRange(min=256), default=2048, show_default=True)
+@click.option(
+    "--backbone",
+    type=click.Choice(["mobilenetv2", "resnet50", "resnet101", "xception65"]),
+    default="mobilenetv2",
+    show_default=True,
+)
+@click.option("--tile", type=click.IntRange(min=64), default=512, show_default=True)
+@click.option(
+    "--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def bench_predict(
+    size: int,
+    backbone: str,
+    tile: int,
+    overlap: float,
+    batch_size: int,
+    workers: int,
+    workdir: Path | None,
+) -> None:
+    """Megapixels per second of terraseg predict, the model alone, and a naive baseline."""
+    from pipeline.prediction.config import PredictConfig
+    from pipeline.prediction.run import plan_file
+    from pipeline.prediction.runner import cached_model
+    from pipeline.settings import build_config
+    from pipeline.synth.config import SynthConfig
+    from pipeline.synth.writer import synthesize
+
+    with bench_workdir(workdir) as folder:
+        data = folder / f"scene-{size}"
+        if not (data / "classes.yaml").exists():
+            synthesize(build_config(SynthConfig, {"scenes": 1, "size": size, "seed": 2}), data)
+        raster = data / "scene_000.tif"
+        model = str(_bench_model(folder / f"model-{backbone}-{tile}", backbone, tile))
+        artifact = cached_model(model)
+        config = PredictConfig(overlap=overlap, batch_size=batch_size, overwrite=True)
+        job = plan_file(model, artifact, raster, folder / "out", config)
+        tiles = [t for block in job.plan.blocks for t in job.plan.tiles(*block)]
+        megapixels = size * size / 1e6
+
+        forward = _model_only(artifact, len(tiles), tile, batch_size)
+        baseline = _baseline(artifact, raster, job, folder / "baseline.tif")
+        tuned, tuned_rss = _terraseg(job, workers, tunables=True)
+        plain, plain_rss = _terraseg(job, workers, tunables=False)
+
+    click.echo(
+        f"{backbone}, {len(tiles)} tiles of {tile} px, {overlap:.0%} overlap, {size} x {size} px"
+    )
+    rows = [
+        ("model only (forward)", forward, None),
+        ("baseline (naive)", baseline, None),
+        ("terraseg, malloc tuned", tuned, tuned_rss),
+        ("terraseg, default malloc", plain, plain_rss),
+    ]
+    for name, seconds, rss in rows:
+        peak = f"  peak RSS {rss:.0f} MiB" if rss else ""
+        click.echo(f"{name:<26} {seconds:8.1f} s {megapixels / seconds:7.3f} Mpx/s{peak}")
+    click.echo(
+        f"terraseg / model only: {forward / tuned:.2f}; / baseline: {baseline / tuned:.2f}x; "
+        f"malloc tuning: {plain / tuned:.2f}x"
+    )
+
+
+def _bench_model(folder: Path, backbone: str, tile: int) -> Path:
+    """An untrained model of the chosen backbone (speed does not depend on the weights)."""
+    import torch
+
+    from pipeline.artifact import ModelArtifact, Normalization, save_artifact
+    from pipeline.classes import default_class_table
+    from pipeline.model.config import ModelConfig
+    from pipeline.model.deeplab import build_model
+
+    if folder.exists():
+        return folder
+    config = ModelConfig.model_validate({"backbone": backbone, "in_channels": 4, "num_classes": 5})
+    torch.manual_seed(0)
+    model = build_model(config)
+    artifact = ModelArtifact(
+        config.model_dump(mode="json"),
+        ["red", "green", "blue", "nir"],
+        Normalization([100.0] * 4, [50.0] * 4),
+        default_class_table(),
+        tile,
+        model.state_dict(),
+    )
+    return save_artifact(artifact, folder)
+
+
+def _model_only(artifact: Any, tiles: int, tile: int, batch_size: int) -> float:
+    import torch
+
+    model = artifact.build_model()
+    batch = torch.randn(batch_size, len(artifact.band_names), tile, tile)
+    with torch.inference_mode():
+        model(batch[:1])  # warm-up
+        start = time.perf_counter()
+        for first in range(0, tiles, batch_size):
+            torch.softmax(model(batch[: min(batch_size, tiles - first)]), dim=1)
+    return time.perf_counter() - start
+
+
+def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
+    """One process, whole-raster accumulators, one tile per forward pass, plain GeoTIFF."""
+    import rasterio
+    import torch
+
+    from pipeline.blending import tile_weights
+
+    model = artifact.build_model()
+    start = time.perf_counter()
+    with rasterio.open(raster) as src:
+        shape = (src.height, src.width)
+        probs = np.zeros((artifact.classes.num_classes, *shape), np.float32)
+        weights = np.zeros(shape, np.float32)
+        overlap = job.config.overlap_pixels(job.tile)
+        for block in job.plan.blocks:
+            for t in job.plan.tiles(*block):
+                x = artifact.normalization.apply(src.read(window=t.to_rasterio()))
+                with torch.inference_mode():
+                    p = torch.softmax(model(torch.from_numpy(x[None])), dim=1)[0].numpy()
+                w = tile_weights((t.row_off, t.col_off), t.shape, shape, overlap, "spline")
+                probs[:, t.row_off : t.row_end, t.col_off : t.col_end] += p * w
+                weights[t.row_off : t.row_end, t.col_off : t.col_end] += w
+        classes = (probs / np.maximum(weights, 1e-12)).argmax(axis=0).astype(np.uint8)
+        profile = {
+            "driver": "GTiff",
+            "width": shape[1],
+            "height": shape[0],
+            "count": 1,
+            "dtype": "uint8",
+            "crs": src.crs,
+            "transform": src.transform,
+            "compress": "deflate",
+        }
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(classes[None])
+    return time.perf_counter() - start
+
+
+def _terraseg(job: Any, workers: int, *, tunables: bool) -> tuple[float, float]:
+    from workflows.cli.predict import GLIBC_TUNABLES
+    from workflows.cluster import dask_client
+    from workflows.predict_graph import run_prediction
+    from workflows.workers import pin_worker
+
+    saved = os.environ.pop("GLIBC_TUNABLES", None)
+    if tunables:
+        os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES  # read by the worker processes at start
+    try:
+        with dask_client(None, workers=workers, threads_per_worker=2) as client, TreeRSS() as rss:
+            addresses = sorted(client.scheduler_info()["workers"])
+            for index, address in enumerate(addresses):
+                client.run(pin_worker, index, len(addresses), "cpu", workers=[address])
+            client.run(_warm, job)
+            start = time.perf_counter()
+            outcome = run_prediction(client, [job], progress=False)[0]
+            seconds = time.perf_counter() - start
+    finally:
+        os.environ.pop("GLIBC_TUNABLES", None)
+        if saved is not None:
+            os.environ["GLIBC_TUNABLES"] = saved
+    if outcome.error:
+        raise click.ClickException(outcome.error)
+    return seconds, rss.peak_mib
+
+
+def _warm(job: Any) -> None:
+    """Load the model on a worker before timing (as a long batch run amortizes it)."""
+    from pipeline.prediction.runner import batch_predictor
+
+    config = job.config
+    batch_predictor(job.model, config.device, config.precision, config.tta, config.threads)
