@@ -209,7 +209,7 @@ def resolve_version(mlflow_client: MlflowClient, ref: ModelRef) -> ModelVersion:
 
     uri = redact(mlflow_client.tracking_uri)
     try:
-        mlflow_client.get_registered_model(ref.name)
+        model = mlflow_client.get_registered_model(ref.name)
     except MlflowException as exc:
         known = [m.name for m in mlflow_client.search_registered_models(max_results=50)]
         raise ModelNotFoundError(
@@ -221,18 +221,27 @@ def resolve_version(mlflow_client: MlflowClient, ref: ModelRef) -> ModelVersion:
         if ref.version:
             return mlflow_client.get_model_version(ref.name, ref.version)
     except MlflowException as exc:
-        versions = _versions(mlflow_client, ref.name)
         what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"
-        listing = ", ".join(
-            f"{v.version}" + (f" ({', '.join(v.aliases)})" if v.aliases else "") for v in versions
-        )
+        listing = _version_listing(mlflow_client, model)
         raise ModelNotFoundError(
-            f"model {ref.name!r} has no {what} in {uri} (versions: {listing or 'none'})"
+            f"model {ref.name!r} has no {what} in {uri} (versions: {listing})"
         ) from exc
     versions = _versions(mlflow_client, ref.name)
     if not versions:
         raise ModelNotFoundError(f"model {ref.name!r} has no versions in {uri}")
     return versions[-1]
+
+
+def _version_listing(mlflow_client: MlflowClient, model: RegisteredModel) -> str:
+    """``1, 2 (candidate), 3 (production)``: the versions of a model with their aliases."""
+    aliases: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    listing = []
+    for version in _versions(mlflow_client, model.name):
+        names = sorted(aliases.get(str(version.version), []))
+        listing.append(f"{version.version}" + (f" ({', '.join(names)})" if names else ""))
+    return ", ".join(listing) or "none"
 
 
 def _versions(mlflow_client: MlflowClient, name: str) -> list[ModelVersion]:

@@ -6,10 +6,10 @@ import json
 import os
 import socket
 import subprocess
-import urllib.request
-import uuid
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,40 +124,48 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 
             time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URI of a real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact store)."""
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_server_boot(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.Popen[bytes], str] | None]:
+    """Start `mlflow server` with the session when a test needs it, so it boots meanwhile."""
+    users = {"mlflow_server_uri", "store_uri"}  # store_uri asks for it by name
+    if not any(users & set(item.fixturenames) for item in request.session.items):
+        yield None
+        return
     workdir = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{workdir}/server.db",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "server.log").open("wb"),
-    )
-    uri = f"http://127.0.0.1:{port}"
+    command = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{workdir}/server.db",
+    ]
+    command += ["--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with (workdir / "server.log").open("wb") as log:
+        server = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=log)
     try:
-        _wait_for_http(f"{uri}/health", server)
-        yield uri
+        yield server, f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri(
+    _mlflow_server_boot: tuple[subprocess.Popen[bytes], str] | None,
+) -> str:
+    """URI of a real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact store)."""
+    assert _mlflow_server_boot is not None
+    server, uri = _mlflow_server_boot
+    _wait_for_http(f"{uri}/health", server)
+    return uri
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,9 @@ def fake_training(tracker: Tracker, workdir: Path, epochs: int = 2, seed: int = 
         "train": {"epochs": epochs, "lr": 0.01, "batch_size": 4, "experiment": "tests"},
         "data": {"store": str(workdir / "dataset.zarr")},
     }
-    statistics = {f"data.statistics.{b}.mean": m for b, m in zip(BANDS, NORMALIZATION.mean)}
+    statistics = {
+        f"data.statistics.{b}.mean": m for b, m in zip(BANDS, NORMALIZATION.mean, strict=True)
+    }
     tracker.log_params({**flatten(config), **statistics, **code_version()})
     names = default_class_table().names
     for epoch in range(epochs):
