@@ -61,6 +61,7 @@ def show_progress(ctx: click.Context) -> bool:
     obj = ctx.find_root().obj or {}
     return bool(obj.get("progress", True))
 
+
 tracking_uri_opt = click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
