@@ -17,6 +17,7 @@ URI fails in seconds instead of after MLflow's retries.
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
@@ -111,7 +112,7 @@ def check_tracking_reachable(tracking_uri: str, timeout: float = REACH_TIMEOUT) 
 def _check_server(uri: str, timeout: float) -> None:
     health = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(health, timeout=timeout) as response:
+        with urllib.request.urlopen(health, timeout=timeout, context=_tls_context()) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -121,11 +122,18 @@ def _check_server(uri: str, timeout: float) -> None:
             f"cannot reach the MLflow tracking server at {redact(uri)} ({reason}); "
             "start it or fix --tracking-uri / MLFLOW_TRACKING_URI"
         ) from exc
-    if status != 200:
+    if status not in (200, 401, 403):  # a server behind authentication is there all the same
         raise TrackingError(
             f"{redact(uri)} answered HTTP {status} to /health: not an MLflow tracking server? "
             "Fix --tracking-uri / MLFLOW_TRACKING_URI"
         )
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks as MLflow's client does them (its TLS environment variables)."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # the user asked for it
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
 
 
 def _check_sqlite(uri: str) -> None:

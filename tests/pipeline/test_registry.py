@@ -70,9 +70,11 @@ def test_describe_list_and_promote(trained: Trained) -> None:
         promote(name, 5, "production", uri)
 
 
-class _NotMlflow(BaseHTTPRequestHandler):
+class _Answers(BaseHTTPRequestHandler):
+    status = 404
+
     def do_GET(self) -> None:
-        self.send_response(404)
+        self.send_response(self.status)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -80,8 +82,9 @@ class _NotMlflow(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def other_http_server() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _NotMlflow)
+def http_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    handler = type("Handler", (_Answers,), {"status": request.param})
+    server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -89,9 +92,15 @@ def other_http_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_a_server_that_is_not_mlflow(other_http_server: str) -> None:
+@pytest.mark.parametrize("http_server", [404], indirect=True)
+def test_a_server_that_is_not_mlflow(http_server: str) -> None:
     with pytest.raises(TrackingError, match="answered HTTP 404 to /health"):
-        check_tracking_reachable(other_http_server)
+        check_tracking_reachable(http_server)
+
+
+@pytest.mark.parametrize("http_server", [401], indirect=True)
+def test_a_server_that_asks_for_credentials_is_reachable(http_server: str) -> None:
+    check_tracking_reachable(http_server)  # MLflow's client sends MLFLOW_TRACKING_TOKEN etc.
 
 
 def test_passwords_stay_out_of_messages() -> None:
