@@ -51,3 +51,11 @@ class WeightsError(TerrasegError, ValueError):
 
 class ModelInputError(TerrasegError, ValueError):
     """A tensor given to a model has the wrong number of bands or dimensions."""
+
+
+class TrackingError(TerrasegError, ConnectionError):
+    """An MLflow tracking store or server cannot be reached or used."""
+
+
+class ModelNotFoundError(TerrasegError, LookupError):
+    """A model URI names a model, version, alias or run that does not exist."""

@@ -1,14 +1,18 @@
-"""Shared fixtures: a real Dask scheduler and worker processes on 127.0.0.1."""
+"""Shared fixtures: a real Dask cluster and real MLflow tracking stores on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +92,110 @@ def dask_scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_store_in_tmp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Point MLflow's default at a temporary store: no test writes mlflow.db or mlruns here."""
+    store = tmp_path_factory.getbasetemp() / "default-mlflow"
+    store.mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout} s") from None
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_server_boot(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.Popen[bytes], str] | None]:
+    """Start `mlflow server` with the session when a test needs it, so it boots meanwhile."""
+    users = {"mlflow_server_uri", "store_uri"}  # store_uri asks for it by name
+    if not any(users & set(item.fixturenames) for item in request.session.items):
+        yield None
+        return
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    command = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{workdir}/server.db",
+    ]
+    command += ["--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with (workdir / "server.log").open("wb") as log:
+        server = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=log)
+    try:
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_uri(
+    _mlflow_server_boot: tuple[subprocess.Popen[bytes], str] | None,
+) -> str:
+    """URI of a real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifact store)."""
+    assert _mlflow_server_boot is not None
+    server, uri = _mlflow_server_boot
+    _wait_for_http(f"{uri}/health", server)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def sqlite_store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URI of an SQLite tracking store file, MLflow's default kind of store."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow-sqlite')}/mlflow.db"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "server"])
+def store_uri(request: pytest.FixtureRequest) -> str:
+    """Each kind of tracking store in turn: an SQLite file, then a server."""
+    fixture = {"sqlite": "sqlite_store_uri", "server": "mlflow_server_uri"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture(scope="session")
+def trained(store_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Two fake training runs registered as versions 1 and 2 of one model, alias on 2."""
+    from tests.mlflow_helpers import Trained, fake_training, tiny_artifact
+    from workflows.tracking import start_tracking
+
+    workdir = tmp_path_factory.mktemp("trained")
+    name = f"seg-{uuid.uuid4().hex[:8]}"
+    result = Trained(
+        store_uri, name, tiny_artifact(workdir / "reference", seed=1), workdir / "reference"
+    )
+    for seed in (0, 1):
+        with start_tracking(
+            store_uri, "tests", f"run-{seed}", register=name, alias="candidate"
+        ) as tracker:
+            result.model_uris.append(str(fake_training(tracker, workdir / f"run{seed}", seed=seed)))
+            result.run_ids.append(tracker.run_id)
+    return result

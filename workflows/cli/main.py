@@ -18,6 +18,7 @@ logger = logging.getLogger("terraseg")
 COMMANDS: dict[str, str] = {
     "bench": "workflows.cli.bench:bench",
     "model": "workflows.cli.model:model",
+    "models": "workflows.cli.models:models",
     "predict": "workflows.cli.predict:predict",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",

@@ -60,3 +60,13 @@ def show_progress(ctx: click.Context) -> bool:
     """Whether progress bars are wanted (not with ``-q``)."""
     obj = ctx.find_root().obj or {}
     return bool(obj.get("progress", True))
+
+
+tracking_uri_opt = click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    metavar="URI",
+    help="MLflow tracking store: a server (http://host:5000) or a database "
+    "(default: MLFLOW_TRACKING_URI, else ./mlflow.db).",
+)

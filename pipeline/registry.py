@@ -1,0 +1,506 @@
+"""Models by URI: load, describe, list and promote terraseg models in MLflow.
+
+A model URI is one of
+
+- ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION``: a registered model version;
+- ``runs:/RUN_ID/model``: the model logged by a training run;
+- a local folder: a model artifact (``terraseg_model.json`` + ``weights.pt``) or a
+  downloaded MLflow model that holds one.
+
+The tracking store is ``tracking_uri`` when given, else ``MLFLOW_TRACKING_URI``,
+else MLflow's default: ``sqlite:///mlflow.db`` in the working directory (MLflow 3
+falls back to ``./mlruns`` only when that folder already holds runs of an older
+MLflow). Servers are asked for ``/health`` with a short timeout first, so a wrong
+URI fails in seconds instead of after MLflow's retries.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pipeline.artifact import MANIFEST, ModelArtifact, load_artifact
+from pipeline.errors import InputError, ModelNotFoundError, TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+
+REACH_TIMEOUT = 5.0  # seconds to wait for a tracking server's /health
+PYFUNC_ARTIFACT_KEY = "terraseg_model"  # key of the artifact folder in the pyfunc model
+MLMODEL_METADATA_KEY = "terraseg"  # the artifact manifest, copied into MLmodel's metadata
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # SQLAlchemy stores other than SQLite
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version reference: ``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION``."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        """Parse ``[models:/]NAME[@ALIAS|/VERSION]``.
+
+        Raises:
+            InputError: The name is empty or the version is not a number.
+        """
+        body = text.removeprefix("models:/").strip("/")
+        name, _, alias = body.partition("@")
+        name, _, version = name.partition("/")
+        if not name or (version and not version.isdigit()) or (alias and version):
+            raise InputError(
+                f"cannot read model reference {text!r}: use NAME, NAME@ALIAS or NAME/VERSION"
+            )
+        return cls(name, alias or None, version or None)
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default store."""
+    if tracking_uri:
+        return tracking_uri
+    import mlflow
+
+    return str(mlflow.get_tracking_uri())
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password, fit for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_tracking_reachable(tracking_uri: str, timeout: float = REACH_TIMEOUT) -> None:
+    """Fail fast when a tracking store cannot be used.
+
+    HTTP(S) servers must answer ``GET /health`` within ``timeout`` seconds; SQLite
+    files and file stores must be creatable or writable; other databases must accept
+    a connection. Other schemes (``databricks``) are left to MLflow.
+
+    Raises:
+        TrackingError: One line naming the URI and what is wrong.
+    """
+    scheme = urlsplit(tracking_uri).scheme
+    match scheme:
+        case "http" | "https":
+            _check_server(tracking_uri, timeout)
+        case "sqlite":
+            _check_sqlite(tracking_uri)
+        case "" | "file":
+            _check_folder(tracking_uri, Path(unquote(urlsplit(tracking_uri).path)))
+        case _ if scheme.partition("+")[0] in DATABASE_SCHEMES:
+            _check_database(tracking_uri, timeout)
+        case _:
+            pass
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout, context=_tls_context()) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {redact(uri)} ({reason}); "
+            "start it or fix --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from exc
+    if status not in (200, 401, 403):  # a server behind authentication is there all the same
+        raise TrackingError(
+            f"{redact(uri)} answered HTTP {status} to /health: not an MLflow tracking server? "
+            "Fix --tracking-uri / MLFLOW_TRACKING_URI"
+        )
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks as MLflow's client does them (its TLS environment variables)."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # the user asked for it
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+
+
+def _check_sqlite(uri: str) -> None:
+    path_text = unquote(uri.removeprefix("sqlite:///"))
+    if path_text in ("", ":memory:"):
+        return
+    path = Path(path_text)
+    if path.exists():
+        with path.open("rb") as file:
+            head = file.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise TrackingError(f"tracking store {uri}: {path} is not an SQLite database")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise TrackingError(f"tracking store {uri}: {path} is not readable and writable")
+    elif not path.parent.is_dir():
+        raise TrackingError(
+            f"tracking store {uri}: folder {path.parent} does not exist (create it first)"
+        )
+    elif not os.access(path.parent, os.W_OK):
+        raise TrackingError(f"tracking store {uri}: cannot create a database in {path.parent}")
+
+
+def _check_folder(uri: str, path: Path) -> None:
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise TrackingError(f"tracking store {uri}: {existing or path} is not a writable folder")
+
+
+def _check_database(uri: str, timeout: float) -> None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout)})
+        with engine.connect():
+            pass
+    except ImportError as exc:
+        raise TrackingError(
+            f"tracking store {redact(uri)}: database driver missing ({exc})"
+        ) from exc
+    except Exception as exc:  # any driver error means: cannot use it
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"cannot connect to the tracking database {redact(uri)} ({first_line})"
+        ) from exc
+
+
+@contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Make ``uri`` MLflow's global tracking URI for the block, then restore the previous one.
+
+    MLflow's fluent API (``start_run``, ``log_model``) and some artifact downloads
+    read only the global URI.
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+
+
+def client(tracking_uri: str | None = None, check: bool = True) -> MlflowClient:
+    """An ``MlflowClient`` for the store (also its model registry), checked first."""
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if check:
+        check_tracking_reachable(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def resolve_version(mlflow_client: MlflowClient, ref: ModelRef) -> ModelVersion:
+    """The model version ``ref`` names (the latest version when it names none).
+
+    Raises:
+        ModelNotFoundError: No such model, alias or version; the message lists what exists.
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = redact(mlflow_client.tracking_uri)
+    try:
+        model = mlflow_client.get_registered_model(ref.name)
+    except MlflowException as exc:
+        known = [m.name for m in mlflow_client.search_registered_models(max_results=50)]
+        raise ModelNotFoundError(
+            f"no registered model {ref.name!r} in {uri} (models: {', '.join(known) or 'none'})"
+        ) from exc
+    try:
+        if ref.alias:
+            return mlflow_client.get_model_version_by_alias(ref.name, ref.alias)
+        if ref.version:
+            return mlflow_client.get_model_version(ref.name, ref.version)
+    except MlflowException as exc:
+        what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"
+        listing = _version_listing(mlflow_client, model)
+        raise ModelNotFoundError(
+            f"model {ref.name!r} has no {what} in {uri} (versions: {listing})"
+        ) from exc
+    versions = _versions(mlflow_client, ref.name)
+    if not versions:
+        raise ModelNotFoundError(f"model {ref.name!r} has no versions in {uri}")
+    return versions[-1]
+
+
+def _version_listing(mlflow_client: MlflowClient, model: RegisteredModel) -> str:
+    """``1, 2 (candidate), 3 (production)``: the versions of a model with their aliases."""
+    aliases: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    listing = []
+    for version in _versions(mlflow_client, model.name):
+        names = sorted(aliases.get(str(version.version), []))
+        listing.append(f"{version.version}" + (f" ({', '.join(names)})" if names else ""))
+    return ", ".join(listing) or "none"
+
+
+def _versions(mlflow_client: MlflowClient, name: str) -> list[ModelVersion]:
+    found = mlflow_client.search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def load_model(uri: str | Path, tracking_uri: str | None = None) -> ModelArtifact:
+    """Load the terraseg model artifact behind any accepted model URI.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``
+            or a local folder (see the module docstring).
+        tracking_uri: The tracking store for ``models:/`` and ``runs:/`` URIs.
+
+    Returns:
+        The artifact, weights loaded on the CPU.
+
+    Raises:
+        ModelNotFoundError: The model, alias, version, run or local folder does not exist.
+        TrackingError: The tracking store cannot be reached.
+        InputError: The URI names something that is not a terraseg model.
+    """
+    text = str(uri)
+    if not text.startswith(("models:/", "runs:/")):
+        return load_artifact(_local_artifact_folder(Path(text)))
+    with tempfile.TemporaryDirectory(prefix="terraseg-model-") as tmp:
+        folder = download_model(text, Path(tmp), tracking_uri)
+        return load_artifact(_artifact_folder_in(folder, text))
+
+
+def download_model(uri: str, destination: Path, tracking_uri: str | None = None) -> Path:
+    """Download the MLflow model behind a ``models:/`` or ``runs:/`` URI into ``destination``.
+
+    Raises:
+        ModelNotFoundError: The model, alias, version or run does not exist.
+        TrackingError: The tracking store cannot be reached.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    source = _check_exists(mlflow_client, uri)
+    try:
+        with use_tracking_uri(mlflow_client.tracking_uri):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(destination)
+            )
+    except (MlflowException, OSError) as exc:
+        raise ModelNotFoundError(f"cannot download {uri}: {_first_line(exc)}") from exc
+    return Path(str(local))
+
+
+def _check_exists(mlflow_client: MlflowClient, uri: str) -> str:
+    """The URI to download for ``uri``, after checking that what it names exists."""
+    from mlflow.exceptions import MlflowException
+
+    if uri.startswith("models:/"):
+        version = resolve_version(mlflow_client, ModelRef.parse(uri))
+        return f"models:/{version.name}/{version.version}"
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    try:
+        mlflow_client.get_run(run_id)
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"no run {run_id!r} in {redact(mlflow_client.tracking_uri)}"
+        ) from exc
+    if not path:
+        raise InputError(f"{uri}: name the model inside the run, e.g. runs:/{run_id}/model")
+    return uri
+
+
+def _local_artifact_folder(path: Path) -> Path:
+    if not path.exists():
+        raise ModelNotFoundError(
+            "no such model folder (or use models:/NAME@ALIAS, models:/NAME/VERSION, "
+            "runs:/RUN_ID/model)",
+            path=path,
+        )
+    if (path / MANIFEST).is_file():
+        return path
+    return _artifact_folder_in(path, str(path))
+
+
+def _artifact_folder_in(model_dir: Path, uri: str) -> Path:
+    """The terraseg artifact folder inside a (downloaded) MLflow model folder."""
+    mlmodel = _read_mlmodel(model_dir, uri)
+    pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
+    entry = pyfunc.get("artifacts", {}).get(PYFUNC_ARTIFACT_KEY)
+    if not entry:
+        raise InputError(f"{uri} is an MLflow model, but not a terraseg model")
+    return model_dir / str(entry["path"])
+
+
+def _read_mlmodel(model_dir: Path, uri: str) -> dict[str, Any]:
+    import yaml
+
+    path = model_dir / "MLmodel"
+    if not path.is_file():
+        raise InputError(f"{uri} is neither a terraseg model artifact nor an MLflow model")
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe_model(uri: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    """What ``terraseg models show`` prints: registry entry, source run, bands, classes.
+
+    Args:
+        uri: Any accepted model URI; ``NAME``, ``NAME@ALIAS`` and ``NAME/VERSION``
+            without ``models:/`` also name registered models (``NAME``: latest version).
+        tracking_uri: The tracking store.
+
+    Returns:
+        JSON-ready data: ``uri``, the manifest (``bands``, ``classes``, ``tile_size``,
+        ``input_dtype``, ``normalization``, ``model_config``), and for MLflow URIs the
+        source ``run`` (id, name, experiment, final ``metrics``) and for registered
+        versions ``name``, ``version``, ``aliases``, ``created`` and ``description``.
+
+    Raises:
+        ModelNotFoundError: The model does not exist.
+        TrackingError: The tracking store cannot be reached.
+    """
+    text = str(uri)
+    if not text.startswith(("models:/", "runs:/")):
+        if Path(text).exists():
+            manifest = load_artifact(_local_artifact_folder(Path(text))).manifest()
+            return {"uri": text, **_manifest_summary(manifest)}
+        text = "models:/" + text
+    mlflow_client = client(tracking_uri)
+    info: dict[str, Any] = {"uri": text}
+    if text.startswith("models:/"):
+        version = resolve_version(mlflow_client, ModelRef.parse(text))
+        info |= _version_summary(version)
+        run_id, source = version.run_id, f"models:/{version.name}/{version.version}"
+    else:
+        run_id, source = text.removeprefix("runs:/").partition("/")[0], text
+        _check_exists(mlflow_client, text)
+    info |= _manifest_summary(_remote_manifest(mlflow_client, source))
+    if run_id:
+        info["run"] = _run_summary(mlflow_client, run_id)
+    return info
+
+
+def _remote_manifest(mlflow_client: MlflowClient, source: str) -> dict[str, Any]:
+    """The artifact manifest stored in the MLmodel file of a logged model."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="terraseg-mlmodel-") as tmp:
+        try:
+            with use_tracking_uri(mlflow_client.tracking_uri):
+                mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/MLmodel", dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise ModelNotFoundError(f"no MLflow model at {source}: {_first_line(exc)}") from exc
+        mlmodel = _read_mlmodel(next(Path(tmp).rglob("MLmodel")).parent, source)
+    manifest = (mlmodel.get("metadata") or {}).get(MLMODEL_METADATA_KEY)
+    if not manifest:
+        raise InputError(f"{source} is an MLflow model, but not a terraseg model")
+    return dict(manifest)
+
+
+def _manifest_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "bands": manifest["band_names"],
+        "classes": manifest["classes"],
+        "tile_size": manifest["tile_size"],
+        "input_dtype": manifest.get("input_dtype", "uint8"),
+        "normalization": manifest["normalization"],
+        "model_config": manifest["model_config"],
+    }
+
+
+def _version_summary(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": int(version.version),
+        "aliases": list(version.aliases),
+        "created": _iso_time(version.creation_timestamp),
+        "description": version.description or "",
+    }
+
+
+def _run_summary(mlflow_client: MlflowClient, run_id: str) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client.get_run(run_id)
+        experiment = mlflow_client.get_experiment(run.info.experiment_id)
+    except MlflowException:
+        return {"id": run_id}
+    return {
+        "id": run_id,
+        "name": run.info.run_name,
+        "experiment": experiment.name,
+        "status": run.info.status,
+        "metrics": dict(sorted(run.data.metrics.items())),
+    }
+
+
+def list_models(tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Registered models: name, latest version, aliases and last update, by name.
+
+    Raises:
+        TrackingError: The tracking store cannot be reached.
+    """
+    mlflow_client = client(tracking_uri)
+    models: list[RegisteredModel] = []
+    token = None
+    while True:
+        page = mlflow_client.search_registered_models(max_results=100, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [
+        {
+            "name": model.name,
+            "latest_version": max((int(v.version) for v in model.latest_versions), default=None),
+            "aliases": {alias: int(version) for alias, version in model.aliases.items()},
+            "updated": _iso_time(model.last_updated_timestamp),
+            "description": model.description or "",
+        }
+        for model in sorted(models, key=lambda m: m.name)
+    ]
+
+
+def promote(name: str, version: int, alias: str, tracking_uri: str | None = None) -> int | None:
+    """Point ``alias`` of model ``name`` at ``version``.
+
+    Returns:
+        The version the alias pointed at before, or ``None``.
+
+    Raises:
+        ModelNotFoundError: No such model or version.
+        TrackingError: The tracking store cannot be reached.
+    """
+    mlflow_client = client(tracking_uri)
+    resolve_version(mlflow_client, ModelRef(name, version=str(version)))
+    previous = mlflow_client.get_registered_model(name).aliases.get(alias)
+    mlflow_client.set_registered_model_alias(name, alias, str(version))
+    return None if previous is None else int(previous)
+
+
+def _iso_time(milliseconds: int | None) -> str | None:
+    from datetime import UTC, datetime
+
+    if milliseconds is None:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,103 @@
+"""``terraseg models``: list, show and promote models in the MLflow model registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from workflows.cli.options import tracking_uri_opt
+
+as_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group()
+def models() -> None:
+    """Registered models: list, show, promote (set an alias such as ``production``)."""
+
+
+@models.command("list")
+@tracking_uri_opt
+@as_json_opt
+def list_(tracking_uri: str | None, as_json: bool) -> None:
+    """List registered models with their latest version and aliases."""
+    from pipeline.registry import list_models
+
+    found = list_models(tracking_uri)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"{'name':<30} {'latest':>6}  {'updated':<25} aliases")
+    for model in found:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(model["aliases"].items()))
+        click.echo(
+            f"{model['name']:<30} {model['latest_version'] or '-':>6}  "
+            f"{model['updated'] or '-':<25} {aliases}"
+        )
+
+
+@models.command()
+@click.argument("model_ref", metavar="NAME[@ALIAS|/VERSION]")
+@tracking_uri_opt
+@as_json_opt
+def show(model_ref: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Show a model version: source run, metrics, bands, classes.
+
+    NAME alone is the latest version. Any model URI works too: models:/...,
+    runs:/RUN_ID/model or a local model folder.
+    """
+    from pipeline.registry import describe_model
+
+    info = describe_model(model_ref, tracking_uri)
+    click.echo(json.dumps(info, indent=2) if as_json else "\n".join(_show_lines(info)))
+
+
+def _show_lines(info: dict[str, Any]) -> list[str]:
+    lines = [info["uri"]]
+    if "version" in info:
+        aliases = ", ".join(info["aliases"]) or "none"
+        lines.append(f"  {info['name']} version {info['version']}, aliases: {aliases}")
+        lines.append(f"  created {info['created']}")
+    run = info.get("run")
+    if run:
+        lines.append(
+            f"  source run {run['id']} ({run.get('name', '?')}) in experiment "
+            f"{run.get('experiment', '?')}, {run.get('status', '?')}"
+        )
+    config = info["model_config"]
+    lines.append(
+        f"  model: DeepLabV3+ {config['backbone']}, output stride {config['output_stride']}, "
+        f"{'decoder' if config['decoder'] else 'no decoder'}, tile {info['tile_size']}"
+    )
+    lines.append(f"  bands ({info['input_dtype']}): {', '.join(info['bands'])}")
+    lines.append("  classes:")
+    for c in info["classes"]:
+        red, green, blue = c["color"]
+        lines.append(f"    {c['id']:>3}  {c['name']:<24} #{red:02x}{green:02x}{blue:02x}")
+    metrics = (run or {}).get("metrics", {})
+    if metrics:
+        lines.append("  metrics (last epoch):")
+        lines.extend(f"    {key:<32} {value:.4g}" for key, value in metrics.items())
+    return lines
+
+
+@models.command()
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@click.argument("alias")
+@tracking_uri_opt
+def promote(name: str, version: int, alias: str, tracking_uri: str | None) -> None:
+    """Point ALIAS (e.g. production) of model NAME at VERSION.
+
+    Prediction then picks it up as models:/NAME@ALIAS.
+    """
+    from pipeline.registry import promote as set_alias
+
+    if alias.isdigit() or not alias.replace("_", "").replace("-", "").isalnum():
+        raise click.BadParameter(
+            "use letters, digits, '-' and '_', not only digits", param_hint="ALIAS"
+        )
+    previous = set_alias(name, version, alias, tracking_uri)
+    was = f" (was version {previous})" if previous is not None else ""
+    click.echo(f"{name}@{alias} -> version {version}{was}")
