@@ -277,12 +277,19 @@ def load_model(uri: str | Path, tracking_uri: str | None = None) -> ModelArtifac
     if not text.startswith(("models:/", "runs:/")):
         return load_artifact(_local_artifact_folder(Path(text)))
     with tempfile.TemporaryDirectory(prefix="terraseg-model-") as tmp:
-        folder = download_model(text, Path(tmp), tracking_uri)
-        return load_artifact(_artifact_folder_in(folder, text))
+        folder, source = download_model(text, Path(tmp), tracking_uri)
+        artifact = load_artifact(_artifact_folder_in(folder, text))
+    artifact.metadata["resolved_uri"] = source  # e.g. models:/NAME/3 for models:/NAME@prod
+    return artifact
 
 
-def download_model(uri: str, destination: Path, tracking_uri: str | None = None) -> Path:
+def download_model(
+    uri: str, destination: Path, tracking_uri: str | None = None
+) -> tuple[Path, str]:
     """Download the MLflow model behind a ``models:/`` or ``runs:/`` URI into ``destination``.
+
+    Returns:
+        The local folder and the exact URI it came from (an alias resolved to its version).
 
     Raises:
         ModelNotFoundError: The model, alias, version or run does not exist.
@@ -300,7 +307,7 @@ def download_model(uri: str, destination: Path, tracking_uri: str | None = None)
             )
     except (MlflowException, OSError) as exc:
         raise ModelNotFoundError(f"cannot download {uri}: {_first_line(exc)}") from exc
-    return Path(str(local))
+    return Path(str(local)), source
 
 
 def _check_exists(mlflow_client: MlflowClient, uri: str) -> str:

@@ -78,7 +78,7 @@ def provenance_tags(
     settings = config.model_dump(
         include={"overlap", "window", "tta", "bands", "probability_dtype"}, mode="json"
     )
-    version = artifact.metadata.get("version") or artifact.metadata.get("run_id") or "local"
+    version = artifact.metadata.get("resolved_uri") or artifact.metadata.get("run_id") or "local"
     digest = hashlib.sha256(
         json.dumps([raster.source, settings], sort_keys=True).encode()
     ).hexdigest()[:16]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifact import ModelArtifact, load_artifact
+from pipeline.artifact import ModelArtifact
 from pipeline.prediction.blocks import BatchPredictor
 from pipeline.prediction.tta import with_tta
 
@@ -26,13 +26,14 @@ def resolve_device(device: str) -> str:
 
 
 def open_model(reference: str) -> ModelArtifact:
-    """Load a model artifact from a local folder or a model URI (``models:/``, ``runs:/``)."""
-    if "://" in reference or reference.startswith(("models:/", "runs:/")):
-        from pipeline import model_uri  # type: ignore[attr-defined]
+    """Load a model from a local folder or a model URI (``models:/...``, ``runs:/...``).
 
-        artifact: ModelArtifact = model_uri.load_model(reference)
-        return artifact
-    return load_artifact(reference)
+    The tracking store is ``MLFLOW_TRACKING_URI`` (MLflow's default when unset),
+    so Dask workers must see the same variable as the client.
+    """
+    from pipeline.registry import load_model
+
+    return load_model(reference)
 
 
 @lru_cache(maxsize=2)

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from workflows.cli.options import config_opt, resolve_config, scheduler_opt, show_progress
+from workflows.cli.options import (
+    config_opt,
+    resolve_config,
+    scheduler_opt,
+    show_progress,
+    tracking_uri_opt,
+)
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -108,13 +114,22 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Redo outputs that are already current."
 )
+@tracking_uri_opt
 @scheduler_opt
 @config_opt
 @click.pass_context
 def predict(
-    ctx: click.Context, /, inputs: tuple[str, ...], model: str, out_dir: Path, devices: int | None,
-    scheduler: str | None, config_path: Path | None, **options: object,
-) -> None:  # fmt: skip
+    ctx: click.Context,
+    /,
+    inputs: tuple[str, ...],
+    model: str,
+    out_dir: Path,
+    devices: int | None,
+    scheduler: str | None,
+    tracking_uri: str | None,
+    config_path: Path | None,
+    **options: object,
+) -> None:
     """Predict class maps for INPUTS: files, folders, globs or a .txt list of paths.
 
     Each raster is cut into overlapping tiles on one grid, the softmax of every
@@ -130,6 +145,8 @@ def predict(
     from workflows.cluster import dask_client
     from workflows.predict_graph import FileOutcome, run_prediction
 
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # for this process and its local workers
     config = resolve_config(PredictConfig, config_path, options)
     paths = expand_inputs(inputs)
     reference = str(Path(model).resolve()) if Path(model).exists() else model

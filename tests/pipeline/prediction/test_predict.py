@@ -172,3 +172,24 @@ class TestBadInput:
             model, scenes.scenes[0], tmp_path, CONFIG.model_copy(update={"bands": [4, 3, 2, 1]})
         )
         assert job.raster.bands == [4, 3, 2, 1]
+
+
+def test_registered_model_by_alias_predicts_like_its_folder(
+    scenes, tmp_path, sqlite_store_uri, monkeypatch
+):
+    from workflows.tracking import start_tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store_uri)
+    folder = tiny_model_artifact(tmp_path / "model", seed=3)
+    with start_tracking(
+        sqlite_store_uri, "predict-tests", "run", register="seg-predict", alias="prod"
+    ) as tracker:
+        uri = tracker.log_model(folder)
+    assert uri is not None and uri.startswith("models:/seg-predict/")
+    by_alias = predict_file(plan("models:/seg-predict@prod", scenes.scenes[0], tmp_path / "alias"))
+    by_folder = predict_file(plan(str(folder), scenes.scenes[0], tmp_path / "folder"))
+    for a, b in zip(by_alias, by_folder, strict=True):
+        np.testing.assert_array_equal(read(a), read(b))
+    with rasterio.open(by_alias[0]) as src:
+        assert src.tags()["TERRASEG_MODEL"] == "models:/seg-predict@prod"
+        assert src.tags()["TERRASEG_MODEL_VERSION"] == uri  # the alias, resolved to its version
