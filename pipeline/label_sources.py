@@ -30,7 +30,14 @@ from pipeline.grid import Window
 from pipeline.rasters import RASTER_SUFFIXES, open_raster
 
 LabelsCover = Literal["complete", "partial"]
-LABEL_RASTER_SUFFIXES = ("", "_labels", "_label", "_mask", "_masks", "_gt")
+LABEL_RASTER_SUFFIXES = (
+    "_labels",
+    "_label",
+    "_mask",
+    "_masks",
+    "_gt",
+    "",
+)  # in order of preference
 PALETTE = [
     (176, 154, 118),
     (220, 40, 40),
@@ -265,21 +272,27 @@ def match_label_rasters(images: list[Path], labels: list[Path]) -> dict[Path, Pa
     """Pair each image with its label raster.
 
     One label raster serves every image (it is warped onto each grid). Otherwise
-    an image ``x.tif`` takes the label raster whose stem is ``x`` or ``x`` plus one
-    of ``_labels``, ``_label``, ``_mask``, ``_masks``, ``_gt``.
+    an image ``x.tif`` takes the first of ``x_labels``, ``x_label``, ``x_mask``,
+    ``x_masks``, ``x_gt`` and ``x`` (another file of that name, e.g. in a masks
+    folder) found among the label rasters.
 
     Raises:
         InputError: An image has no matching label raster.
     """
     if len(labels) == 1:
         return dict.fromkeys(images, labels[0])
-    by_stem = {p.stem: p for p in labels}
+    by_stem: dict[str, list[Path]] = {}
+    for path in labels:
+        by_stem.setdefault(path.stem, []).append(path)
     matched = {}
     for image in images:
-        match = next(
-            (by_stem[image.stem + s] for s in LABEL_RASTER_SUFFIXES if image.stem + s in by_stem),
-            None,
+        candidates = (
+            path
+            for suffix in LABEL_RASTER_SUFFIXES
+            for path in by_stem.get(image.stem + suffix, [])
+            if path.resolve() != image.resolve()
         )
+        match = next(candidates, None)
         if match is None:
             raise InputError(
                 f"no label raster matches this image (expected {image.stem}_labels.tif or similar)",

@@ -1,0 +1,179 @@
+"""Comparing predicted class maps with ground truth, block by block.
+
+Truth is either label rasters (matched to predictions by name, warped onto the
+prediction's grid by nearest neighbour when grids differ) or vector labels
+(reprojected and rasterized on the prediction's grid, block by block). Pixels
+that are nodata in the prediction or ignored in the truth count for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from pipeline.classes import CLASSES_TAG, ClassTable
+from pipeline.errors import InputError
+from pipeline.grid import Window, plan_blocks
+from pipeline.label_sources import (
+    RasterChunkLabels,
+    SceneVectorLabels,
+    chunk_label,
+    match_label_rasters,
+    read_vector_labels,
+)
+from pipeline.metrics import confusion_counts, scores
+from pipeline.rasters import open_raster, shared_reader
+from pipeline.settings import StrictModel
+
+PREDICTION_SUFFIX = "_classes"  # terraseg predict writes <name>_classes.tif
+
+
+class EvaluateConfig(StrictModel):
+    """Settings of ``terraseg evaluate``."""
+
+    block_size: int = Field(2048, ge=64, description="Pixels per block side.")
+    class_column: str = Field(
+        "class", description="Column of vector truth with class ids or names."
+    )
+    all_touched: bool = Field(False, description="Burn every pixel a truth polygon touches.")
+    labels_cover: Literal["complete", "partial"] = Field(
+        "complete",
+        description="complete: pixels outside truth polygons are background; partial: ignored.",
+    )
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """One block of one prediction and where its truth comes from."""
+
+    prediction: Path
+    window: Window
+    truth: RasterChunkLabels | Any  # VectorChunkLabels
+    num_classes: int
+    classes: ClassTable
+
+
+@dataclass
+class Evaluation:
+    """Confusion matrices per file and over all files, with their scores."""
+
+    classes: ClassTable
+    matrix: NDArray[np.int64]
+    per_file: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """Everything as JSON-ready data."""
+        overall = scores(self.matrix)
+        return {
+            "classes": self.classes.names,
+            **overall,
+            "confusion_matrix": self.matrix.tolist(),
+            "files": {
+                name: {"mean_iou": scores(m)["mean_iou"], "pixels": int(m.sum())}
+                for name, m in self.per_file.items()
+            },
+        }
+
+    def write_json(self, path: Path) -> None:
+        """Write :meth:`report` as JSON (NaN as null)."""
+        text = json.dumps(self.report(), indent=2).replace("NaN", "null")
+        path.write_text(text + "\n")
+
+
+def prediction_classes(path: Path, given: ClassTable | None) -> ClassTable:
+    """The class table: ``given``, else the one ``terraseg predict`` stored in the raster.
+
+    Raises:
+        InputError: Neither is available.
+    """
+    if given is not None:
+        return given
+    with open_raster(path) as src:
+        tag = src.tags().get(CLASSES_TAG)
+    if tag is None:
+        raise InputError("the prediction names no classes; pass --classes FILE", path=path)
+    return ClassTable.model_validate(json.loads(tag))
+
+
+def plan_evaluation(
+    predictions: list[Path], truth: Path, classes: ClassTable | None, config: EvaluateConfig
+) -> tuple[list[BlockJob], ClassTable]:
+    """Check inputs and plan one job per block of every prediction.
+
+    Raises:
+        TerrasegError: A prediction or the truth cannot be used; the file is named.
+    """
+    table = prediction_classes(predictions[0], classes)
+    vector = truth.suffix.lower() in {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet"}
+    frame = read_vector_labels(truth, config.class_column, table)[0] if vector else None
+    rasters = (
+        None if vector else match_label_rasters(_truth_names(predictions), _truth_files(truth))
+    )
+    jobs = []
+    for prediction in predictions:
+        with open_raster(prediction) as src:
+            shape, transform, crs, bounds = src.shape, src.transform, src.crs, tuple(src.bounds)
+        scene_truth = SceneVectorLabels(frame, crs, bounds) if frame is not None else None
+        for window in plan_blocks(shape, config.block_size):
+            if scene_truth is not None:
+                source: Any = scene_truth.for_window(
+                    window, transform, config.all_touched, config.labels_cover
+                )
+            else:
+                assert rasters is not None
+                source = RasterChunkLabels(str(rasters[_truth_key(prediction)]))
+            jobs.append(BlockJob(prediction, window, source, table.num_classes, table))
+    return jobs, table
+
+
+def _truth_key(prediction: Path) -> Path:
+    return prediction.with_name(prediction.stem.removesuffix(PREDICTION_SUFFIX) + prediction.suffix)
+
+
+def _truth_names(predictions: list[Path]) -> list[Path]:
+    return [_truth_key(p) for p in predictions]
+
+
+def _truth_files(truth: Path) -> list[Path]:
+    from pipeline.rasters import expand_inputs
+
+    return expand_inputs([truth], what="truth raster")
+
+
+def evaluate_block(job: BlockJob) -> tuple[str, NDArray[np.int64]]:
+    """The confusion matrix of one block."""
+    src = shared_reader(job.prediction)
+    pred = src.read(1, window=job.window.to_rasterio())
+    truth = chunk_label(
+        job.truth,
+        job.window,
+        transform=src.transform,
+        crs=src.crs,
+        shape=src.shape,
+        classes=job.classes,
+    )
+    return str(job.prediction), confusion_counts(pred, truth, job.num_classes)
+
+
+def combine(results: list[tuple[str, NDArray[np.int64]]], classes: ClassTable) -> Evaluation:
+    """Sum block matrices per file and overall."""
+    size = classes.num_classes
+    evaluation = Evaluation(classes, np.zeros((size, size), np.int64))
+    for name, matrix in results:
+        evaluation.per_file[name] = evaluation.per_file.get(name, np.zeros_like(matrix)) + matrix
+        evaluation.matrix += matrix
+    return evaluation
+
+
+def evaluate(
+    predictions: list[Path], truth: Path, classes: ClassTable | None, config: EvaluateConfig
+) -> Evaluation:
+    """Evaluate in this process, one block at a time."""
+    jobs, table = plan_evaluation(predictions, truth, classes, config)
+    return combine([evaluate_block(job) for job in jobs], table)
