@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "model": "workflows.cli.model:model",
     "models": "workflows.cli.models:models",
     "predict": "workflows.cli.predict:predict",
+    "run": "workflows.cli.run:run",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
     "vectorize": "workflows.cli.vectorize:vectorize",
