@@ -51,3 +51,7 @@ class WeightsError(TerrasegError, ValueError):
 
 class ModelInputError(TerrasegError, ValueError):
     """A tensor given to a model has the wrong number of bands or dimensions."""
+
+
+class TrainingError(TerrasegError, RuntimeError):
+    """Training cannot start or cannot go on (no labels, empty split, NaN loss, bad resume)."""

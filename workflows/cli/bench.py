@@ -8,6 +8,7 @@ import click
 
 # Benchmark name -> "module:attribute", imported only when run.
 BENCHMARKS: dict[str, str] = {
+    "train": "workflows.bench.train:bench_train",
     "vectorize": "workflows.bench.vectorize:bench_vectorize",
 }
 

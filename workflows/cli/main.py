@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "model": "workflows.cli.model:model",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
+    "train": "workflows.cli.train:train",
     "vectorize": "workflows.cli.vectorize:vectorize",
 }
 
