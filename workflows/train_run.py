@@ -339,11 +339,12 @@ def _train(
 ) -> dict[str, Any]:
     # --- data
     info = read_store_info(data, config.data.min_valid_fraction)
-    model_config = resolve_model_config(config, info)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(out / "checkpoints" / "last.pt")
         check_compatible(checkpoint, info.classes.names, len(info.band_names), data)
+    model_config = resolve_model_config(config, info)
+    config = config.model_copy(update={"model": model_config})  # saved with bands and classes
     train_loader, val_loader, sampler, steps = make_loaders(config, info, ctx)
     # --- model, optimizer and state (new or resumed)
     raw, trained = build_network(
