@@ -108,7 +108,7 @@ def launch(
         monitor_interval=0.5,
         start_method="spawn",
     )
-    payload = config.model_dump(mode="json")
+    payload = config.model_dump(mode="json", exclude_unset=True)  # defaults stay defaults
     results = elastic_launch(launch_config, _worker)(payload, str(data), str(out), resume, progress)
     return _unpack(results[0])
 
