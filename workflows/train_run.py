@@ -35,6 +35,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from pipeline import errors
@@ -321,6 +322,8 @@ def run(
             it, or the loss became NaN (the last good checkpoint is kept).
     """
     ctx = init_distributed(config.accelerator)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
         return _train(config, data, out, ctx, resume, progress and ctx.is_main, tracker)
     finally:
@@ -399,15 +402,33 @@ class RunConfig:
 
 def _restore(checkpoint: dict[str, Any], step_ctx: StepContext, state: RunState) -> None:
     step_ctx.optimizer.load_state_dict(checkpoint["optimizer"])
-    if step_ctx.scheduler is not None and checkpoint.get("scheduler"):
-        step_ctx.scheduler.load_state_dict(checkpoint["scheduler"])
     if step_ctx.scaler is not None and checkpoint.get("scaler"):
         step_ctx.scaler.load_state_dict(checkpoint["scaler"])
     step_ctx.step = int(checkpoint["step"])
+    if isinstance(step_ctx.scheduler, LambdaLR):
+        continue_schedule(step_ctx.scheduler, step_ctx.step)
     saved = checkpoint["state"]
     state.epoch, state.best_miou = int(saved["epoch"]), float(saved["best_miou"])
     state.best_epoch, state.history = int(saved["best_epoch"]), list(saved["history"])
     set_rng_state(checkpoint["rng"])
+
+
+def continue_schedule(scheduler: LambdaLR, step: int) -> None:
+    """Place the current config's schedule at ``step``.
+
+    The schedule is rebuilt from the config rather than loaded, so a resumed run
+    may raise ``epochs`` or change ``optimizer.lr``; with the same config the
+    learning rates equal those of an uninterrupted run.
+    """
+    scheduler.last_epoch = step
+    lrs = [
+        base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, base, lr in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, lrs, strict=True
+    ):
+        group["initial_lr"], group["lr"] = base, lr
+    scheduler._last_lr = lrs
 
 
 def _start_outputs(

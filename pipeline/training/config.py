@@ -129,6 +129,9 @@ class TrainConfig(StrictModel):
     )
     channels_last: bool = Field(default=True, description="channels_last memory format on CUDA.")
     compile: bool = Field(default=False, description="torch.compile the model.")
+    threads: int = Field(
+        default=0, ge=0, description="CPU threads per process (0: torch's default)."
+    )
     overlays: int = Field(
         default=4, ge=0, description="Validation overlays plotted at the best epoch."
     )

@@ -162,13 +162,14 @@ def train_one_epoch(
     """Train over ``loader`` once.
 
     Returns:
-        ``loss`` (mean global CE), ``lr``, ``images_per_s`` over all processes,
+        ``loss`` (mean global CE), ``lr`` (at the first step), ``images_per_s`` over all processes,
         ``data_wait`` (share of the epoch spent waiting for the loader) and ``seconds``.
     """
     ctx.model.train()
     waits: list[float] = []
     losses: list[float] = []
     images = 0
+    lr = float(ctx.optimizer.param_groups[0]["lr"])  # of the epoch's first step
     start = time.perf_counter()
     with tqdm(total=steps, desc=f"epoch {epoch}", unit="step", disable=not progress) as bar:
         for group in _groups(loader, accumulate, waits):
@@ -180,7 +181,7 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     return {
         "loss": sum(losses) / max(1, len(losses)),
-        "lr": float(ctx.optimizer.param_groups[0]["lr"]),
+        "lr": lr,
         "images_per_s": images / max(1e-9, seconds),
         "data_wait": sum(waits) / max(1e-9, seconds),
         "seconds": seconds,

@@ -91,3 +91,13 @@ def test_poly_and_cosine_with_warmup():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([0.01 * (1 - t / 4) ** 0.9 for t in range(4)])
+
+
+def test_configs_train_yaml_documents_the_defaults():
+    from pathlib import Path
+
+    from pipeline.settings import build_config, load_yaml
+    from pipeline.training.config import TrainConfig
+
+    path = Path(__file__).parents[3] / "configs" / "train.yaml"
+    assert build_config(TrainConfig, load_yaml(path)) == TrainConfig()

@@ -179,5 +179,7 @@ def test_cli_train_and_errors(store, tmp_path):
                                  "--epochs", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["epochs"] == 2
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 2 and last["train/lr"] > 0  # the schedule follows the new --epochs
     result = runner.invoke(cli, ["train", "--data", str(store), "--resume"])
     assert result.exit_code == 2 and "--resume needs --out" in result.output
