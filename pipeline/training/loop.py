@@ -84,11 +84,14 @@ def micro_loss(ctx: StepContext, batch: Batch) -> tuple[Tensor, Tensor]:
     with _autocast(ctx):
         logits = ctx.model(image)  # (B, C, H, W)
     ce_sum, norm = ctx.loss_fn.cross_entropy_sum(logits, label)
-    totals = all_reduce_sum(torch.stack([ce_sum.detach(), norm]).double(), ctx.world)
+    dice = ctx.loss_fn.dice(logits, label) if ctx.loss_fn.dice_weight > 0 else ce_sum.new_zeros(())
+    bad = ~torch.isfinite(dice.detach())  # a rank's non-finite Dice stops every rank
+    parts = torch.stack([ce_sum.detach(), norm, bad.to(ce_sum.dtype)]).double()
+    totals = all_reduce_sum(parts, ctx.world)
     loss = ce_sum / torch.clamp(totals[1], min=1.0).to(ce_sum.dtype) * ctx.world
-    if ctx.loss_fn.dice_weight > 0:
-        loss = loss + ctx.loss_fn.dice_weight * ctx.loss_fn.dice(logits, label)
-    return loss, totals[0] / torch.clamp(totals[1], min=1.0)
+    loss = loss + ctx.loss_fn.dice_weight * dice
+    value = totals[0] / torch.clamp(totals[1], min=1.0)
+    return loss, torch.where(totals[2] > 0, torch.nan, value)
 
 
 def train_step(ctx: StepContext, batches: list[Batch]) -> float:
@@ -109,7 +112,7 @@ def train_step(ctx: StepContext, batches: list[Batch]) -> float:
             sync = ctx.model.no_sync()  # type: ignore[assignment]
         with sync:
             loss, value = micro_loss(ctx, batch)
-            if not math.isfinite(float(value)) or not torch.isfinite(loss).item():
+            if not math.isfinite(float(value)):  # the same on every rank: all stop together
                 raise NonFiniteLossError(ctx.step + 1, float(value))
             scaled = loss / len(batches)
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()

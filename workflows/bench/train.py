@@ -30,6 +30,8 @@ import click
 @click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed training steps per variant (after 2 warm-up steps).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads (0: torch's default).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_train(
     data: Path | None,
@@ -39,6 +41,7 @@ def bench_train(
     batch_size: int,
     num_workers: int,
     steps: int,
+    threads: int,
     as_json: bool,
 ) -> None:
     """Samples per second: Zarr loader alone, training with it, training from memory."""
@@ -50,6 +53,7 @@ def bench_train(
             "data": {"crop_size": crop_size, "batch_size": batch_size,
                      "num_workers": num_workers, "samples_per_epoch": batch_size * (steps + 2)},
             "accelerator": "cpu",
+            "threads": threads,
         }
     )  # fmt: skip
     with _store(data) as store:
@@ -121,6 +125,8 @@ def measure(config: Any, store: Path, steps: int) -> dict[str, Any]:
 
     torch.manual_seed(0)
     ctx = init_distributed("cpu")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     info = read_store_info(store, config.data.min_valid_fraction)
     loader, _, _, _ = make_loaders(config, info, ctx)
     batches = list(_take(loader, 2))  # warm the workers up

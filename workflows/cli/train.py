@@ -48,6 +48,8 @@ from workflows.cli.options import config_opt, overwrite_opt, show_progress
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
 @click.option("--patience", "patience", type=click.IntRange(min=0), default=None,
               help="Early stopping after N epochs without a better mIoU [0: off].")  # fmt: skip
+@click.option("--threads", "threads", type=click.IntRange(min=0), default=None,
+              help="CPU threads per process [0: torch's default].")  # fmt: skip
 @click.option("--seed", "seed", type=click.IntRange(min=0), default=None, help="Seed [0].")
 @config_opt
 @overwrite_opt

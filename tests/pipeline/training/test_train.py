@@ -183,3 +183,15 @@ def test_cli_train_and_errors(store, tmp_path):
     assert last["epoch"] == 2 and last["train/lr"] > 0  # the schedule follows the new --epochs
     result = runner.invoke(cli, ["train", "--data", str(store), "--resume"])
     assert result.exit_code == 2 and "--resume needs --out" in result.output
+
+
+def test_bench_train_reports_loader_overhead(store):
+    args = ["bench", "train", "--data", str(store), "--width-multiplier", "0.25", "--crop-size",
+            "32", "--batch-size", "2", "--steps", "2", "--num-workers", "1", "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for key in ("loader_only_samples_per_s", "train_zarr_samples_per_s",
+                "train_memory_samples_per_s"):  # fmt: skip
+        assert report[key] > 0
+    assert report["loader_overhead"] < 1
