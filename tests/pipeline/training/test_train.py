@@ -195,3 +195,49 @@ def test_bench_train_reports_loader_overhead(store):
                 "train_memory_samples_per_s"):  # fmt: skip
         assert report[key] > 0
     assert report["loader_overhead"] < 1
+
+
+class Recorder(NullTracker):
+    def __init__(self):
+        self.params, self.steps, self.artifacts, self.models = {}, [], [], []
+
+    def log_params(self, params):
+        self.params.update(params)
+
+    def log_metrics(self, metrics, step):
+        assert all(isinstance(v, float) for v in metrics.values())
+        self.steps.append((step, metrics))
+
+    def log_artifact(self, path, artifact_path=None):
+        assert path.is_file()
+        self.artifacts.append((path.name, artifact_path))
+
+    def log_model(self, artifact_dir):
+        self.models.append(artifact_dir)
+        return "runs:/x/model"
+
+
+def test_tracker_receives_params_metrics_plots_and_model(store, tmp_path, monkeypatch):
+    import workflows.train_run as train_run
+
+    real = train_run.scores
+    mious = iter([0.5, 0.6, 0.55, 0.58, 0.7])
+    monkeypatch.setattr(train_run, "scores", lambda m: {**real(m), "mean_iou": next(mious)})
+    tracker = Recorder()
+    summary = run(tiny(epochs=5, patience=2), store, tmp_path / "run", progress=False,
+                  tracker=tracker)  # fmt: skip
+    # early stopping: best at epoch 2, no better mIoU in epochs 3 and 4
+    assert summary["epochs"] == 4 and summary["best_epoch"] == 2
+    assert summary["model_uri"] == "runs:/x/model" and tracker.models == [
+        tmp_path / "run" / "model"
+    ]
+    assert tracker.params["data.store"] == str(store) and "statistics.nir.std" in tracker.params
+    assert [s for s, _ in tracker.steps] == [1, 2, 3, 4]
+    metrics = tracker.steps[-1][1]
+    for key in ("train/loss", "train/lr", "train/images_per_s", "val/mean_iou",
+                "val/pixel_accuracy", "val/iou/background"):  # fmt: skip
+        assert key in metrics
+    for kind in ("iou", "accuracy", "f1"):  # classes absent from validation are left out (NaN)
+        assert any(key.startswith(f"val/{kind}/") for key in metrics)
+    names = {name for name, _ in tracker.artifacts}
+    assert {"config.yaml", "confusion.png", "overlays.png", "curves.png"} <= names
