@@ -96,6 +96,12 @@ def launch(
         return run(config, data, out, resume=resume, progress=progress)
     if config.devices == 1:
         return run(config, data, out, resume=resume, progress=progress)
+    gpus = torch.cuda.device_count() if config.accelerator != "cpu" else 0
+    if (config.accelerator == "cuda" or gpus) and config.devices > gpus:
+        raise TrainingError(
+            f"--devices {config.devices} but {gpus} GPU(s) visible; lower --devices "
+            "or pass --accelerator cpu"
+        )
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     launch_config = LaunchConfig(
