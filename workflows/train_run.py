@@ -376,12 +376,7 @@ def _train(
                 epoch=epoch, progress=progress,
             )  # fmt: skip
         except NonFiniteLossError as exc:
-            raise TrainingError(
-                f"loss became {exc.value} at epoch {epoch}, step {exc.step} (optimizer steps "
-                f"from the start); stopped, the last good checkpoint is kept; lower "
-                "optimizer.lr or set optimizer.grad_clip",
-                path=out / "checkpoints" / "last.pt",
-            ) from None
+            raise nan_error(exc, epoch, out / "checkpoints" / "last.pt") from None
         matrix, samples = validate(
             raw, val_loader, info.num_classes, step_ctx, config.overlays if ctx.is_main else 0
         )
@@ -392,6 +387,16 @@ def _train(
     if not ctx.is_main:
         return {}
     return _finish(run_config, state)
+
+
+def nan_error(exc: NonFiniteLossError, epoch: int, last: Path) -> TrainingError:
+    """The error that stops a run whose loss is no longer finite."""
+    kept = "the last good checkpoint is kept" if last.is_file() else "no checkpoint was written"
+    return TrainingError(
+        f"loss became {exc.value} at epoch {epoch}, step {exc.step} (optimizer steps from the "
+        f"start); stopped, {kept}; lower optimizer.lr or set optimizer.grad_clip",
+        path=last,
+    )
 
 
 @dataclass
