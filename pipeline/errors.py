@@ -59,3 +59,7 @@ class TrackingError(TerrasegError, ConnectionError):
 
 class ModelNotFoundError(TerrasegError, LookupError):
     """A model URI names a model, version, alias or run that does not exist."""
+
+
+class TrainingError(TerrasegError, RuntimeError):
+    """Training cannot start or cannot go on (no labels, empty split, NaN loss, bad resume)."""

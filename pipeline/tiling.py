@@ -477,3 +477,32 @@ def check_label_grids(plans: list[ScenePlan]) -> None:
                     f"{plan.shape[1]}x{plan.shape[0]}",
                     path=plan.labels,
                 )
+
+
+def tile_in_process(
+    store: Path, plans: list[ScenePlan], config: TileConfig, classes: ClassTable
+) -> dict[str, Any]:
+    """Tile ``plans`` into ``store`` chunk by chunk in this process, without Dask.
+
+    The same functions as the Dask graph, in order; for small stores, tests and
+    benchmarks. Scenes already current are skipped as on a cluster.
+    """
+    todo = start_store(store, plans, config, classes)
+    for plan in todo:
+        light = plan.light()
+        summary: ChunkSummary | None = None
+        for window in plan.chunks(config.tile_size):
+            part = tile_chunk(
+                str(store),
+                light,
+                window,
+                plan.chunk_labels(window, config),
+                classes,
+                config.tile_size,
+            )
+            summary = part if summary is None else summary.merge(part)
+        assert summary is not None
+        finish_scene(str(store), light, summary, config.tile_size, classes.num_classes)
+    result = finish_store(str(store), config)
+    result["skipped"] = len(plans) - len(todo)
+    return result

@@ -10,6 +10,7 @@ import click
 BENCHMARKS: dict[str, str] = {
     "predict": "workflows.bench.predict:bench_predict",
     "tile": "workflows.bench.tile:bench_tile",
+    "train": "workflows.bench.train:bench_train",
     "vectorize": "workflows.bench.vectorize:bench_vectorize",
 }
 

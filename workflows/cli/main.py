@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "run": "workflows.cli.run:run",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
+    "train": "workflows.cli.train:train",
     "vectorize": "workflows.cli.vectorize:vectorize",
 }
 

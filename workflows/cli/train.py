@@ -1,0 +1,93 @@
+"""``terraseg train``: a DeepLabV3+ on a Zarr training store, on one or several devices."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import get_args
+
+import click
+
+from pipeline.model.config import BackboneName
+from workflows.cli.options import config_opt, overwrite_opt, show_progress
+
+
+@click.command()
+@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The Zarr store written by `terraseg tile`.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [runs/<date>-<time>].")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--backbone", "model__backbone", type=click.Choice(get_args(BackboneName)),
+              default=None, help="Encoder [mobilenetv2].")  # fmt: skip
+@click.option("--width-multiplier", "model__width_multiplier", type=float, default=None,
+              help="Scale all channel counts of the model [1].")  # fmt: skip
+@click.option("--devices", "devices", type=click.IntRange(min=1), default=None,
+              help="Processes on this machine, one per GPU [1].")  # fmt: skip
+@click.option("--accelerator", "accelerator", type=click.Choice(["auto", "cpu", "cuda"]),
+              default=None, help="Device kind [auto: CUDA when available].")  # fmt: skip
+@click.option("--epochs", "epochs", type=click.IntRange(min=1), default=None, help="Epochs [30].")
+@click.option("--batch-size", "data__batch_size", type=click.IntRange(min=2), default=None,
+              help="Crops per process and step [8].")  # fmt: skip
+@click.option("--crop-size", "data__crop_size", type=click.IntRange(min=16), default=None,
+              help="Training crop side in pixels [512].")  # fmt: skip
+@click.option("--samples-per-epoch", "data__samples_per_epoch", type=click.IntRange(min=0),
+              default=None, help="Crops per epoch over all processes [one per tile].")  # fmt: skip
+@click.option("--num-workers", "data__num_workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers per process [2].")  # fmt: skip
+@click.option("--optimizer", "optimizer__name", type=click.Choice(["sgd", "adamw"]), default=None,
+              help="sgd (momentum 0.9, the paper's) or adamw [sgd].")  # fmt: skip
+@click.option("--schedule", "schedule__name", type=click.Choice(["poly", "cosine"]), default=None,
+              help="Learning-rate decay [poly].")  # fmt: skip
+@click.option("--lr", "optimizer__lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate [0.01].")  # fmt: skip
+@click.option("--precision", "precision", type=click.Choice(["bf16", "fp16", "fp32"]),
+              default=None, help="Autocast on CUDA [bf16].")  # fmt: skip
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
+@click.option("--patience", "patience", type=click.IntRange(min=0), default=None,
+              help="Early stopping after N epochs without a better mIoU [0: off].")  # fmt: skip
+@click.option("--threads", "threads", type=click.IntRange(min=0), default=None,
+              help="CPU threads per process [0: torch's default].")  # fmt: skip
+@click.option("--seed", "seed", type=click.IntRange(min=0), default=None, help="Seed [0].")
+@config_opt
+@overwrite_opt
+@click.pass_context
+def train(
+    ctx: click.Context,
+    /,
+    data: Path,
+    out: Path | None,
+    resume: bool,
+    config_path: Path | None,
+    overwrite: bool,
+    **options: object,
+) -> None:
+    """Train DeepLabV3+ on the store --data and write checkpoints and the model to --out.
+
+    Prints a JSON summary (best epoch, validation mean IoU, per-class IoU, paths).
+    With --devices N, N processes train with DistributedDataParallel (NCCL on GPUs,
+    gloo on CPU); started under torchrun, the command joins torchrun's group.
+    """
+    from pipeline.errors import OutputExistsError
+    from pipeline.settings import build_config, load_yaml
+    from pipeline.training.config import TrainConfig
+    from workflows.train_run import launch
+
+    if resume and out is None:
+        raise click.UsageError("--resume needs --out, the folder of the run to continue")
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    saved = out / "config.yaml"
+    source = config_path or (saved if resume and saved.exists() else None)
+    file_data = load_yaml(source) if source else {}
+    overrides = {key.replace("__", "."): value for key, value in options.items()}
+    config = build_config(TrainConfig, file_data, overrides, source=source)
+    if not resume and (out / "checkpoints").exists():
+        if not overwrite:
+            raise OutputExistsError(
+                "holds a training run; pass --resume to continue it or --overwrite", path=out
+            )
+        shutil.rmtree(out)
+    summary = launch(config, data, out, resume=resume, progress=show_progress(ctx))
+    click.echo(json.dumps(summary, indent=2))
