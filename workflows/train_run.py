@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,25 @@ from pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weig
 logger = logging.getLogger(__name__)
 
 
-def make_tracker(config: TrainConfig, out: Path) -> Tracker:
-    """The experiment tracker of a run (rank 0 only).
+def make_tracker(config: TrainConfig, is_main: bool) -> AbstractContextManager[Tracker]:
+    """The run's experiment tracker: MLflow on the main rank when enabled, else nothing.
 
-    This is where the MLflow tracker plugs in; until then nothing is recorded
-    beyond the output folder.
+    The store is ``MLFLOW_TRACKING_URI`` (set by ``--tracking-uri`` before any
+    process starts), MLflow's default when unset.
     """
-    return NullTracker()
+    if not config.tracking.enabled:
+        return nullcontext(NullTracker())
+    from workflows.tracking import make_tracker as mlflow_tracker
+
+    tracking = config.tracking
+    return mlflow_tracker(
+        is_main,
+        os.environ.get("MLFLOW_TRACKING_URI"),
+        tracking.experiment,
+        tracking.run_name,
+        tracking.register,
+        tracking.alias,
+    )
 
 
 # --------------------------------------------------------------------------- launch
@@ -232,12 +245,18 @@ def make_loaders(
         "pin_memory": ctx.device.type == "cuda",
     }
     if data.num_workers > 0:
-        common |= {"persistent_workers": True, "prefetch_factor": data.prefetch_factor,
-                   "worker_init_fn": _worker_threads}  # fmt: skip
+        common |= {
+            "persistent_workers": True,
+            "prefetch_factor": data.prefetch_factor,
+            "worker_init_fn": _worker_threads,
+        }
     train = DataLoader(
         TrainCrops(info, crop, config.augment),
-        batch_size=data.batch_size, sampler=sampler, drop_last=True, **common,
-    )  # fmt: skip
+        batch_size=data.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        **common,
+    )
     val_sampler = rank_share(len(info.val), ctx.rank, ctx.world)
     val = DataLoader(ValTiles(info), batch_size=data.val_batch_size, sampler=val_sampler, **common)
     return train, val, sampler, steps
@@ -305,8 +324,12 @@ class RunState:
 
     def as_dict(self) -> dict[str, Any]:
         """For the checkpoint."""
-        return {"epoch": self.epoch, "best_miou": self.best_miou,
-                "best_epoch": self.best_epoch, "history": self.history or []}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch,
+            "history": self.history or [],
+        }
 
 
 def run(
@@ -331,7 +354,8 @@ def run(
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, data, out, ctx, resume, progress and ctx.is_main, tracker)
+        with nullcontext(tracker) if tracker else make_tracker(config, ctx.is_main) as active:
+            return _train(config, data, out, ctx, resume, progress and ctx.is_main, active)
     finally:
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -344,7 +368,7 @@ def _train(
     ctx: Dist,
     resume: bool,
     progress: bool,
-    tracker: Tracker | None,
+    tracker: Tracker,
 ) -> dict[str, Any]:
     # --- data
     info = read_store_info(data, config.data.min_valid_fraction)
@@ -364,17 +388,20 @@ def _train(
     if checkpoint is not None:
         _restore(checkpoint, step_ctx, state)
     if ctx.is_main:
-        tracker = tracker or make_tracker(config, out)
         _start_outputs(config, info, out, state, tracker)
     # --- loop
-    run_config = RunConfig(config, info, model_config, out, ctx, tracker or NullTracker())
+    run_config = RunConfig(config, info, model_config, out, ctx, tracker)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         sampler.set_epoch(epoch)
         try:
             train_stats = train_one_epoch(
-                step_ctx, train_loader, steps=steps, accumulate=config.optimizer.accumulate,
-                epoch=epoch, progress=progress,
-            )  # fmt: skip
+                step_ctx,
+                train_loader,
+                steps=steps,
+                accumulate=config.optimizer.accumulate,
+                epoch=epoch,
+                progress=progress,
+            )
         except NonFiniteLossError as exc:
             raise nan_error(exc, epoch, out / "checkpoints" / "last.pt") from None
         matrix, samples = validate(
@@ -456,6 +483,10 @@ def _start_outputs(
     for band in info.statistics:
         for key in ("mean", "std", "p2", "p98"):
             params[f"statistics.{band['band']}.{key}"] = band[key]
+    if not isinstance(tracker, NullTracker):
+        from workflows.tracking import code_version
+
+        params |= code_version()
     tracker.log_params(params)
     tracker.log_artifact(config_path)
 

@@ -106,6 +106,22 @@ class ScheduleConfig(StrictModel):
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0, description="Floor, relative to lr.")
 
 
+class TrackingConfig(StrictModel):
+    """Where a run is recorded; the store itself is MLFLOW_TRACKING_URI or --tracking-uri."""
+
+    enabled: bool = Field(
+        True, description="Record the run in MLflow (false: only the output folder)."
+    )
+    experiment: str = Field("terraseg", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name (default: MLflow's).")
+    register: str | None = Field(
+        None, description="Register the model as a new version of this name."
+    )
+    alias: str | None = Field(
+        None, description="Point this alias (e.g. candidate) at the new version."
+    )
+
+
 class TrainConfig(StrictModel):
     """Everything a training run depends on; stored in every checkpoint."""
 
@@ -115,6 +131,7 @@ class TrainConfig(StrictModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     epochs: int = Field(default=30, ge=1, description="Training epochs.")
     patience: int = Field(
         default=0, ge=0, description="Stop after this many epochs without a better mIoU."

@@ -1,4 +1,4 @@
-"""Confusion-matrix metrics: per-class IoU, accuracy, precision and F1, mean IoU, pixel accuracy.
+"""Confusion matrices of training batches, on the device; metrics come from pipeline.metrics.
 
 Rows of the matrix are true classes, columns predicted classes. Matrices from
 batches and processes are summed before any metric is computed, so every metric
@@ -7,14 +7,13 @@ is over all pixels at once (not a mean of per-batch or per-rank means).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
-from numpy.typing import NDArray
 from torch import Tensor
 
 from pipeline.classes import IGNORE_LABEL
+from pipeline.metrics import scores
+
+__all__ = ["confusion_matrix", "scores"]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -23,44 +22,3 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     index = target[valid] * num_classes + pred[valid]
     counts = torch.bincount(index.flatten(), minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
-
-
-def _ratio(num: NDArray[np.float64], den: NDArray[np.float64]) -> NDArray[np.float64]:
-    out = np.full(num.shape, np.nan)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def scores(matrix: NDArray[Any]) -> dict[str, Any]:
-    """Metrics of a confusion matrix.
-
-    A class that is neither present nor predicted has NaN IoU, accuracy and F1 and
-    is left out of the means.
-
-    Returns:
-        ``iou``, ``accuracy`` (recall), ``precision`` and ``f1`` per class as lists;
-        ``mean_iou``, ``mean_accuracy``, ``mean_f1`` and ``pixel_accuracy`` as floats.
-    """
-    cm = np.asarray(matrix, dtype=np.float64)
-    tp = np.diag(cm)
-    true, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    iou = _ratio(tp, true + predicted - tp)
-    accuracy = _ratio(tp, true)
-    precision = _ratio(tp, predicted)
-    f1 = _ratio(2 * tp, true + predicted)
-    total = cm.sum()
-    with np.errstate(all="ignore"):
-        return {
-            "iou": iou.tolist(),
-            "accuracy": accuracy.tolist(),
-            "precision": precision.tolist(),
-            "f1": f1.tolist(),
-            "mean_iou": _nanmean(iou),
-            "mean_accuracy": _nanmean(accuracy),
-            "mean_f1": _nanmean(f1),
-            "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
-        }
-
-
-def _nanmean(values: NDArray[np.float64]) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

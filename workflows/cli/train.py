@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,46 +12,145 @@ from typing import get_args
 import click
 
 from pipeline.model.config import BackboneName
-from workflows.cli.options import config_opt, overwrite_opt, show_progress
+from workflows.cli.options import config_opt, overwrite_opt, show_progress, tracking_uri_opt
 
 
 @click.command()
-@click.option("--data", required=True, type=click.Path(exists=True, path_type=Path),
-              help="The Zarr store written by `terraseg tile`.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder [runs/<date>-<time>].")  # fmt: skip
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="The Zarr store written by `terraseg tile`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder [runs/<date>-<time>].",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--backbone", "model__backbone", type=click.Choice(get_args(BackboneName)),
-              default=None, help="Encoder [mobilenetv2].")  # fmt: skip
-@click.option("--width-multiplier", "model__width_multiplier", type=float, default=None,
-              help="Scale all channel counts of the model [1].")  # fmt: skip
-@click.option("--devices", "devices", type=click.IntRange(min=1), default=None,
-              help="Processes on this machine, one per GPU [1].")  # fmt: skip
-@click.option("--accelerator", "accelerator", type=click.Choice(["auto", "cpu", "cuda"]),
-              default=None, help="Device kind [auto: CUDA when available].")  # fmt: skip
+@click.option(
+    "--backbone",
+    "model__backbone",
+    type=click.Choice(get_args(BackboneName)),
+    default=None,
+    help="Encoder [mobilenetv2].",
+)
+@click.option(
+    "--width-multiplier",
+    "model__width_multiplier",
+    type=float,
+    default=None,
+    help="Scale all channel counts of the model [1].",
+)
+@click.option(
+    "--devices",
+    "devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes on this machine, one per GPU [1].",
+)
+@click.option(
+    "--accelerator",
+    "accelerator",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Device kind [auto: CUDA when available].",
+)
 @click.option("--epochs", "epochs", type=click.IntRange(min=1), default=None, help="Epochs [30].")
-@click.option("--batch-size", "data__batch_size", type=click.IntRange(min=2), default=None,
-              help="Crops per process and step [8].")  # fmt: skip
-@click.option("--crop-size", "data__crop_size", type=click.IntRange(min=16), default=None,
-              help="Training crop side in pixels [512].")  # fmt: skip
-@click.option("--samples-per-epoch", "data__samples_per_epoch", type=click.IntRange(min=0),
-              default=None, help="Crops per epoch over all processes [one per tile].")  # fmt: skip
-@click.option("--num-workers", "data__num_workers", type=click.IntRange(min=0), default=None,
-              help="DataLoader workers per process [2].")  # fmt: skip
-@click.option("--optimizer", "optimizer__name", type=click.Choice(["sgd", "adamw"]), default=None,
-              help="sgd (momentum 0.9, the paper's) or adamw [sgd].")  # fmt: skip
-@click.option("--schedule", "schedule__name", type=click.Choice(["poly", "cosine"]), default=None,
-              help="Learning-rate decay [poly].")  # fmt: skip
-@click.option("--lr", "optimizer__lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Peak learning rate [0.01].")  # fmt: skip
-@click.option("--precision", "precision", type=click.Choice(["bf16", "fp16", "fp32"]),
-              default=None, help="Autocast on CUDA [bf16].")  # fmt: skip
+@click.option(
+    "--batch-size",
+    "data__batch_size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Crops per process and step [8].",
+)
+@click.option(
+    "--crop-size",
+    "data__crop_size",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Training crop side in pixels [512].",
+)
+@click.option(
+    "--samples-per-epoch",
+    "data__samples_per_epoch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Crops per epoch over all processes [one per tile].",
+)
+@click.option(
+    "--num-workers",
+    "data__num_workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader workers per process [2].",
+)
+@click.option(
+    "--optimizer",
+    "optimizer__name",
+    type=click.Choice(["sgd", "adamw"]),
+    default=None,
+    help="sgd (momentum 0.9, the paper's) or adamw [sgd].",
+)
+@click.option(
+    "--schedule",
+    "schedule__name",
+    type=click.Choice(["poly", "cosine"]),
+    default=None,
+    help="Learning-rate decay [poly].",
+)
+@click.option(
+    "--lr",
+    "optimizer__lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate [0.01].",
+)
+@click.option(
+    "--precision",
+    "precision",
+    type=click.Choice(["bf16", "fp16", "fp32"]),
+    default=None,
+    help="Autocast on CUDA [bf16].",
+)
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
-@click.option("--patience", "patience", type=click.IntRange(min=0), default=None,
-              help="Early stopping after N epochs without a better mIoU [0: off].")  # fmt: skip
-@click.option("--threads", "threads", type=click.IntRange(min=0), default=None,
-              help="CPU threads per process [0: torch's default].")  # fmt: skip
+@click.option(
+    "--patience",
+    "patience",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Early stopping after N epochs without a better mIoU [0: off].",
+)
+@click.option(
+    "--threads",
+    "threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU threads per process [0: torch's default].",
+)
 @click.option("--seed", "seed", type=click.IntRange(min=0), default=None, help="Seed [0].")
+@click.option(
+    "--experiment", "tracking__experiment", default=None, help="MLflow experiment [terraseg]."
+)
+@click.option("--run-name", "tracking__run_name", default=None, help="MLflow run name.")
+@click.option(
+    "--register",
+    "tracking__register",
+    default=None,
+    metavar="NAME",
+    help="Register the model as a new version of NAME.",
+)
+@click.option(
+    "--alias", "tracking__alias", default=None, help="Point this alias at the new version."
+)
+@click.option(
+    "--track/--no-track",
+    "tracking__enabled",
+    default=None,
+    help="Record the run in MLflow [track].",
+)
+@tracking_uri_opt
 @config_opt
 @overwrite_opt
 @click.pass_context
@@ -60,6 +160,7 @@ def train(
     data: Path,
     out: Path | None,
     resume: bool,
+    tracking_uri: str | None,
     config_path: Path | None,
     overwrite: bool,
     **options: object,
@@ -83,6 +184,14 @@ def train(
     file_data = load_yaml(source) if source else {}
     overrides = {key.replace("__", "."): value for key, value in options.items()}
     config = build_config(TrainConfig, file_data, overrides, source=source)
+    if config.tracking.alias and not config.tracking.register:
+        raise click.UsageError("--alias needs --register NAME")
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # every training process inherits it
+    if config.tracking.enabled:
+        from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
+
+        check_tracking_reachable(resolve_tracking_uri(tracking_uri))  # fail before any step
     if not resume and (out / "checkpoints").exists():
         if not overwrite:
             raise OutputExistsError(

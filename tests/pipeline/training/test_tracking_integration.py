@@ -1,0 +1,92 @@
+"""A real training run recorded in MLflow: SQLite file and `mlflow server`."""
+
+import uuid
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.artifact import load_artifact
+from pipeline.registry import load_model
+from tests.pipeline.training.test_train import tiny
+from workflows.cli.main import cli
+from workflows.train_run import run
+
+
+def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    name = f"tracked-{uuid.uuid4().hex[:8]}"
+    config = tiny(
+        **{
+            "tracking.experiment": "tracking-tests",
+            "tracking.register": name,
+            "tracking.alias": "candidate",
+        }
+    )
+    summary = run(config, store, tmp_path / "run", progress=False)
+
+    client = mlflow.MlflowClient(store_uri)
+    version = client.get_model_version_by_alias(name, "candidate")
+    record = client.get_run(version.run_id)
+    params = record.data.params
+    assert params["model.backbone"] == "mobilenetv2" and params["epochs"] == "2"
+    assert params["data.store"].endswith("data.zarr") and "statistics.red.mean" in params
+    assert "code.terraseg" in params and "code.torch" in params
+    history = client.get_metric_history(version.run_id, "val/mean_iou")
+    assert [m.step for m in history] == [1, 2]
+    for key in ("train/loss", "train/lr", "val/iou/building", "val/accuracy/road"):
+        assert key in record.data.metrics, key
+    files = _artifacts(client, version.run_id)
+    assert "config.yaml" in files
+    assert any(f.startswith("plots/") and "confusion" in f for f in files)
+    assert any(f.startswith("plots/") and "curve" in f for f in files)
+    assert any("overlay" in f for f in files)
+
+    local = load_artifact(tmp_path / "run" / "model")
+    remote = load_model(f"models:/{name}@candidate", store_uri)
+    assert remote.manifest()["classes"] == local.manifest()["classes"]
+    x = torch.from_numpy(
+        local.normalization.apply(np.random.default_rng(0).integers(0, 255, (1, 4, 48, 48)))
+    )
+    with torch.inference_mode():
+        np.testing.assert_array_equal(
+            remote.build_model()(x).numpy(), local.build_model()(x).numpy()
+        )
+    assert summary["model_uri"] == f"models:/{name}/{version.version}"
+
+
+def test_unreachable_server_fails_before_training(store, tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(store),
+            "--out",
+            str(tmp_path / "run"),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "127.0.0.1:9" in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _artifacts(client, run_id, path=None):
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
