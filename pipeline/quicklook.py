@@ -29,6 +29,34 @@ def _read_small(
         return src.read(bands, out_shape=(len(bands), *shape), resampling=resampling), src
 
 
+def _truth_small(truth: Path, image: Path, size: int) -> NDArray[Any]:
+    """Truth on the decimated grid of ``image``: a label raster, or vector labels burned onto it."""
+    if truth.suffix.lower() not in {".gpkg", ".geojson", ".json", ".shp", ".fgb"}:
+        labels, _ = _read_small(truth, size, [1], Resampling.nearest)
+        return np.asarray(labels[0])
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    with open_raster(image) as src:
+        scale = max(src.width, src.height) / size
+        shape = (
+            max(1, round(src.height / max(scale, 1))),
+            max(1, round(src.width / max(scale, 1))),
+        )
+        transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+        bounds, crs = src.bounds, src.crs
+    frame = gpd.read_file(truth, bbox=tuple(bounds)) if crs is None else gpd.read_file(truth)
+    frame = frame.to_crs(crs.to_wkt()) if crs is not None and frame.crs is not None else frame
+    frame = frame.cx[bounds.left : bounds.right, bounds.bottom : bounds.top]
+    shapes = list(zip(frame.geometry, frame["class"].astype(int), strict=True))
+    if not shapes:
+        return np.zeros(shape, np.uint8)
+    burned: NDArray[np.uint8] = rasterize(
+        shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8"
+    )
+    return burned
+
+
 def natural_colour(image: NDArray[Any]) -> NDArray[np.uint8]:
     """R, G, B stretched between the 2nd and 98th percentile of non-zero pixels."""
     rgb = image[:3].astype(np.float32)
@@ -59,8 +87,7 @@ def quicklook(
     pixels, _ = _read_small(image, size, [1, 2, 3], Resampling.average)
     panels = [("image", natural_colour(pixels))]
     if truth is not None:
-        labels, _ = _read_small(truth, size, [1], Resampling.nearest)
-        panels.append(("truth", colourize(labels[0], table)))
+        panels.append(("truth", colourize(_truth_small(truth, image, size), table)))
     predicted, _ = _read_small(prediction, size, [1], Resampling.nearest)
     panels.append(("prediction", colourize(predicted[0], table)))
     height = max(p.shape[0] for _, p in panels)

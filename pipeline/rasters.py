@@ -51,7 +51,8 @@ def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list
         what: Word used in error messages.
 
     Returns:
-        Unique files in the order given.
+        Unique absolute paths in the order given (workers on other processes or
+        machines do not share this process's working directory).
 
     Raises:
         InputError: An input matches nothing.
@@ -73,7 +74,7 @@ def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list
         if not matches:
             raise InputError(f"no {what} files found", path=item)
         found.extend(matches)
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(path.resolve() for path in found))
 
 
 @contextmanager

@@ -67,12 +67,19 @@ class ModelRef:
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default store."""
-    if tracking_uri:
-        return tracking_uri
-    import mlflow
+    """``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default store.
 
-    return str(mlflow.get_tracking_uri())
+    A relative SQLite path is made absolute, so that other processes (Dask
+    workers, training ranks) with another working directory find the same file.
+    """
+    if not tracking_uri:
+        import mlflow
+
+        tracking_uri = str(mlflow.get_tracking_uri())
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and not tracking_uri.startswith(prefix + "/"):
+        return prefix + str(Path(tracking_uri.removeprefix(prefix)).resolve())
+    return tracking_uri
 
 
 def redact(uri: str) -> str:

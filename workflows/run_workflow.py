@@ -101,11 +101,17 @@ def command_line(step: Step, scheduler: str | None, accepts_scheduler: bool) -> 
 
 
 def stamp_of(step: Step, line: list[str], previous: str) -> str:
-    """A hash of what a step does and reads, chained to the steps before it."""
+    """A hash of what a step does and reads, chained to the steps before it.
+
+    Files named on the command line count with their size and modification time,
+    except the step's own outputs (declared, or given with ``--out``).
+    """
+    made = {Path(p) for p in step.outputs}
+    made |= {Path(str(v)) for k, v in step.options.items() if k == "out" and v is not None}
     inputs = []
     for token in line:
         path = Path(token)
-        if path.is_file():
+        if path not in made and path.is_file():
             stat = path.stat()
             inputs.append([token, stat.st_size, stat.st_mtime_ns])
     text = json.dumps([line, step.outputs, inputs, previous])

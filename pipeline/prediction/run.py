@@ -46,10 +46,16 @@ class FileJob:
     tile: int
     num_classes: int
     tags: dict[str, str]
+    tracking_uri: str | None = None  # where workers find models:/ and runs:/ URIs
 
 
 def plan_file(
-    model: str, artifact: ModelArtifact, path: Path, out_dir: Path, config: PredictConfig
+    model: str,
+    artifact: ModelArtifact,
+    path: Path,
+    out_dir: Path,
+    config: PredictConfig,
+    tracking_uri: str | None = None,
 ) -> FileJob:
     """Check a raster against the model and plan its blocks.
 
@@ -68,6 +74,7 @@ def plan_file(
         tile=tile,
         num_classes=artifact.classes.num_classes,
         tags=provenance_tags(model, artifact, raster, config),
+        tracking_uri=tracking_uri,
     )
 
 
@@ -104,10 +111,10 @@ def start_file(job: FileJob) -> None:
 
 def predict_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
     """Read a block's extent, infer its tiles and accumulate weighted probabilities."""
-    artifact = cached_model(job.model)
+    artifact = cached_model(job.model, job.tracking_uri)
     config = job.config
     predict = batch_predictor(
-        job.model, config.device, config.precision, config.tta, config.threads
+        job.model, config.device, config.precision, config.tta, config.threads, job.tracking_uri
     )
     image, valid = read_normalized(job.raster, job.plan.extent(*block), artifact)
     return accumulate_block(
@@ -141,7 +148,7 @@ def finish_block_and_write(
 
 def finish_file(job: FileJob) -> list[Path]:
     """Assemble the COGs of a file whose blocks are all written."""
-    artifact = cached_model(job.model)
+    artifact = cached_model(job.model, job.tracking_uri)
     assemble(job.paths, job.raster.profile, artifact.classes, job.tags)
     return job.paths.finals()
 

@@ -25,27 +25,34 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def open_model(reference: str) -> ModelArtifact:
+def open_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact:
     """Load a model from a local folder or a model URI (``models:/...``, ``runs:/...``).
 
-    The tracking store is ``MLFLOW_TRACKING_URI`` (MLflow's default when unset),
-    so Dask workers must see the same variable as the client.
+    Args:
+        reference: The folder or URI.
+        tracking_uri: The tracking store of ``models:/`` and ``runs:/`` URIs
+            (default: ``MLFLOW_TRACKING_URI``, else MLflow's default).
     """
     from pipeline.registry import load_model
 
-    return load_model(reference)
+    return load_model(reference, tracking_uri)
 
 
 @lru_cache(maxsize=2)
-def cached_model(reference: str) -> ModelArtifact:
+def cached_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact:
     """:func:`open_model`, once per process (each Dask worker loads a model once)."""
     logger.info("loading model %s in process %d", reference, os.getpid())
-    return open_model(reference)
+    return open_model(reference, tracking_uri)
 
 
 @lru_cache(maxsize=4)
 def batch_predictor(
-    reference: str, device: str, precision: str, tta: str, threads: int | None = None
+    reference: str,
+    device: str,
+    precision: str,
+    tta: str,
+    threads: int | None = None,
+    tracking_uri: str | None = None,
 ) -> BatchPredictor:
     """A function from normalized tiles (N, bands, T, T) to probabilities (N, classes, T, T).
 
@@ -58,7 +65,7 @@ def batch_predictor(
     if threads is not None:
         torch.set_num_threads(threads)
 
-    artifact = cached_model(reference)
+    artifact = cached_model(reference, tracking_uri)
     device = resolve_device(device)
     model: Any = artifact.build_model(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -524,7 +524,7 @@ class CellGenerator:
             )
             shadows.append(swept.difference(b.footprint))
         for tree in trees:
-            height = rng_heights.uniform(6, 18)
+            height = rng_heights.uniform(4, 12)
             moved = affinity.translate(tree, du * height, dv * height)
             if tree.area < 200:  # a single crown: sweep it, so the shadow starts at the trunk
                 moved = shapely.union(tree, moved).convex_hull

@@ -197,4 +197,6 @@ def _warm(job: Any) -> None:
     from pipeline.prediction.runner import batch_predictor
 
     config = job.config
-    batch_predictor(job.model, config.device, config.precision, config.tta, config.threads)
+    batch_predictor(
+        job.model, config.device, config.precision, config.tta, config.threads, job.tracking_uri
+    )

@@ -84,6 +84,7 @@ def evaluate(
     from workflows.cluster import dask_client, gather_with_progress
 
     config = resolve_config(EvaluateConfig, config_path, options)
+    truth = truth.resolve()
     classes = read_classes(classes_path) if classes_path else None
     jobs, table = plan_evaluation(expand_inputs(predictions), truth, classes, config)
     with dask_client(scheduler, workers=workers) as client:

@@ -17,6 +17,7 @@ logger = logging.getLogger("terraseg")
 # command runs, so `terraseg --help` does not pay for torch or dask imports.
 COMMANDS: dict[str, str] = {
     "bench": "workflows.cli.bench:bench",
+    "demo": "workflows.cli.demo:demo",
     "evaluate": "workflows.cli.evaluate:evaluate",
     "model": "workflows.cli.model:model",
     "models": "workflows.cli.models:models",

@@ -142,20 +142,21 @@ def predict(
     from pipeline.prediction.run import needs_work, plan_file
     from pipeline.prediction.runner import cached_model
     from pipeline.rasters import expand_inputs
+    from pipeline.registry import resolve_tracking_uri
     from workflows.cluster import dask_client
     from workflows.predict_graph import FileOutcome, run_prediction
 
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # for this process and its local workers
+    tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
+    out_dir = out_dir.resolve()
     paths = expand_inputs(inputs)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
-    artifact = cached_model(reference)
+    artifact = cached_model(reference, tracking_uri)
     jobs: list[FileJob] = []
     outcomes: list[FileOutcome] = []
     for path in paths:
         try:
-            job = plan_file(reference, artifact, path, out_dir, config)
+            job = plan_file(reference, artifact, path, out_dir, config, tracking_uri)
         except TerrasegError as exc:
             outcomes.append(FileOutcome(path, error=str(exc)))
             continue

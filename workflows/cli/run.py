@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -35,24 +36,14 @@ def run(
 
     Re-running an interrupted workflow resumes at the step that did not finish.
     """
-    from pipeline.errors import TerrasegError
     from workflows.run_workflow import load_workflow, run_workflow
 
     workflow = load_workflow(workflow_file)
     if scheduler:
         workflow = workflow.model_copy(update={"scheduler": scheduler})
     folder = (workdir or workflow_file.parent).resolve()
-    root = ctx.find_root()
-    verbosity = _verbosity(root)
-
-    def execute(line: list[str]) -> None:
-        code = root.command.main([*verbosity, *line], standalone_mode=False)
-        if isinstance(code, int) and code != 0:  # the command has printed its error
-            raise TerrasegError(f"step `terraseg {' '.join(line)}` failed; fix it and run again")
-
-    results = run_workflow(
-        workflow, folder, execute, lambda name: _accepts_scheduler(root, name), only=list(force)
-    )
+    execute, accepts_scheduler = step_runner(ctx)
+    results = run_workflow(workflow, folder, execute, accepts_scheduler, only=list(force))
     for result in results:
         click.echo(
             json.dumps(
@@ -65,13 +56,28 @@ def run(
         )
 
 
-def _accepts_scheduler(root: click.Context, name: str) -> bool:
+def step_runner(ctx: click.Context) -> tuple[Callable[[list[str]], None], Callable[[str], bool]]:
+    """Run workflow steps as terraseg commands in this process, with this run's verbosity.
+
+    Returns:
+        A function running one command line (raising when it fails) and one telling
+        whether a command takes ``--scheduler``.
+    """
+    from pipeline.errors import TerrasegError
+
+    root = ctx.find_root()
     group = root.command
     assert isinstance(group, click.Group)
-    command = group.get_command(root, name)
-    return command is not None and any(p.name == "scheduler" for p in command.params)
-
-
-def _verbosity(root: click.Context) -> list[str]:
     params = root.params
-    return ["-v"] * int(params.get("verbose") or 0) + ["-q"] * int(params.get("quiet") or 0)
+    verbosity = ["-v"] * int(params.get("verbose") or 0) + ["-q"] * int(params.get("quiet") or 0)
+
+    def execute(line: list[str]) -> None:
+        code = group.main([*verbosity, *line], standalone_mode=False)
+        if isinstance(code, int) and code != 0:  # the command has printed its error
+            raise TerrasegError(f"step `terraseg {' '.join(line)}` failed; fix it and run again")
+
+    def accepts_scheduler(name: str) -> bool:
+        command = group.get_command(root, name)
+        return command is not None and any(p.name == "scheduler" for p in command.params)
+
+    return execute, accepts_scheduler

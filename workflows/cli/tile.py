@@ -115,6 +115,7 @@ def tile(
     if labels is not None and not images:
         raise click.UsageError("give the rasters to tile (files, folders or globs)")
     config = resolve_config(TileConfig, config_path, options)
+    out = out.resolve()
     vector = label_rasters = None
     if labels is not None and Path(labels).suffix.lower() in VECTOR_SUFFIXES:
         vector = Path(labels)

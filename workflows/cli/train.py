@@ -186,12 +186,12 @@ def train(
     config = build_config(TrainConfig, file_data, overrides, source=source)
     if config.tracking.alias and not config.tracking.register:
         raise click.UsageError("--alias needs --register NAME")
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # every training process inherits it
     if config.tracking.enabled:
         from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
 
-        check_tracking_reachable(resolve_tracking_uri(tracking_uri))  # fail before any step
+        uri = resolve_tracking_uri(tracking_uri)
+        check_tracking_reachable(uri)  # fail before any step
+        os.environ["MLFLOW_TRACKING_URI"] = uri  # every training process inherits it
     if not resume and (out / "checkpoints").exists():
         if not overwrite:
             raise OutputExistsError(

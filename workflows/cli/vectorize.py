@@ -86,6 +86,10 @@ def vectorize(
         "fill_holes": fill_holes, "layer_per_class": layer_per_class,
         "drop_background": drop_background, "background_id": background_id,
     }  # fmt: skip
+    # workers do not share this process's working directory
+    rasters = tuple(path.resolve() for path in rasters)
+    confidences = tuple(path.resolve() for path in confidences)
+    out = out.resolve()
     check_output(out, overwrite=overwrite)  # before a cluster starts
     config = resolve_config(VectorizeConfig, config_path, overrides)
     table = read_classes(classes) if classes else None
