@@ -33,6 +33,7 @@ class Run:
     name: str
     seconds: float
     peak_rss_mib: float
+    driver_peak_rss_mib: float
     polygons: int
     area_per_class: dict[int, float]
 
@@ -153,7 +154,8 @@ class TreeRSS:
     """Samples the summed RSS of this process and all its descendants in a thread.
 
     Dask workers are grandchildren (nanny, then worker), so ``getrusage`` does not see
-    them; the tree is walked on every sample instead.
+    them; the tree is walked on every sample instead. The root's own peak is kept
+    apart: for terraseg it is the driver, which merges and writes.
     """
 
     def __init__(self, root: int | None = None, interval: float = 0.1) -> None:
@@ -163,6 +165,7 @@ class TreeRSS:
         self._interval = interval
         self._stop = threading.Event()
         self.peak = 0
+        self.root_peak = 0
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
@@ -170,6 +173,8 @@ class TreeRSS:
 
         while not self._stop.is_set():
             total = 0
+            with suppress(psutil.Error):
+                self.root_peak = max(self.root_peak, self._root.memory_info().rss)
             try:
                 tree = [self._root, *self._root.children(recursive=True)]
             except psutil.Error:  # a process ended while the tree was walked
@@ -193,6 +198,11 @@ class TreeRSS:
         """The largest sum seen, in MiB."""
         return self.peak / 2**20
 
+    @property
+    def root_peak_mib(self) -> float:
+        """The root process's largest RSS, in MiB."""
+        return self.root_peak / 2**20
+
 
 def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:
     """Vectorize on a LocalCluster of ``workers`` processes (cluster start not timed)."""
@@ -207,7 +217,8 @@ def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:
         vectorize_on_cluster(client, [info], out, config, overwrite=True, progress=False)
         seconds = time.perf_counter() - start
     count, areas = areas_per_class(out, "class_id")
-    return Run(f"terraseg vectorize ({workers} workers)", seconds, rss.peak_mib, count, areas)
+    name = f"terraseg vectorize ({workers} workers)"
+    return Run(name, seconds, rss.peak_mib, rss.root_peak_mib, count, areas)
 
 
 def run_gdal(gdal: str, raster: Path, out: Path) -> Run:
@@ -224,7 +235,8 @@ def run_gdal(gdal: str, raster: Path, out: Path) -> Run:
     if code != 0:
         raise click.ClickException(f"{' '.join(command)} exited with {code}")
     count, areas = areas_per_class(out, "class_id")
-    return Run("gdal_polygonize (1 process)", seconds, rss.peak_mib, count, areas)
+    name = "gdal_polygonize (1 process)"
+    return Run(name, seconds, rss.peak_mib, rss.root_peak_mib, count, areas)
 
 
 def areas_per_class(path: Path, column: str) -> tuple[int, dict[int, float]]:
@@ -251,12 +263,13 @@ def areas_per_class(path: Path, column: str) -> tuple[int, dict[int, float]]:
 def _report(runs: list[Run], megapixels: float) -> None:
     echo: Callable[[str], None] = click.echo
     echo(f"class map: {megapixels:.1f} Mpx")
-    header = ("run", "seconds", "s/Mpx", "polygons", "poly/s", "peak RSS MiB")
-    echo("{:34} {:>9} {:>8} {:>10} {:>10} {:>13}".format(*header))
+    header = ("run", "seconds", "s/Mpx", "polygons", "poly/s", "peak RSS MiB", "main proc MiB")
+    echo("{:34} {:>9} {:>8} {:>10} {:>10} {:>13} {:>14}".format(*header))
     for run in runs:
         echo(
             f"{run.name:34} {run.seconds:9.2f} {run.seconds / megapixels:8.4f} "
-            f"{run.polygons:10d} {run.polygons / run.seconds:10.0f} {run.peak_rss_mib:13.0f}"
+            f"{run.polygons:10d} {run.polygons / run.seconds:10.0f} {run.peak_rss_mib:13.0f} "
+            f"{run.driver_peak_rss_mib:14.0f}"
         )
     if len(runs) == 2:
         ours, gdal = runs
