@@ -1,19 +1,24 @@
 """From class-map rasters to one GeoPackage: blocks, merge, post-processing and writing.
 
 The block tasks are run by a caller-supplied mapper (Dask in ``workflows``, a plain
-loop in tests). Block tasks write their final polygons to scratch files next to the
-output; the driver holds only the edge pieces of one raster at a time, then streams
-everything into the GeoPackage in a fixed order (rasters as given, blocks in row-major
-order, then the merged polygons), so the file does not depend on which worker ran
-what.
+loop in tests) that yields their results in window order. Block tasks write their
+final polygons to scratch files next to the output. The driver merges the edge pieces
+one row of blocks at a time (:mod:`pipeline.vectorize_rows`), writing each polygon
+closed by a row to a scratch file too, so it holds only the groups that cross the
+current line. Everything is then streamed into the GeoPackage in a fixed order
+(rasters as given; per row of blocks its blocks' polygons in row-major order, then
+the merged polygons that the row closed), so the file does not depend on which
+worker ran what.
 """
 
 from __future__ import annotations
 
 import colorsys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +31,22 @@ from pipeline.gpkg import categorized_qml, feature_batch, polygon_schema, write_
 from pipeline.grid import Window
 from pipeline.vectorize import (
     BlockResult,
-    GeomArray,
+    Pieces,
     RasterInfo,
     VectorizeConfig,
     block_plan,
     finalize,
-    inside_any,
     load_features,
-    merge_raster_edges,
+    post_process_merged,
     save_features,
+    top_range,
 )
+from pipeline.vectorize_rows import Batch, HoleFilter, RowMerger
 
-BlockMapper = Callable[[RasterInfo, Sequence[Window], VectorizeConfig, str], list[BlockResult]]
+# Runs a raster's block tasks; yields their results in the order of the windows.
+BlockMapper = Callable[
+    [RasterInfo, Sequence[Window], VectorizeConfig, str], Generator[BlockResult, None, None]
+]
 
 
 @dataclass
@@ -45,9 +54,7 @@ class RasterParts:
     """Where one raster's polygons wait to be written."""
 
     info: RasterInfo
-    files: list[str]  # block-final polygons, in row-major block order
-    merged_file: str | None  # polygons merged across block lines, already post-processed
-    filled: GeomArray  # holes filled after merging (pixel coordinates)
+    files: list[str]  # finalized polygons, in writing order
 
 
 @dataclass
@@ -63,11 +70,11 @@ class VectorizeSummary:
 
 def run_blocks_in_process(
     info: RasterInfo, windows: Sequence[Window], config: VectorizeConfig, workdir: str
-) -> list[BlockResult]:
+) -> Generator[BlockResult, None, None]:
     """Run every block in this process, one after another."""
     from pipeline.vectorize import polygonize_block
 
-    return [polygonize_block(info, w, config, workdir) for w in windows]
+    return (polygonize_block(info, w, config, workdir) for w in windows)
 
 
 def vectorize_rasters(
@@ -85,8 +92,8 @@ def vectorize_rasters(
             one CRS.
         out: The GeoPackage to write.
         config: Settings.
-        map_blocks: Runs the block tasks of one raster and returns their results in
-            the order of the windows.
+        map_blocks: Runs the block tasks of one raster and yields their results in
+            the order of the windows (it may run ahead, but should not hold them all).
         overwrite: Replace ``out`` if it exists.
 
     Returns:
@@ -143,18 +150,42 @@ def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
 def _run_raster(
     index: int, info: RasterInfo, config: VectorizeConfig, map_blocks: BlockMapper, workdir: Path
 ) -> RasterParts:
-    windows = block_plan(info, config)
-    results = map_blocks(info, windows, config, str(workdir))
+    """Merge a raster's blocks row by row; each row's output goes to scratch files."""
+    merger = RowMerger(info.shape, config.block_size)
+    holes = HoleFilter(active=config.fill_holes > 0)
+    files: list[str] = []
+    values: set[int] = set()
+    results = map_blocks(info, block_plan(info, config), config, str(workdir))
+    with closing(results) as stream:
+        for row_off, row in groupby(stream, key=lambda r: r.window.row_off):
+            blocks = list(row)
+            values.update(v for r in blocks for v in r.values)
+            for r in blocks:
+                if r.final_file:
+                    holes.add(Batch(r.final_file, *r.final_tops))
+            row_end = blocks[0].window.row_end
+            closed = merger.add_row(Pieces.concat([r.edges for r in blocks]), row_off, row_end)
+            del blocks
+            _close(closed, info, config, holes, workdir / f"merged-{index}-{row_off}.pkl")
+            files += holes.release(merger.open_top, row_end)
     if info.classes is not None:
-        values = {v for r in results for v in r.values}
         ensure_ids_known(info.classes, values, path=info.path)
-    merged, filled = merge_raster_edges(results, info, config)
-    files = [r.final_file for r in results if r.final_file]
-    merged_file = None
-    if len(merged):
-        merged_file = str(workdir / f"merged-{index}.pkl")
-        save_features(merged_file, finalize(merged, info, simplified=config.simplify > 0))
-    return RasterParts(info, files, merged_file, filled)
+    return RasterParts(info, files)
+
+
+def _close(
+    closed: Pieces, info: RasterInfo, config: VectorizeConfig, holes: HoleFilter, file: Path
+) -> None:
+    """Post-process the polygons closed by a row and queue them as one batch."""
+    kept, anchors, filled = post_process_merged(closed, info, config)
+    holes.add_holes(filled)
+    if not len(kept):
+        return
+    features = finalize(kept, info, simplified=config.simplify > 0)
+    if anchors is not None:
+        features["anchor"] = anchors  # before hole filling: a filled polygon may cover its own
+    save_features(file, features)
+    holes.add(Batch(str(file), *top_range(kept.geoms)))
 
 
 def _write(path: Path, parts: Sequence[RasterParts], config: VectorizeConfig) -> VectorizeSummary:
@@ -187,28 +218,17 @@ def _batches(
 ) -> Iterator[pa.RecordBatch]:
     for part in parts:
         table = part.info.classes
-        for file in [*part.files, part.merged_file]:
-            if file is None:
-                continue
+        for file in part.files:
             features = load_features(file)
-            keep = np.ones(len(features["class_id"]), bool)
-            if file != part.merged_file:  # block finals inside holes filled after merging
-                keep &= ~inside_any(_points(features["anchor"]), part.filled)
             if class_id is not None:
-                keep &= features["class_id"] == class_id
-            if not keep.any():
-                continue
-            features = {k: v[keep] for k, v in features.items()}
+                keep = features["class_id"] == class_id
+                if not keep.any():
+                    continue
+                features = {k: v[keep] for k, v in features.items()}
             ids = np.unique(features["class_id"])
             names = {int(i): table.name_of(int(i)) if table else f"class_{i}" for i in ids}
             counts.update(names[int(i)] for i in features["class_id"])
             yield feature_batch(features, names, part.info.source, schema)
-
-
-def _points(xy: np.ndarray) -> GeomArray:
-    import shapely
-
-    return np.asarray(shapely.points(xy), dtype=object) if len(xy) else np.empty(0, object)
 
 
 def _style_table(parts: Sequence[RasterParts], config: VectorizeConfig) -> ClassTable:
@@ -218,7 +238,7 @@ def _style_table(parts: Sequence[RasterParts], config: VectorizeConfig) -> Class
             return part.info.classes
     ids: set[int] = set()
     for part in parts:
-        for file in [*part.files, *filter(None, [part.merged_file])]:
+        for file in part.files:
             ids.update(int(i) for i in np.unique(load_features(file)["class_id"]))
     if not ids:
         ids = {config.background_id}
