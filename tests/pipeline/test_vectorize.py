@@ -17,11 +17,15 @@ from pipeline.errors import ConfigError, CRSError, InputError, OutputExistsError
 from pipeline.gpkg import polygon_layers
 from pipeline.vectorize import (
     CLASSES_TAG,
+    Pieces,
     VectorizeConfig,
+    block_plan,
+    polygonize_block,
     read_raster_info,
     remove_collinear,
 )
 from pipeline.vectorize_file import vectorize_rasters
+from pipeline.vectorize_rows import RowMerger
 from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
 
 PIXEL_AREA = 0.25  # 0.5 m pixels
@@ -144,6 +148,38 @@ def test_post_processing_does_not_depend_on_blocks(tmp_path: Path, values: dict)
     if "fill_holes" in values:
         assert len(geoms) < len(whole_array(data))  # filled holes absorbed polygons
         _assert_no_overlaps(geoms)
+
+
+@pytest.mark.parametrize("block", [16, 21, 27])
+def test_filled_holes_spanning_rows_of_blocks_match_one_pass(tmp_path: Path, block: int) -> None:
+    # Nested square rings around the centre: filled holes span several rows of blocks,
+    # and polygons inside them close rows before the polygon that encloses them.
+    raster = write_classmap(tmp_path / "r.tif", rings((160, 140)))
+    values = {"fill_holes": 140.0, "min_area": 1.0}  # fills holes up to 23 x 23 px
+    one_pass = features(run(raster, tmp_path / "one.gpkg", block_size=4096, **values))
+    assert len(one_pass) < len(features(run(raster, tmp_path / "raw.gpkg", block_size=4096)))
+    assert features(run(raster, tmp_path / "b.gpkg", block_size=block, **values)) == one_pass
+
+
+def test_row_merger_carries_only_groups_reaching_the_next_row(tmp_path: Path) -> None:
+    data = rings((100, 90))
+    info = read_raster_info(write_classmap(tmp_path / "r.tif", data))
+    cfg = config(block_size=16)
+    merger = RowMerger(info.shape, cfg.block_size)
+    closed = finals = 0
+    for row_off in range(0, 100, 16):
+        windows = [w for w in block_plan(info, cfg) if w.row_off == row_off]
+        results = [polygonize_block(info, w, cfg, str(tmp_path)) for w in windows]
+        row_end = windows[0].row_end
+        edges = Pieces.concat([r.edges for r in results])
+        closed += len(merger.add_row(edges, row_off, row_end))
+        finals += sum(r.final_count for r in results)
+        bottoms = shapely.bounds(merger.carry.geoms)[:, 3]
+        for root in np.unique(merger.roots):  # every open group has a piece on the line
+            assert (bottoms[merger.roots == root] == row_end).any()
+        assert (bottoms <= row_end).all()
+    assert len(merger.carry) == 0
+    assert closed + finals == len(whole_array(data))
 
 
 def _assert_no_overlaps(geoms: np.ndarray) -> None:
