@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import colorsys
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -54,7 +54,7 @@ class RasterParts:
     """Where one raster's polygons wait to be written."""
 
     info: RasterInfo
-    files: list[str]  # finalized polygons, in writing order
+    files: Iterable[str]  # finalized polygons, in writing order (produced as they are read)
 
 
 @dataclass
@@ -114,7 +114,8 @@ def vectorize_rasters(
     try:
         with atomic_output(out) as temporary:
             parts = [
-                _run_raster(k, info, config, map_blocks, workdir) for k, info in enumerate(infos)
+                RasterParts(info, _raster_files(info, config, map_blocks, workdir / f"raster-{k}"))
+                for k, info in enumerate(infos)
             ]
             summary = _write(temporary, parts, config)
         summary.path = out
@@ -147,14 +148,22 @@ def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
             )
 
 
-def _run_raster(
-    index: int, info: RasterInfo, config: VectorizeConfig, map_blocks: BlockMapper, workdir: Path
-) -> RasterParts:
-    """Merge a raster's blocks row by row; each row's output goes to scratch files."""
+def _raster_files(
+    info: RasterInfo, config: VectorizeConfig, map_blocks: BlockMapper, workdir: Path
+) -> Iterator[str]:
+    """Merge a raster's blocks row by row; yield the scratch files of finished polygons.
+
+    ``workdir`` is the raster's own scratch folder (block files are named by window).
+
+    Raises:
+        ConfigError: The raster holds values missing from its class table (raised
+            once all its blocks have been read).
+
+    """
     merger = RowMerger(info.shape, config.block_size)
     holes = HoleFilter(active=config.fill_holes > 0)
-    files: list[str] = []
     values: set[int] = set()
+    workdir.mkdir()
     results = map_blocks(info, block_plan(info, config), config, str(workdir))
     with closing(results) as stream:
         for row_off, row in groupby(stream, key=lambda r: r.window.row_off):
@@ -166,11 +175,10 @@ def _run_raster(
             row_end = blocks[0].window.row_end
             closed = merger.add_row(Pieces.concat([r.edges for r in blocks]), row_off, row_end)
             del blocks
-            _close(closed, info, config, holes, workdir / f"merged-{index}-{row_off}.pkl")
-            files += holes.release(merger.open_top, row_end)
+            _close(closed, info, config, holes, workdir / f"merged-{row_off}.pkl")
+            yield from holes.release(merger.open_top, row_end)
     if info.classes is not None:
         ensure_ids_known(info.classes, values, path=info.path)
-    return RasterParts(info, files)
 
 
 def _close(
@@ -189,33 +197,42 @@ def _close(
 
 
 def _write(path: Path, parts: Sequence[RasterParts], config: VectorizeConfig) -> VectorizeSummary:
-    with_confidence = any(p.info.confidence for p in parts)
-    schema = polygon_schema(with_confidence)
-    table = _style_table(parts, config)
-    summary = VectorizeSummary(path, [])
-    counts: Counter[str] = Counter()
-    layers = _layer_classes(table, config)
+    """Write the layers and their style; with one layer, while the rasters are merged."""
+    schema = polygon_schema(any(p.info.confidence for p in parts))
+    counts: Counter[tuple[int, str]] = Counter()
+    if config.layer_per_class:  # every layer reads all files: finish them first
+        parts = [RasterParts(p.info, list(p.files)) for p in parts]
+        table = _style_table(parts, _ids_in(parts), config)
+        layers = _layer_classes(table, config)
+    else:
+        layers = {config.layer: None}
     for layer, class_id in layers.items():
         batches = _batches(parts, schema, class_id, counts)
         write_layer(path, layer, batches, schema, parts[0].info.crs_wkt)
-        summary.layers.append(layer)
+    if not config.layer_per_class:
+        table = _style_table(parts, {i for i, _ in counts}, config)
     write_styles(path, {layer: categorized_qml(table) for layer in layers})
-    summary.per_class = dict(sorted(counts.items()))
-    summary.polygons = sum(counts.values())
-    return summary
+    per_class: Counter[str] = Counter()
+    for (_, name), n in counts.items():
+        per_class[name] += n
+    return VectorizeSummary(
+        path, list(layers), sum(per_class.values()), dict(sorted(per_class.items()))
+    )
 
 
 def _layer_classes(table: ClassTable, config: VectorizeConfig) -> dict[str, int | None]:
-    """Layer name -> class id written to it (``None``: all classes)."""
-    if not config.layer_per_class:
-        return {config.layer: None}
+    """Layer name -> class id written to it, one layer per class."""
     dropped = config.background_id if config.drop_background else None
     return {c.name: c.id for c in table.classes if c.id != dropped}
 
 
 def _batches(
-    parts: Sequence[RasterParts], schema: pa.Schema, class_id: int | None, counts: Counter[str]
+    parts: Sequence[RasterParts],
+    schema: pa.Schema,
+    class_id: int | None,
+    counts: Counter[tuple[int, str]],
 ) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of ``class_id`` (``None``: all), counting ``(id, name)`` written."""
     for part in parts:
         table = part.info.classes
         for file in part.files:
@@ -227,22 +244,28 @@ def _batches(
                 features = {k: v[keep] for k, v in features.items()}
             ids = np.unique(features["class_id"])
             names = {int(i): table.name_of(int(i)) if table else f"class_{i}" for i in ids}
-            counts.update(names[int(i)] for i in features["class_id"])
+            counts.update((int(i), names[int(i)]) for i in features["class_id"])
             yield feature_batch(features, names, part.info.source, schema)
 
 
-def _style_table(parts: Sequence[RasterParts], config: VectorizeConfig) -> ClassTable:
-    """Pick the first raster's class table, or make one up from the ids found."""
+def _style_table(
+    parts: Sequence[RasterParts], ids: set[int], config: VectorizeConfig
+) -> ClassTable:
+    """Pick the first raster's class table, or make one up from the ids written."""
     for part in parts:
         if part.info.classes is not None:
             return part.info.classes
+    ids = ids or {config.background_id}
+    return class_table([(i, f"class_{i}", _palette(k)) for k, i in enumerate(sorted(ids))])
+
+
+def _ids_in(parts: Sequence[RasterParts]) -> set[int]:
+    """The class ids in the parts' files."""
     ids: set[int] = set()
     for part in parts:
         for file in part.files:
             ids.update(int(i) for i in np.unique(load_features(file)["class_id"]))
-    if not ids:
-        ids = {config.background_id}
-    return class_table([(i, f"class_{i}", _palette(k)) for k, i in enumerate(sorted(ids))])
+    return ids
 
 
 def _palette(k: int) -> tuple[int, int, int]:

@@ -269,6 +269,24 @@ def test_layer_per_class_and_several_rasters(tmp_path: Path) -> None:
     assert sources == {"a.tif", "b.tif"}
 
 
+def test_several_rasters_on_the_same_block_grid_keep_their_own_polygons(tmp_path: Path) -> None:
+    first = write_classmap(tmp_path / "a.tif", blobs((40, 40), 3, seed=1))
+    second = write_classmap(tmp_path / "b.tif", blobs((40, 40), 3, seed=2))
+    for values in ({}, {"layer_per_class": True}):
+        out = tmp_path / "m.gpkg"
+        infos = [read_raster_info(first), read_raster_info(second)]
+        vectorize_rasters(infos, out, config(block_size=16, **values), overwrite=True)
+        for raster in (first, second):
+            alone = run(raster, tmp_path / "alone.gpkg", block_size=16)
+            got = []
+            for layer in polygon_layers(out):
+                table = pyogrio.read_dataframe(out, layer=layer)
+                rows = table[table.source == raster.name]
+                geoms = shapely.normalize(np.asarray(rows.geometry.values))
+                got += zip(rows.class_id.astype(int), shapely.to_wkb(geoms), strict=True)
+            assert sorted(got) == features(alone)
+
+
 def test_class_names_from_raster_tag(tmp_path: Path) -> None:
     table = class_table([(0, "soil", (1, 1, 1)), (1, "tree", (0, 200, 0))])
     tag = json.dumps(table.to_dict())
