@@ -325,6 +325,17 @@ def test_float_raster_without_classes_is_refused(tmp_path: Path) -> None:
         read_raster_info(raster)
 
 
+def test_error_in_a_late_block_is_raised_as_itself_and_nothing_is_left(tmp_path: Path) -> None:
+    data = np.zeros((64, 40), np.float32)
+    data[60, 30] = 1.5  # not a class id, in the last row of blocks: the layer is half written
+    raster = write_classmap(tmp_path / "f.tif", data)
+    table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
+    out = tmp_path / "out" / "f.gpkg"
+    with pytest.raises(InputError, match="not class ids"):
+        vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+    assert list(out.parent.iterdir()) == []
+
+
 def test_classes_missing_values_are_listed_and_nothing_is_left(tmp_path: Path) -> None:
     raster = write_classmap(tmp_path / "r.tif", rings((40, 40)))  # values 0..4
     table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
