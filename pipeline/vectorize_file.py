@@ -3,7 +3,7 @@
 The block tasks are run by a caller-supplied mapper (Dask in ``workflows``, a plain
 loop in tests) that yields their results in window order. Block tasks write their
 final polygons to scratch files next to the output. The driver merges the edge pieces
-one row of blocks at a time (:mod:`pipeline.vectorize_rows`), writing each polygon
+one row of blocks at a time (:mod:`pipeline.vectorize_merge`), writing each polygon
 closed by a row to a scratch file too, so it holds only the groups that cross the
 current line. Everything is then streamed into the GeoPackage in a fixed order
 (rasters as given; per row of blocks its blocks' polygons in row-major order, then
@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from pipeline.vectorize import (
     save_features,
     top_range,
 )
-from pipeline.vectorize_rows import Batch, HoleFilter, RowMerger
+from pipeline.vectorize_merge import Batch, EdgeMerger, HoleFilter
 
 # Runs a raster's block tasks; yields their results in the order of the windows.
 BlockMapper = Callable[
@@ -151,7 +150,7 @@ def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
 def _raster_files(
     info: RasterInfo, config: VectorizeConfig, map_blocks: BlockMapper, workdir: Path
 ) -> Iterator[str]:
-    """Merge a raster's blocks row by row; yield the scratch files of finished polygons.
+    """Merge a raster's blocks one by one; yield the scratch files of finished polygons.
 
     ``workdir`` is the raster's own scratch folder (block files are named by window).
 
@@ -160,23 +159,24 @@ def _raster_files(
             once all its blocks have been read).
 
     """
-    merger = RowMerger(info.shape, config.block_size)
+    merger = EdgeMerger(info.shape, config.block_size)
     holes = HoleFilter(active=config.fill_holes > 0)
     values: set[int] = set()
     workdir.mkdir()
     results = map_blocks(info, block_plan(info, config), config, str(workdir))
     with closing(results) as stream:
-        for row_off, row in groupby(stream, key=lambda r: r.window.row_off):
-            blocks = list(row)
-            values.update(v for r in blocks for v in r.values)
-            for r in blocks:
-                if r.final_file:
-                    holes.add(Batch(r.final_file, *r.final_tops))
-            row_end = blocks[0].window.row_end
-            closed = merger.add_row(Pieces.concat([r.edges for r in blocks]), row_off, row_end)
-            del blocks
-            _close(closed, info, config, holes, workdir / f"merged-{row_off}.pkl")
-            yield from holes.release(merger.open_top, row_end)
+        for result in stream:
+            window = result.window
+            values.update(result.values)
+            if result.final_file:
+                holes.add(Batch(result.final_file, *result.final_tops))
+            closed = merger.add_block(result.edges, window)
+            del result
+            name = f"merged-{window.row_off}-{window.col_off}.pkl"
+            _close(closed, info, config, holes, workdir / name)
+            # Blocks still to come start at this row, or at the next one after the last column.
+            next_top = window.row_off if window.col_end < info.shape[1] else window.row_end
+            yield from holes.release(merger.open_top, next_top)
     if info.classes is not None:
         ensure_ids_known(info.classes, values, path=info.path)
 

@@ -17,7 +17,6 @@ from pipeline.errors import ConfigError, CRSError, InputError, OutputExistsError
 from pipeline.gpkg import polygon_layers
 from pipeline.vectorize import (
     CLASSES_TAG,
-    Pieces,
     VectorizeConfig,
     block_plan,
     polygonize_block,
@@ -25,7 +24,7 @@ from pipeline.vectorize import (
     remove_collinear,
 )
 from pipeline.vectorize_file import vectorize_rasters
-from pipeline.vectorize_rows import RowMerger
+from pipeline.vectorize_merge import EdgeMerger
 from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
 
 PIXEL_AREA = 0.25  # 0.5 m pixels
@@ -161,23 +160,23 @@ def test_filled_holes_spanning_rows_of_blocks_match_one_pass(tmp_path: Path, blo
     assert features(run(raster, tmp_path / "b.gpkg", block_size=block, **values)) == one_pass
 
 
-def test_row_merger_carries_only_groups_reaching_the_next_row(tmp_path: Path) -> None:
+def test_edge_merger_carries_only_groups_that_later_blocks_can_reach(tmp_path: Path) -> None:
     data = rings((100, 90))
     info = read_raster_info(write_classmap(tmp_path / "r.tif", data))
     cfg = config(block_size=16)
-    merger = RowMerger(info.shape, cfg.block_size)
+    merger = EdgeMerger(info.shape, cfg.block_size)
     closed = finals = 0
-    for row_off in range(0, 100, 16):
-        windows = [w for w in block_plan(info, cfg) if w.row_off == row_off]
-        results = [polygonize_block(info, w, cfg, str(tmp_path)) for w in windows]
-        row_end = windows[0].row_end
-        edges = Pieces.concat([r.edges for r in results])
-        closed += len(merger.add_row(edges, row_off, row_end))
-        finals += sum(r.final_count for r in results)
-        bottoms = shapely.bounds(merger.carry.geoms)[:, 3]
-        for root in np.unique(merger.roots):  # every open group has a piece on the line
-            assert (bottoms[merger.roots == root] == row_end).any()
-        assert (bottoms <= row_end).all()
+    for window in block_plan(info, cfg):
+        result = polygonize_block(info, window, cfg, str(tmp_path))
+        closed += len(merger.add_block(result.edges, window))
+        finals += result.final_count
+        x0, y0, x1, y1 = shapely.bounds(merger.carry.geoms).T
+        # On the bottom line of this row of blocks, or of the previous row right of
+        # this block, or on this block's right side.
+        frontier = (y1 == window.row_end) | ((y1 == window.row_off) & (x0 >= window.col_end))
+        frontier |= (x1 == window.col_end) & (y0 >= window.row_off)
+        for root in np.unique(merger.roots):
+            assert frontier[merger.roots == root].any()
     assert len(merger.carry) == 0
     assert closed + finals == len(whole_array(data))
 

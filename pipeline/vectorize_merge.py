@@ -1,18 +1,21 @@
-"""Streaming merge of one raster's blocks, one row of blocks at a time, in bounded memory.
+"""Streaming merge of one raster's blocks, block by block in row-major order, in bounded memory.
 
-The driver sees the block results in raster row order. A group of edge pieces that
-does not reach the bottom line of the current row of blocks cannot be joined by any
-later block: it is closed, dissolved and handed on to be written. Only the pieces of
-the groups that reach the next row are carried, so the memory held depends on the
-block size and on the polygons that cross the current line, not on the raster size.
+The driver sees the block results in the order of the block plan. A group of edge
+pieces none of whose pieces lies on a block line with a block still to come on the
+other side can no longer grow: it is closed, dissolved and handed on to be written.
+Only the pieces of the other groups are carried (those that cross the staircase
+between done and not yet done blocks), so the memory held depends on the block size
+and on the polygons that cross that line, not on the raster's area.
 
 Each group is dissolved from the same pieces in the same order as a merge of the whole
 raster at once would use, so the polygons are identical to it.
 
 Hole filling (``fill_holes``) drops every polygon whose anchor lies in a hole filled
 after merging. A polygon inside a hole of another one lies strictly below that one's
-top row, so a batch of polygons waits (on disk) until every group still open starts
-at or below the batch's last top row; by then all holes that may contain it are known.
+top row, and the enclosing polygon has pixels right above it, in a block already seen
+(the one above in the same column, or the same block). So a batch of polygons waits
+(on disk) until every group still open starts at or below the batch's last top row;
+by then all holes that may contain it are known.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 
-from pipeline.grid import Shape
+from pipeline.grid import Shape, Window
 from pipeline.vectorize import (
+    FloatArray,
     GeomArray,
     Pieces,
     dissolve_groups,
@@ -39,48 +44,68 @@ from pipeline.vectorize import (
 )
 
 
-class RowMerger:
-    """Merges the edge pieces of a raster row of blocks by row of blocks."""
+class EdgeMerger:
+    """Merges the edge pieces of a raster's blocks, block by block in row-major order."""
 
     def __init__(self, shape: Shape, block: int) -> None:
         self.shape = shape
         self.block = block
         self.carry = empty_pieces()  # pieces of the groups still open, in raster order
         self.roots = np.empty(0, np.int64)  # lowest carried index of each piece's group
+        self.bounds = np.empty((0, 4))  # of the carried pieces
 
     @property
     def open_top(self) -> float:
         """The top pixel row of the highest open group (infinity when none is open)."""
-        if not len(self.carry):
-            return math.inf
-        return float(shapely.bounds(self.carry.geoms)[:, 1].min())
+        return float(self.bounds[:, 1].min()) if len(self.carry) else math.inf
 
-    def add_row(self, edges: Pieces, row_off: int, row_end: int) -> Pieces:
-        """Join one row of blocks' edge pieces (in window order) to the open groups.
+    def add_block(self, edges: Pieces, window: Window) -> Pieces:
+        """Join one block's edge pieces to the open groups.
 
-        Args:
-            edges: The edge pieces of the row's blocks, concatenated in window order.
-            row_off: The row's first pixel row.
-            row_end: One past the row's last pixel row.
+        Blocks must come in the order of :func:`pipeline.grid.plan_blocks`.
 
         Returns:
-            The polygons closed by this row (dissolved, in order of their first piece).
+            The polygons that no later block can reach any more (dissolved, in the
+            order of their first piece).
 
         """
         carried = len(self.carry)
         pieces = Pieces.concat([self.carry, edges])
-        bounds = shapely.bounds(pieces.geoms) if len(pieces) else np.empty((0, 4))
-        # Only carried pieces on the line above this row can join new pieces.
-        near = np.flatnonzero((bounds[:, 3] == row_off) | (np.arange(len(pieces)) >= carried))
+        new = shapely.bounds(edges.geoms) if len(edges) else np.empty((0, 4))
+        bounds = np.concatenate([self.bounds, new])
+        near = np.r_[np.flatnonzero(_beside(self.bounds, window)), np.arange(carried, len(pieces))]
         pairs = touching_pairs(pieces.take(near), self.block, self.shape)
         prior = np.r_[self.roots, np.arange(carried, len(pieces))].astype(np.int64)
         roots = group_roots(((near[a], near[b]) for a, b in pairs), len(pieces), prior)
-        reaching = (bounds[:, 3] == row_end) & (row_end < self.shape[0])
-        is_open = np.isin(roots, roots[reaching])
+        is_open = np.isin(roots, roots[self._reachable(bounds, window)])
         closed = np.flatnonzero(~is_open)
         renumber = np.cumsum(is_open) - 1  # roots are the lowest index, so they stay open
         self.carry, self.roots = pieces.take(is_open), renumber[roots[is_open]]
+        self.bounds = bounds[is_open]
         return dissolve_groups(pieces, split_groups(closed, roots[closed]))
+
+    def _reachable(self, bounds: FloatArray, window: Window) -> npt.NDArray[np.bool_]:
+        """Pieces on a block line whose block on the other side is still to come."""
+        rows, cols = self.shape
+        row_off = np.floor(bounds[:, 1] / self.block) * self.block  # of each piece's block
+        col_off = np.floor(bounds[:, 0] / self.block) * self.block
+        bottom = (bounds[:, 3] == row_off + self.block) & (bounds[:, 3] < rows)
+        below_done = (row_off + self.block < window.row_off) | (
+            (row_off + self.block == window.row_off) & (col_off <= window.col_off)
+        )
+        right = (bounds[:, 2] == col_off + self.block) & (bounds[:, 2] < cols)
+        right_done = (row_off < window.row_off) | (col_off < window.col_off)
+        result: npt.NDArray[np.bool_] = (bottom & ~below_done) | (right & ~right_done)
+        return result
+
+
+def _beside(bounds: FloatArray, window: Window) -> npt.NDArray[np.bool_]:
+    """Pieces on the top or the left side of ``window``, outside it."""
+    x0, y0, x1, y1 = bounds.T
+    above = (y1 == window.row_off) & (x0 < window.col_end) & (x1 > window.col_off)
+    left = (x1 == window.col_off) & (y0 < window.row_end) & (y1 > window.row_off)
+    result: npt.NDArray[np.bool_] = above | left
+    return result
 
 
 @dataclass(frozen=True)
@@ -117,12 +142,12 @@ class HoleFilter:
             self.holes = np.concatenate([self.holes, holes])
             self.hole_bottoms = np.r_[self.hole_bottoms, shapely.bounds(holes)[:, 3]]
 
-    def release(self, open_top: float, next_row: float) -> list[str]:
+    def release(self, open_top: float, next_top: float) -> list[str]:
         """The files of the batches that can be written now, filtered.
 
         Args:
-            open_top: The top row of the highest group still open.
-            next_row: The first pixel row of the next row of blocks.
+            open_top: The top pixel row of the highest group still open.
+            next_top: The top pixel row of the blocks still to come.
 
         """
         files = []
@@ -130,7 +155,7 @@ class HoleFilter:
             file = self._filter(self.waiting.popleft())
             if file is not None:
                 files.append(file)
-        needed_below = min([next_row, *(b.first_top for b in self.waiting)])
+        needed_below = min([next_top, *(b.first_top for b in self.waiting)])
         keep = self.hole_bottoms > needed_below
         self.holes, self.hole_bottoms = self.holes[keep], self.hole_bottoms[keep]
         return files
