@@ -184,7 +184,7 @@ def _raster_files(
 def _close(
     closed: Pieces, info: RasterInfo, config: VectorizeConfig, holes: HoleFilter, file: Path
 ) -> None:
-    """Post-process the polygons closed by a row and queue them as one batch."""
+    """Post-process the polygons closed by a block and queue them as one batch."""
     kept, anchors, filled = post_process_merged(closed, info, config)
     holes.add_holes(filled)
     if not len(kept):
