@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -63,13 +63,32 @@ def write_layer(
     """Stream ``batches`` into a new layer of the GeoPackage at ``path``.
 
     The file is created if needed; the spatial index is built when the layer closes.
-    An empty stream gives an empty layer with the full schema.
+    An empty stream gives an empty layer with the full schema. An exception raised
+    while ``batches`` are produced ends the layer and is re-raised once it is closed
+    (pyogrio would report it as a bare ``RuntimeError``); the caller discards the file.
     """
-    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+    stream = _Guarded(batches)
+    reader = pa.RecordBatchReader.from_batches(schema, iter(stream))
     with warnings.catch_warnings():  # temporary names (".partial") are not ".gpkg"
         warnings.filterwarnings("ignore", message="The filename extension should be")
         warnings.filterwarnings("ignore", message=".*non conformant file extension")
         _write_arrow(reader, path, layer, crs_wkt)
+    if stream.error is not None:
+        raise stream.error
+
+
+class _Guarded:
+    """Iterates ``batches``, ending quietly at the first exception and keeping it."""
+
+    def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
+        self.batches = batches
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self.batches
+        except (Exception, KeyboardInterrupt) as exc:  # re-raised by write_layer
+            self.error = exc
 
 
 def _write_arrow(reader: pa.RecordBatchReader, path: str | Path, layer: str, crs_wkt: str) -> None:

@@ -139,6 +139,7 @@ class BlockResult:
     final_file: str | None
     final_count: int
     values: list[int] = field(default_factory=list)
+    final_tops: tuple[float, float] = (0.0, 0.0)  # first and last top pixel row of the finals
 
 
 # --------------------------------------------------------------------------- raster
@@ -271,11 +272,12 @@ def polygonize_block(
     on_edge = touches_interior_line(pieces.geoms, window, info.shape)
     finals = pieces.take(~on_edge)
     finals = finals.take(shapely.area(finals.geoms) >= config.min_area / info.pixel_area_m2)
-    final_file = None
+    final_file, tops = None, (0.0, 0.0)
     if len(finals):
         final_file = str(Path(workdir) / f"block-{window.row_off}-{window.col_off}.pkl")
         save_features(final_file, finalize(finals, info, simplified=simplify_px > 0))
-    return BlockResult(window, pieces.take(on_edge), final_file, len(finals), values)
+        tops = top_range(finals.geoms)
+    return BlockResult(window, pieces.take(on_edge), final_file, len(finals), values, tops)
 
 
 def read_block(info: RasterInfo, window: Window) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
@@ -315,15 +317,22 @@ def shapes_in_block(
     transform = Affine.translation(window.col_off, window.row_off)
     if mask is None:
         data = np.where(keep, data.astype(np.int32), OUTSIDE).astype(np.int32)
-    geoms, ids = [], []
+    coords, ring_counts, ids = [], [], []
     for geojson, value in rasterio.features.shapes(data, mask=mask, transform=transform):
-        rings = geojson["coordinates"]
-        geoms.append(shapely.Polygon(rings[0], rings[1:]))
+        rings = geojson["coordinates"]  # shell first, then holes
+        coords += [np.asarray(ring, np.float64) for ring in rings]
+        ring_counts.append(len(rings))
         ids.append(int(value))
-    n = len(geoms)
-    out = np.empty(n, object)
-    out[:] = geoms
-    return Pieces(out, np.asarray(ids, np.int64), np.zeros(n), np.zeros(n))
+    n = len(ids)
+    if not n:
+        return empty_pieces()
+    # Built in one vectorized call: shapely.Polygon per shape spends most of its time
+    # turning coordinate tuples into arrays one by one.
+    ring_of = np.repeat(np.arange(len(coords)), [len(c) for c in coords])
+    rings = shapely.linearrings(np.concatenate(coords), indices=ring_of)
+    polygons = shapely.polygons(rings, indices=np.repeat(np.arange(n), ring_counts))
+    geoms = np.asarray(polygons, dtype=object)
+    return Pieces(geoms, np.asarray(ids, np.int64), np.zeros(n), np.zeros(n))
 
 
 def _add_confidence(pieces: Pieces, info: RasterInfo, window: Window) -> Pieces:
@@ -451,17 +460,19 @@ def remove_collinear(geoms: GeomArray) -> GeomArray:
 # --------------------------------------------------------------------------- merge
 
 
-def merge_edge_pieces(edges: Pieces, block: int, shape: tuple[int, int]) -> list[IntArray]:
-    """Group edge pieces into the polygons they belong to.
+def group_roots(
+    pairs: Iterable[tuple[int, int]], size: int, roots: IntArray | None = None
+) -> IntArray:
+    """The first (lowest) index of each piece's group after joining ``pairs``.
 
-    Two pieces of the same class join when they share a stretch of positive length
-    of a block line (4-connectivity: a shared corner is not enough).
-
-    Returns:
-        Index arrays into ``edges``, one per polygon, sorted by their first index.
+    Args:
+        pairs: Index pairs of pieces that belong to one polygon.
+        size: Number of pieces.
+        roots: Groups known before (each entry the lowest index of its group); by
+            default every piece is a group of its own.
 
     """
-    parent = np.arange(len(edges))
+    parent = np.arange(size) if roots is None else roots.copy()
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -469,17 +480,21 @@ def merge_edge_pieces(edges: Pieces, block: int, shape: tuple[int, int]) -> list
             i = int(parent[i])
         return i
 
-    for a, b in _touching_pairs(edges, block, shape):
+    for a, b in pairs:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(len(edges))], dtype=np.int64)
+    return np.array([find(i) for i in range(size)], dtype=np.int64)
+
+
+def split_groups(index: IntArray, roots: IntArray) -> list[IntArray]:
+    """Split ascending ``index`` by group root: groups ordered by root, members ascending."""
     order = np.argsort(roots, kind="stable")
     splits = np.flatnonzero(np.diff(roots[order])) + 1
-    return [g for g in np.split(order, splits) if len(g)]
+    return [g for g in np.split(index[order], splits) if len(g)]
 
 
-def _touching_pairs(edges: Pieces, block: int, shape: tuple[int, int]) -> Iterable[tuple[int, int]]:
+def touching_pairs(edges: Pieces, block: int, shape: tuple[int, int]) -> Iterable[tuple[int, int]]:
     """Pairs of same-class pieces sharing a stretch of a block line."""
     if not len(edges):
         return
@@ -544,28 +559,32 @@ def dissolve_groups(edges: Pieces, groups: Sequence[IntArray]) -> Pieces:
     )
 
 
-def merge_raster_edges(
-    results: Sequence[BlockResult], info: RasterInfo, config: VectorizeConfig
-) -> tuple[Pieces, GeomArray]:
-    """Merge the edge pieces of a raster's blocks and post-process the merged polygons.
+def post_process_merged(
+    merged: Pieces, info: RasterInfo, config: VectorizeConfig
+) -> tuple[Pieces, FloatArray | None, GeomArray]:
+    """Fill small holes of merged polygons and drop those below the minimum area.
 
     Returns:
-        The merged polygons (pixel coordinates, post-processed), and the holes that
-        were filled only after merging (pixel coordinates): block-final polygons
-        inside them must be dropped.
+        The kept polygons (pixel coordinates); with hole filling, their anchor points
+        before filling (the points that decide whether a polygon lies in a filled
+        hole; ``None`` without it); and the holes filled (pixel coordinates): every
+        polygon inside one of them is to be dropped.
 
     """
-    edges = Pieces.concat([r.edges for r in results])
-    groups = merge_edge_pieces(edges, config.block_size, info.shape)
-    merged = dissolve_groups(edges, groups)
-    filled = np.empty(0, object)
-    if config.fill_holes > 0 and len(merged):
-        geoms, filled = fill_holes(merged.geoms, config.fill_holes / info.pixel_area_m2)
-        anchors = shapely.point_on_surface(merged.geoms)  # before filling
-        merged = Pieces(geoms, merged.class_ids, merged.conf_sum, merged.conf_count)
-        merged = merged.take(~inside_any(anchors, filled))
-    merged = merged.take(shapely.area(merged.geoms) >= config.min_area / info.pixel_area_m2)
-    return merged, filled
+    if config.fill_holes <= 0 or not len(merged):
+        keep = shapely.area(merged.geoms) >= config.min_area / info.pixel_area_m2
+        return merged.take(keep), None, np.empty(0, object)
+    anchors = shapely.get_coordinates(shapely.point_on_surface(merged.geoms))  # before filling
+    geoms, filled = fill_holes(merged.geoms, config.fill_holes / info.pixel_area_m2)
+    keep = shapely.area(geoms) >= config.min_area / info.pixel_area_m2
+    merged = Pieces(geoms, merged.class_ids, merged.conf_sum, merged.conf_count)
+    return merged.take(keep), anchors[keep], filled
+
+
+def top_range(geoms: GeomArray) -> tuple[float, float]:
+    """The smallest and the largest top (minimum y) of ``geoms``."""
+    tops = shapely.bounds(geoms)[:, 1]
+    return float(tops.min()), float(tops.max())
 
 
 def block_plan(info: RasterInfo, config: VectorizeConfig) -> list[Window]:

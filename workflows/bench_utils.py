@@ -52,7 +52,8 @@ class TreeRSS:
     """Samples the summed RSS of this process and all its descendants in a thread.
 
     Dask workers are grandchildren (nanny, then worker), so ``getrusage`` does not see
-    them; the tree is walked on every sample instead.
+    them; the tree is walked on every sample instead. The root's own peak is kept
+    apart: for terraseg it is the driver, which merges and writes.
     """
 
     def __init__(self, root: int | None = None, interval: float = 0.1) -> None:
@@ -62,6 +63,7 @@ class TreeRSS:
         self._interval = interval
         self._stop = threading.Event()
         self.peak = 0
+        self.root_peak = 0
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
@@ -69,6 +71,8 @@ class TreeRSS:
 
         while not self._stop.is_set():
             total = 0
+            with suppress(psutil.Error):
+                self.root_peak = max(self.root_peak, self._root.memory_info().rss)
             try:
                 tree = [self._root, *self._root.children(recursive=True)]
             except psutil.Error:  # a process ended while the tree was walked
@@ -91,3 +95,8 @@ class TreeRSS:
     def peak_mib(self) -> float:
         """The largest sum seen, in MiB."""
         return self.peak / 2**20
+
+    @property
+    def root_peak_mib(self) -> float:
+        """The root process's largest RSS, in MiB."""
+        return self.root_peak / 2**20

@@ -18,10 +18,13 @@ from pipeline.gpkg import polygon_layers
 from pipeline.vectorize import (
     CLASSES_TAG,
     VectorizeConfig,
+    block_plan,
+    polygonize_block,
     read_raster_info,
     remove_collinear,
 )
 from pipeline.vectorize_file import vectorize_rasters
+from pipeline.vectorize_merge import EdgeMerger
 from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
 
 PIXEL_AREA = 0.25  # 0.5 m pixels
@@ -146,6 +149,38 @@ def test_post_processing_does_not_depend_on_blocks(tmp_path: Path, values: dict)
         _assert_no_overlaps(geoms)
 
 
+@pytest.mark.parametrize("block", [16, 21, 27])
+def test_filled_holes_spanning_rows_of_blocks_match_one_pass(tmp_path: Path, block: int) -> None:
+    # Nested square rings around the centre: filled holes span several rows of blocks,
+    # and polygons inside them close rows before the polygon that encloses them.
+    raster = write_classmap(tmp_path / "r.tif", rings((160, 140)))
+    values = {"fill_holes": 140.0, "min_area": 1.0}  # fills holes up to 23 x 23 px
+    one_pass = features(run(raster, tmp_path / "one.gpkg", block_size=4096, **values))
+    assert len(one_pass) < len(features(run(raster, tmp_path / "raw.gpkg", block_size=4096)))
+    assert features(run(raster, tmp_path / "b.gpkg", block_size=block, **values)) == one_pass
+
+
+def test_edge_merger_carries_only_groups_that_later_blocks_can_reach(tmp_path: Path) -> None:
+    data = rings((100, 90))
+    info = read_raster_info(write_classmap(tmp_path / "r.tif", data))
+    cfg = config(block_size=16)
+    merger = EdgeMerger(info.shape, cfg.block_size)
+    closed = finals = 0
+    for window in block_plan(info, cfg):
+        result = polygonize_block(info, window, cfg, str(tmp_path))
+        closed += len(merger.add_block(result.edges, window))
+        finals += result.final_count
+        x0, y0, x1, y1 = shapely.bounds(merger.carry.geoms).T
+        # On the bottom line of this row of blocks, or of the previous row right of
+        # this block, or on this block's right side.
+        frontier = (y1 == window.row_end) | ((y1 == window.row_off) & (x0 >= window.col_end))
+        frontier |= (x1 == window.col_end) & (y0 >= window.row_off)
+        for root in np.unique(merger.roots):
+            assert frontier[merger.roots == root].any()
+    assert len(merger.carry) == 0
+    assert closed + finals == len(whole_array(data))
+
+
 def _assert_no_overlaps(geoms: np.ndarray) -> None:
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
@@ -233,6 +268,24 @@ def test_layer_per_class_and_several_rasters(tmp_path: Path) -> None:
     assert sources == {"a.tif", "b.tif"}
 
 
+def test_several_rasters_on_the_same_block_grid_keep_their_own_polygons(tmp_path: Path) -> None:
+    first = write_classmap(tmp_path / "a.tif", blobs((40, 40), 3, seed=1))
+    second = write_classmap(tmp_path / "b.tif", blobs((40, 40), 3, seed=2))
+    for values in ({}, {"layer_per_class": True}):
+        out = tmp_path / "m.gpkg"
+        infos = [read_raster_info(first), read_raster_info(second)]
+        vectorize_rasters(infos, out, config(block_size=16, **values), overwrite=True)
+        for raster in (first, second):
+            alone = run(raster, tmp_path / "alone.gpkg", block_size=16)
+            got = []
+            for layer in polygon_layers(out):
+                table = pyogrio.read_dataframe(out, layer=layer)
+                rows = table[table.source == raster.name]
+                geoms = shapely.normalize(np.asarray(rows.geometry.values))
+                got += zip(rows.class_id.astype(int), shapely.to_wkb(geoms), strict=True)
+            assert sorted(got) == features(alone)
+
+
 def test_class_names_from_raster_tag(tmp_path: Path) -> None:
     table = class_table([(0, "soil", (1, 1, 1)), (1, "tree", (0, 200, 0))])
     tag = json.dumps(table.to_dict())
@@ -269,6 +322,17 @@ def test_float_raster_without_classes_is_refused(tmp_path: Path) -> None:
     raster = write_classmap(tmp_path / "f.tif", np.zeros((16, 16), np.float32))
     with pytest.raises(InputError, match="classes"):
         read_raster_info(raster)
+
+
+def test_error_in_a_late_block_is_raised_as_itself_and_nothing_is_left(tmp_path: Path) -> None:
+    data = np.zeros((64, 40), np.float32)
+    data[60, 30] = 1.5  # not a class id, in the last row of blocks: the layer is half written
+    raster = write_classmap(tmp_path / "f.tif", data)
+    table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
+    out = tmp_path / "out" / "f.gpkg"
+    with pytest.raises(InputError, match="not class ids"):
+        vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+    assert list(out.parent.iterdir()) == []
 
 
 def test_classes_missing_values_are_listed_and_nothing_is_left(tmp_path: Path) -> None:

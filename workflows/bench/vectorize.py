@@ -32,6 +32,7 @@ class Run:
     name: str
     seconds: float
     peak_rss_mib: float
+    driver_peak_rss_mib: float
     polygons: int
     area_per_class: dict[int, float]
 
@@ -151,7 +152,8 @@ def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:
         vectorize_on_cluster(client, [info], out, config, overwrite=True, progress=False)
         seconds = time.perf_counter() - start
     count, areas = areas_per_class(out, "class_id")
-    return Run(f"terraseg vectorize ({workers} workers)", seconds, rss.peak_mib, count, areas)
+    name = f"terraseg vectorize ({workers} workers)"
+    return Run(name, seconds, rss.peak_mib, rss.root_peak_mib, count, areas)
 
 
 def run_gdal(gdal: str, raster: Path, out: Path) -> Run:
@@ -168,7 +170,8 @@ def run_gdal(gdal: str, raster: Path, out: Path) -> Run:
     if code != 0:
         raise click.ClickException(f"{' '.join(command)} exited with {code}")
     count, areas = areas_per_class(out, "class_id")
-    return Run("gdal_polygonize (1 process)", seconds, rss.peak_mib, count, areas)
+    name = "gdal_polygonize (1 process)"
+    return Run(name, seconds, rss.peak_mib, rss.root_peak_mib, count, areas)
 
 
 def areas_per_class(path: Path, column: str) -> tuple[int, dict[int, float]]:
@@ -195,12 +198,13 @@ def areas_per_class(path: Path, column: str) -> tuple[int, dict[int, float]]:
 def _report(runs: list[Run], megapixels: float) -> None:
     echo: Callable[[str], None] = click.echo
     echo(f"class map: {megapixels:.1f} Mpx")
-    header = ("run", "seconds", "s/Mpx", "polygons", "poly/s", "peak RSS MiB")
-    echo("{:34} {:>9} {:>8} {:>10} {:>10} {:>13}".format(*header))
+    header = ("run", "seconds", "s/Mpx", "polygons", "poly/s", "peak RSS MiB", "main proc MiB")
+    echo("{:34} {:>9} {:>8} {:>10} {:>10} {:>13} {:>14}".format(*header))
     for run in runs:
         echo(
             f"{run.name:34} {run.seconds:9.2f} {run.seconds / megapixels:8.4f} "
-            f"{run.polygons:10d} {run.polygons / run.seconds:10.0f} {run.peak_rss_mib:13.0f}"
+            f"{run.polygons:10d} {run.polygons / run.seconds:10.0f} {run.peak_rss_mib:13.0f} "
+            f"{run.driver_peak_rss_mib:14.0f}"
         )
     if len(runs) == 2:
         ours, gdal = runs

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dask.distributed import Client
+
+from pipeline.vectorize import VectorizeConfig, block_plan, read_raster_info
+from pipeline.vectorize_file import run_blocks_in_process
+from tests.vectorize_data import blobs, write_classmap
+from workflows.vectorize_graph import dask_block_mapper
+
+
+def test_block_results_stream_in_order_with_few_futures_held(
+    tmp_path: Path, dask_scheduler_address: str
+) -> None:
+    info = read_raster_info(write_classmap(tmp_path / "b.tif", blobs((100, 120), 3, seed=2)))
+    config = VectorizeConfig(block_size=16)
+    windows = block_plan(info, config)  # 7 rows of 8 blocks
+    (tmp_path / "local").mkdir()
+    (tmp_path / "dask").mkdir()
+    local = list(run_blocks_in_process(info, windows, config, str(tmp_path / "local")))
+    with Client(dask_scheduler_address) as client:
+        held = []
+        results = []
+        for result in dask_block_mapper(client, progress=False)(
+            info, windows, config, str(tmp_path / "dask")
+        ):
+            held.append(len(client.futures))
+            results.append(result)
+        # Two rows of blocks ahead, not the whole raster (+1: releases are asynchronous).
+        assert max(held) <= 2 * 8 + 1
+        deadline = time.monotonic() + 10
+        while client.futures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not client.futures  # every future released once its result was taken
+    assert [r.window for r in results] == windows
+    for ours, theirs in zip(results, local, strict=True):
+        assert ours.final_count == theirs.final_count
+        assert list(ours.edges.geoms) == list(theirs.edges.geoms)
