@@ -56,7 +56,7 @@ class Workflow(StrictModel):
     """A workflow file."""
 
     scheduler: str | None = Field(None, description="Dask scheduler for every step that takes one.")
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, description="The steps, run in order.")
 
 
 @dataclass

@@ -86,7 +86,7 @@ def make_tracker(config: TrainConfig, is_main: bool) -> AbstractContextManager[T
         os.environ.get("MLFLOW_TRACKING_URI"),
         tracking.experiment,
         tracking.run_name,
-        tracking.register,
+        tracking.register_as,
         tracking.alias,
     )
 

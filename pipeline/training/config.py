@@ -114,7 +114,7 @@ class TrackingConfig(StrictModel):
     )
     experiment: str = Field("terraseg", min_length=1, description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default: MLflow's).")
-    register: str | None = Field(
+    register_as: str | None = Field(
         None, description="Register the model as a new version of this name."
     )
     alias: str | None = Field(

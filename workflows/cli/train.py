@@ -136,7 +136,7 @@ from workflows.cli.options import config_opt, overwrite_opt, show_progress, trac
 @click.option("--run-name", "tracking__run_name", default=None, help="MLflow run name.")
 @click.option(
     "--register",
-    "tracking__register",
+    "tracking__register_as",
     default=None,
     metavar="NAME",
     help="Register the model as a new version of NAME.",
@@ -184,7 +184,7 @@ def train(
     file_data = load_yaml(source) if source else {}
     overrides = {key.replace("__", "."): value for key, value in options.items()}
     config = build_config(TrainConfig, file_data, overrides, source=source)
-    if config.tracking.alias and not config.tracking.register:
+    if config.tracking.alias and not config.tracking.register_as:
         raise click.UsageError("--alias needs --register NAME")
     if config.tracking.enabled:
         from pipeline.registry import check_tracking_reachable, resolve_tracking_uri

@@ -21,7 +21,7 @@ def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, mon
     config = tiny(
         **{
             "tracking.experiment": "tracking-tests",
-            "tracking.register": name,
+            "tracking.register_as": name,
             "tracking.alias": "candidate",
         }
     )
