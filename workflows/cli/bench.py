@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from workflows.cli.lazy import LazyGroup
 
 # Benchmark name -> "module:attribute", imported only when run.
 BENCHMARKS: dict[str, str] = {
@@ -15,21 +15,10 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-class BenchGroup(click.Group):
+class BenchGroup(LazyGroup):
     """Loads benchmark commands lazily from :data:`BENCHMARKS`."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        """Names of the registered commands."""
-        return sorted(BENCHMARKS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Import and return the command called ``cmd_name``."""
-        target = BENCHMARKS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attribute = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module_name), attribute)
-        return command
+    registry = BENCHMARKS
 
 
 @click.group(cls=BenchGroup)

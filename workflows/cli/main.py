@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -10,11 +9,11 @@ import click
 
 from pipeline import __version__
 from pipeline.errors import TerrasegError
+from workflows.cli.lazy import LazyGroup
 
 logger = logging.getLogger("terraseg")
 
-# Command name -> "module:attribute". Modules are imported only when their
-# command runs, so `terraseg --help` does not pay for torch or dask imports.
+# Command name -> "module:attribute", imported only when the command runs.
 COMMANDS: dict[str, str] = {
     "bench": "workflows.cli.bench:bench",
     "demo": "workflows.cli.demo:demo",
@@ -30,21 +29,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class TerrasegGroup(click.Group):
-    """A group that loads commands lazily and turns library errors into one line."""
+class TerrasegGroup(LazyGroup):
+    """The command group: commands load lazily; library errors become one line."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        """Names of the registered commands."""
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Import and return the command called ``cmd_name``."""
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attribute = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module_name), attribute)
-        return command
+    registry = COMMANDS
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; print a library error as one line and exit 1."""
