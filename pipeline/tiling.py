@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -78,6 +77,9 @@ class TileConfig(StrictModel):
         "complete",
         description="complete: unlabelled pixels are background; partial: they are ignored.",
     )
+    chunks_per_task: int = Field(
+        2, ge=1, description="Chunks per side of a task's window; more amortizes per-write costs."
+    )
 
     def identity(self) -> dict[str, Any]:
         """Settings that change a scene's content (a scene made otherwise is redone)."""
@@ -109,9 +111,12 @@ class ScenePlan:
         """The raster's geotransform."""
         return Affine(*self.transform[:6])
 
-    def chunks(self, tile: int) -> list[Window]:
-        """Chunk-aligned windows: the unit of work and of storage."""
-        return plan_blocks(self.shape, tile)
+    def chunks(self, tile: int, chunks_per_side: int = 1) -> list[Window]:
+        """Windows of ``chunks_per_side`` x ``chunks_per_side`` chunks: the units of work.
+
+        They are aligned to the chunk grid, so no two tasks write the same chunk.
+        """
+        return plan_blocks(self.shape, tile * chunks_per_side)
 
     def chunk_labels(self, window: Window, config: TileConfig) -> ChunkLabels:
         """What a chunk task needs to build the label of ``window``."""
@@ -457,11 +462,6 @@ def _stored_summary(group: Any, attrs: dict[str, Any]) -> BandSummary:
     )
 
 
-def chunk_count(plans: list[ScenePlan], tile: int) -> int:
-    """Chunks to write for ``plans``."""
-    return sum(math.ceil(p.shape[0] / tile) * math.ceil(p.shape[1] / tile) for p in plans)
-
-
 def check_label_grids(plans: list[ScenePlan]) -> None:
     """Label rasters must share the image grid unless both have a CRS to warp between.
 
@@ -491,7 +491,7 @@ def tile_in_process(
     for plan in todo:
         light = plan.light()
         summary: ChunkSummary | None = None
-        for window in plan.chunks(config.tile_size):
+        for window in plan.chunks(config.tile_size, config.chunks_per_task):
             part = tile_chunk(
                 str(store),
                 light,

@@ -46,6 +46,7 @@ def dask_client(
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
+    limit_worker_gdal_cache()
     with (
         LocalCluster(
             n_workers=n_workers,
@@ -61,6 +62,16 @@ def dask_client(
     ):
         logger.info("started LocalCluster with %d workers", n_workers)
         yield client
+
+
+# Every raster block is read once per stage, so GDAL's block cache (5% of RAM per
+# process by default) would only fill; worker processes get a small one.
+WORKER_GDAL_CACHEMAX_MB = 128
+
+
+def limit_worker_gdal_cache() -> None:
+    """Cap GDAL's block cache of LocalCluster workers started after this call."""
+    os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHEMAX_MB))
 
 
 def gather_with_progress(

@@ -46,7 +46,7 @@ def scene_graph(
             config.tile_size,
             dask_key_name=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
         )
-        for window in plan.chunks(config.tile_size)
+        for window in plan.chunks(config.tile_size, config.chunks_per_task)
     ]
     level, parts = 0, list(chunks)
     while len(parts) > 1:

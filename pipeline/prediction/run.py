@@ -31,7 +31,7 @@ from pipeline.prediction.outputs import (
     write_block,
 )
 from pipeline.prediction.plan import PredictionPlan
-from pipeline.prediction.runner import batch_predictor, cached_model
+from pipeline.prediction.runner import batch_predictor, cached_model, resolve_device
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def predict_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
         tile=job.tile,
         overlap=job.config.overlap_pixels(job.tile),
         window=job.config.window,
-        batch_size=job.config.batch_size,
+        batch_size=job.config.batch_for(resolve_device(job.config.device)),
     )
 
 

@@ -34,7 +34,9 @@ from workflows.bench_utils import TreeRSS, bench_workdir
 @click.option(
     "--overlap", type=click.FloatRange(0, 0.5, max_open=True), default=0.25, show_default=True
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per pass [1 on CPU]."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_predict(
@@ -42,7 +44,7 @@ def bench_predict(
     backbone: str,
     tile: int,
     overlap: float,
-    batch_size: int,
+    batch_size: int | None,
     workers: int,
     workdir: Path | None,
 ) -> None:
@@ -66,7 +68,7 @@ def bench_predict(
         tiles = [t for block in job.plan.blocks for t in job.plan.tiles(*block)]
         megapixels = size * size / 1e6
 
-        forward = _model_only(artifact, len(tiles), tile, batch_size)
+        forward = _model_only(artifact, len(tiles), tile, config.batch_for("cpu"))
         baseline = _baseline(artifact, raster, job, folder / "baseline.tif")
         tuned, tuned_rss = _terraseg(job, workers, tunables=True)
         plain, plain_rss = _terraseg(job, workers, tunables=False)
@@ -120,7 +122,7 @@ def _model_only(artifact: Any, tiles: int, tile: int, batch_size: int) -> float:
     model = artifact.build_model()
     batch = torch.randn(batch_size, len(artifact.band_names), tile, tile)
     with torch.inference_mode():
-        model(batch[:1])  # warm-up
+        model(batch)  # warm-up: the first pass of a shape prepares its kernels
         start = time.perf_counter()
         for first in range(0, tiles, batch_size):
             torch.softmax(model(batch[: min(batch_size, tiles - first)]), dim=1)

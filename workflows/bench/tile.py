@@ -14,6 +14,7 @@ import rasterio
 
 from pipeline.grid import Window
 from workflows.bench_utils import TreeRSS, bench_workdir
+from workflows.cluster import WORKER_GDAL_CACHEMAX_MB
 
 
 @click.command("tile")
@@ -26,6 +27,7 @@ from workflows.bench_utils import TreeRSS, bench_workdir
 )
 @click.option("--scenes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--tile-size", type=click.IntRange(min=64), default=512, show_default=True)
+@click.option("--chunks-per-task", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -47,7 +49,13 @@ from workflows.bench_utils import TreeRSS, bench_workdir
     help="Keep data here (reused when present) instead of a temporary folder.",
 )
 def bench_tile(
-    size: int, scenes: int, tile_size: int, workers: int, threads: int, workdir: Path | None
+    size: int,
+    scenes: int,
+    tile_size: int,
+    chunks_per_task: int,
+    workers: int,
+    threads: int,
+    workdir: Path | None,
 ) -> None:
     """Tile synthetic scenes; compare MB/s of source pixels with plain reads in the same run."""
     from pipeline.classes import read_classes
@@ -71,6 +79,8 @@ def bench_tile(
         windows = {path: plan_blocks(_shape(path), tile_size) for path in images}
         megabytes = sum(_nbytes(path) for path in images) / 1e6
 
+        # the plain reads get the same small block cache as tiling workers
+        os.environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHEMAX_MB)
         sequential = _timed(lambda: [_read(p, w) for p in images for w in windows[p]])
         cores = os.cpu_count() or 1
         with ThreadPoolExecutor(cores) as pool:
@@ -83,7 +93,9 @@ def bench_tile(
                 )
             )
 
-        config = TileConfig.model_validate({"tile_size": tile_size})
+        config = TileConfig.model_validate(
+            {"tile_size": tile_size, "chunks_per_task": chunks_per_task}
+        )
         plans, table = prepare_tiling(
             images,
             vector_labels=data / "labels.gpkg",
@@ -102,13 +114,13 @@ def bench_tile(
     rows = [
         ("plain read, sequential", sequential),
         (f"plain read, {cores} threads", threaded),
-        (f"terraseg tile, {workers}x{threads}", tiled),
+        (f"terraseg tile, {workers}x{threads}, {chunks_per_task}x{chunks_per_task} chunks", tiled),
     ]
     click.echo(
         f"source pixels: {megabytes:.0f} MB in {len(images)} scene(s) of {size} x {size} x 4 bands"
     )
     for name, seconds in rows:
-        click.echo(f"{name:<28} {seconds:8.2f} s {megabytes / seconds:9.1f} MB/s")
+        click.echo(f"{name:<40} {seconds:8.2f} s {megabytes / seconds:9.1f} MB/s")
     ratios = f"{sequential / tiled:.2f}x sequential, {threaded / tiled:.2f}x threaded"
     click.echo(f"terraseg throughput relative to a plain read: {ratios}")
     click.echo(f"peak RSS of all terraseg processes: {rss.peak_mib:.0f} MiB")

@@ -78,10 +78,13 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     help="Test-time augmentation [none].",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass [8]."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tiles per forward pass [1 on CPU, 8 on CUDA].",
 )
 @click.option(
-    "--block-size", type=click.IntRange(min=64), default=None, help="Pixels per Dask block [2048]."
+    "--block-size", type=click.IntRange(min=64), default=None, help="Pixels per Dask block [1024]."
 )
 @click.option(
     "--probabilities/--no-probabilities", default=None, help="Also write class probabilities."
