@@ -3,8 +3,9 @@
 Three measurements on the same raster and tiles, in one run:
 
 - model only: forward passes over the plan's tiles, batched, from memory;
-- baseline: one process reading tile by tile, batch size 1, accumulating into
-  whole-raster arrays, then writing a plain GeoTIFF (no blocks, no prefetch);
+- baseline: a script of its own (a fresh process with default settings) reading
+  tile by tile, batch size 1, accumulating into whole-raster arrays, then writing
+  a plain GeoTIFF (no blocks, no prefetch, no tuning);
 - terraseg: the real pipeline on a LocalCluster, COGs included, once with the
   glibc malloc tunables the CLI applies and once without.
 """
@@ -69,7 +70,7 @@ def bench_predict(
         megapixels = size * size / 1e6
 
         forward = _model_only(artifact, len(tiles), tile, config.batch_for("cpu"))
-        baseline = _baseline(artifact, raster, job, folder / "baseline.tif")
+        baseline = _baseline_process(model, raster, job, folder / "baseline.tif")
         tuned, tuned_rss = _terraseg(job, workers, tunables=True)
         plain, plain_rss = _terraseg(job, workers, tunables=False)
 
@@ -127,6 +128,29 @@ def _model_only(artifact: Any, tiles: int, tile: int, batch_size: int) -> float:
         for first in range(0, tiles, batch_size):
             torch.softmax(model(batch[: min(batch_size, tiles - first)]), dim=1)
     return time.perf_counter() - start
+
+
+def _baseline_process(model: str, raster: Path, job: Any, out: Path) -> float:
+    """Run :func:`_baseline` as a script of its own: a fresh process with default settings."""
+    import pickle
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    code = (
+        "import pickle, sys; from pipeline.prediction.runner import open_model; "
+        "from workflows.bench.predict import _baseline; "
+        "model, raster, job, out = pickle.loads(sys.stdin.buffer.read()); "
+        "print(_baseline(open_model(model), raster, job, out))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps((model, raster, job, out)),
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    return float(done.stdout.decode().strip().splitlines()[-1])
 
 
 def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
