@@ -15,7 +15,6 @@ The 2-D plan is the product of the row and column plans, in row-major order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 Shape = tuple[int, int]  # (rows, cols)
@@ -127,9 +126,3 @@ def plan_blocks(shape: Shape, block: int) -> list[Window]:
         for r in range(0, rows, block)
         for c in range(0, cols, block)
     ]
-
-
-def iter_block_grid(shape: Shape, block: int) -> Iterator[tuple[tuple[int, int], Window]]:
-    """Yield ``((block_row, block_col), window)`` for every block of :func:`plan_blocks`."""
-    for window in plan_blocks(shape, block):
-        yield (window.row_off // block, window.col_off // block), window

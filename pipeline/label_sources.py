@@ -328,13 +328,6 @@ def match_pairs(images_dir: Path, masks_dir: Path) -> dict[Path, Path]:
     return {images[stem]: masks[stem] for stem in images}
 
 
-def label_raster_values(path: Path) -> set[int]:
-    """Distinct values of a (small) label raster, nodata excluded."""
-    with open_raster(path) as src:
-        data = src.read(1, masked=True)
-    return {int(v) for v in np.unique(data.compressed())}
-
-
 def rasters_without_labels(counts: dict[Path, int], labels_path: Any) -> None:
     """Raise when no raster overlaps any label polygon.
 

@@ -77,15 +77,19 @@ def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list
     return list(dict.fromkeys(path.resolve() for path in found))
 
 
-@contextmanager
-def open_raster(path: str | Path) -> Iterator[Any]:
-    """Open a raster for reading; failures become :class:`RasterReadError` naming the file."""
+def _open(path: str | Path) -> Any:
+    """``rasterio.open`` whose failure names the file as :class:`RasterReadError`."""
     try:
-        src = rasterio.open(path)
+        return rasterio.open(path)
     except RasterioIOError as exc:
         reason = str(exc).split(": ", 1)[-1] if str(exc) else "cannot be opened"
         raise RasterReadError(f"not a readable raster ({reason})", path=path) from None
-    with src:
+
+
+@contextmanager
+def open_raster(path: str | Path) -> Iterator[Any]:
+    """Open a raster for reading; failures become :class:`RasterReadError` naming the file."""
+    with _open(path) as src:
         yield src
 
 
@@ -176,10 +180,7 @@ def shared_reader(path: str | Path, identity: tuple[Any, ...] = ()) -> Any:
     if key in handles:
         handles.move_to_end(key)
         return handles[key]
-    try:
-        src = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise RasterReadError(f"not a readable raster ({exc})", path=path) from None
+    src = _open(path)
     handles[key] = src
     while len(handles) > _HANDLES_PER_THREAD:
         handles.popitem(last=False)[1].close()

@@ -1,40 +1,23 @@
-"""Measurement helpers for benchmarks: wall time and peak resident memory."""
+"""Measurement helpers for benchmarks: wall time, peak memory of a process tree, a work folder."""
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Seconds a call took."""
-
-    seconds: float
-
-
-def timed(func: Callable[[], T]) -> tuple[T, Timing]:
-    """Run ``func`` and return its result with the wall time it took."""
+def seconds(func: Callable[[], object]) -> float:
+    """Wall time of one call of ``func``."""
     start = time.perf_counter()
-    result = func()
-    return result, Timing(time.perf_counter() - start)
-
-
-def peak_rss_mib(include_children: bool = True) -> float:
-    """Peak resident set size of this process (and its waited-for children) in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if include_children:
-        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return peak / 1024.0
+    func()
+    return time.perf_counter() - start
 
 
 @contextmanager

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import rasterio
 
 from pipeline.grid import Window
-from workflows.bench_utils import TreeRSS, bench_workdir
+from workflows.bench_utils import TreeRSS, bench_workdir, seconds
 from workflows.cluster import WORKER_GDAL_CACHEMAX_MB
 
 
@@ -81,10 +79,10 @@ def bench_tile(
 
         # the plain reads get the same small block cache as tiling workers
         os.environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHEMAX_MB)
-        sequential = _timed(lambda: [_read(p, w) for p in images for w in windows[p]])
+        sequential = seconds(lambda: [_read(p, w) for p in images for w in windows[p]])
         cores = os.cpu_count() or 1
         with ThreadPoolExecutor(cores) as pool:
-            threaded = _timed(
+            threaded = seconds(
                 lambda: list(
                     pool.map(
                         _read_many,
@@ -108,7 +106,7 @@ def bench_tile(
             dask_client(None, workers=workers, threads_per_worker=threads) as client,
             TreeRSS() as rss,
         ):
-            tiled = _timed(lambda: run_tiling(client, store, plans, config, table, progress=False))
+            tiled = seconds(lambda: run_tiling(client, store, plans, config, table, progress=False))
         remove_path(store)
 
     rows = [
@@ -119,17 +117,11 @@ def bench_tile(
     click.echo(
         f"source pixels: {megabytes:.0f} MB in {len(images)} scene(s) of {size} x {size} x 4 bands"
     )
-    for name, seconds in rows:
-        click.echo(f"{name:<40} {seconds:8.2f} s {megabytes / seconds:9.1f} MB/s")
+    for name, elapsed in rows:
+        click.echo(f"{name:<40} {elapsed:8.2f} s {megabytes / elapsed:9.1f} MB/s")
     ratios = f"{sequential / tiled:.2f}x sequential, {threaded / tiled:.2f}x threaded"
     click.echo(f"terraseg throughput relative to a plain read: {ratios}")
     click.echo(f"peak RSS of all terraseg processes: {rss.peak_mib:.0f} MiB")
-
-
-def _timed(func: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    func()
-    return time.perf_counter() - start
 
 
 def _shape(path: Path) -> tuple[int, int]:

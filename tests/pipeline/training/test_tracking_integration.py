@@ -4,7 +4,6 @@ import uuid
 
 import mlflow
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 
@@ -82,11 +81,3 @@ def _artifacts(client, run_id, path=None):
     for item in client.list_artifacts(run_id, path):
         found += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
     return found
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
