@@ -15,6 +15,7 @@ whole-raster prediction exactly. The rest of the ramp follows the chosen shape.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -90,8 +91,24 @@ def tile_weights(
 ) -> F32:
     """The 2-D weight of a tile at ``offset`` (row, col) of a raster of ``raster_shape``.
 
-    Sides on the raster border do not fade.
+    Sides on the raster border do not fade. The array is shared between tiles
+    with the same size and borders, so it is read-only.
     """
-    rows = profile(size[0], overlap, kind, offset[0] > 0, offset[0] + size[0] < raster_shape[0])
-    cols = profile(size[1], overlap, kind, offset[1] > 0, offset[1] + size[1] < raster_shape[1])
-    return np.outer(rows, cols).astype(np.float32)
+    fades = (
+        offset[0] > 0,
+        offset[0] + size[0] < raster_shape[0],
+        offset[1] > 0,
+        offset[1] + size[1] < raster_shape[1],
+    )
+    return _weights(size, overlap, kind, fades)
+
+
+@lru_cache(maxsize=64)
+def _weights(
+    size: tuple[int, int], overlap: int, kind: str, fades: tuple[bool, bool, bool, bool]
+) -> F32:
+    rows = profile(size[0], overlap, kind, fades[0], fades[1])
+    cols = profile(size[1], overlap, kind, fades[2], fades[3])
+    weights = np.outer(rows, cols).astype(np.float32)
+    weights.flags.writeable = False
+    return weights

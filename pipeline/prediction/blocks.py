@@ -89,7 +89,10 @@ def accumulate_block(
         for t, p in zip(batch_tiles, predict(batch), strict=True):
             rows, cols = t.relative_to(extent).slices()
             origin = (t.row_off, t.col_off)
-            weight = tile_weights(origin, t.shape, plan.shape, overlap, window) * valid[rows, cols]
+            weight = tile_weights(origin, t.shape, plan.shape, overlap, window)
+            tile_valid = valid[rows, cols]
+            if not tile_valid.all():
+                weight = weight * tile_valid
             acc.probs[:, rows, cols] += p[:, : t.height, : t.width] * weight
             acc.weights[rows, cols] += weight
     interior = plan.interior(*block)
@@ -132,15 +135,20 @@ def finish_block(
     return total
 
 
-def class_map(total: Accumulator) -> tuple[NDArray[np.uint8], F32]:
-    """Normalized probabilities and the class of highest probability.
+def class_map(
+    total: Accumulator, probabilities: bool = True
+) -> tuple[NDArray[np.uint8], F32 | None]:
+    """The class of highest probability, and the normalized probabilities when asked for.
 
-    Pixels no tile weighted (nodata) get class ``IGNORE_LABEL`` (255) and zero probabilities.
+    Pixels no tile weighted (nodata) get class ``IGNORE_LABEL`` (255) and zero
+    probabilities. A pixel's weight divides all its classes alike, so without
+    probabilities the classes come from the weighted sums, skipping the division.
 
     Returns:
-        ``(classes (rows, cols) uint8, probabilities (classes, rows, cols) float32)``.
+        ``(classes (rows, cols) uint8, probabilities (classes, rows, cols) float32 or None)``.
     """
     covered = total.weights > 0
+    if not probabilities:
+        return np.where(covered, total.probs.argmax(axis=0), IGNORE_LABEL).astype(np.uint8), None
     probs = np.divide(total.probs, total.weights, out=np.zeros_like(total.probs), where=covered)
-    classes = np.where(covered, probs.argmax(axis=0), IGNORE_LABEL).astype(np.uint8)
-    return classes, probs
+    return np.where(covered, probs.argmax(axis=0), IGNORE_LABEL).astype(np.uint8), probs

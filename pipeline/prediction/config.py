@@ -38,12 +38,15 @@ class PredictConfig(StrictModel):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Inference precision; auto is bf16 on CUDA and fp32 on CPU."
+        "auto",
+        description="Inference precision; auto is bf16 on CUDA and on CPUs with native bf16 "
+        "(AVX512-BF16, AMX), fp32 elsewhere.",
     )
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads per worker for the model (default: cores / local workers).",
+        description="Torch threads per CPU inference stream (default 1: each Dask worker "
+        "thread is a stream).",
     )
     overwrite: bool = Field(False, description="Redo outputs that are complete and current.")
 

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pipeline.artifact import ModelArtifact
 from pipeline.errors import InputError
 from pipeline.grid import Window
-from pipeline.rasters import SourceIdentity, data_bands, open_raster, read_window
+from pipeline.rasters import SourceIdentity, data_bands, open_raster, read_window, shared_reader
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ def read_normalized(
     raster: RasterInput, window: Window, artifact: ModelArtifact
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Normalized pixels of ``window`` and its valid mask; invalid pixels read as the band mean."""
-    with open_raster(raster.path) as src:
-        image, valid = read_window(src, window, raster.bands)
+    src = shared_reader(raster.path, (raster.source["size"], raster.source["mtime_ns"]))
+    image, valid = read_window(src, window, raster.bands)
     normalized = artifact.normalization.apply(image)
     normalized[:, ~valid] = 0.0
     return normalized, valid

@@ -83,7 +83,8 @@ def provenance_tags(
 ) -> dict[str, str]:
     """Tags that identify what produced an output: model, its version, the source, the settings."""
     settings = config.model_dump(
-        include={"overlap", "window", "tta", "bands", "probability_dtype"}, mode="json"
+        include={"overlap", "window", "tta", "bands", "probability_dtype", "precision"},
+        mode="json",
     )
     version = artifact.metadata.get("resolved_uri") or artifact.metadata.get("run_id") or "local"
     digest = hashlib.sha256(
@@ -140,9 +141,9 @@ def finish_block_and_write(
     up_left: Accumulator | None,
 ) -> int:
     """Complete a block's interior with its neighbours' spill and store it; return its pixels."""
-    classes, probs = class_map(finish_block(own, left, up, up_left))
+    classes, probs = class_map(finish_block(own, left, up, up_left), job.config.probabilities)
     interior = job.plan.interior(*block)
-    write_block(job.paths, interior, classes, probs if job.config.probabilities else None)
+    write_block(job.paths, interior, classes, probs)
     return interior.height * interior.width
 
 

@@ -2,7 +2,9 @@
 
 Three measurements on the same raster and tiles, in one run:
 
-- model only: forward passes over the plan's tiles, batched, from memory;
+- model only: terraseg's predictor over as many tiles as the plan has, from memory,
+  shared among the threads of the pipeline's cluster (same streams, process and
+  malloc settings);
 - baseline: a script of its own (a fresh process with default settings) reading
   tile by tile, batch size 1, accumulating into whole-raster arrays, then writing
   a plain GeoTIFF (no blocks, no prefetch, no tuning);
@@ -38,6 +40,13 @@ from workflows.bench_utils import TreeRSS, bench_workdir
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per pass [1 on CPU]."
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="Inference precision of terraseg and the model-only row (the baseline is fp32).",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_predict(
@@ -46,6 +55,7 @@ def bench_predict(
     tile: int,
     overlap: float,
     batch_size: int | None,
+    precision: str,
     workers: int,
     workdir: Path | None,
 ) -> None:
@@ -64,18 +74,23 @@ def bench_predict(
         raster = data / "scene_000.tif"
         model = str(_bench_model(folder / f"model-{backbone}-{tile}", backbone, tile))
         artifact = cached_model(model)
-        config = PredictConfig(overlap=overlap, batch_size=batch_size, overwrite=True)
+        config = PredictConfig(
+            overlap=overlap, batch_size=batch_size, precision=precision, overwrite=True
+        )
         job = plan_file(model, artifact, raster, folder / "out", config)
         tiles = [t for block in job.plan.blocks for t in job.plan.tiles(*block)]
         megapixels = size * size / 1e6
 
-        forward = _model_only(artifact, len(tiles), tile, config.batch_for("cpu"))
         baseline = _baseline_process(model, raster, job, folder / "baseline.tif")
-        tuned, tuned_rss = _terraseg(job, workers, tunables=True)
-        plain, plain_rss = _terraseg(job, workers, tunables=False)
+        tuned, tuned_rss, forward = _terraseg(job, workers, tunables=True, forward_tiles=len(tiles))
+        plain, plain_rss, _ = _terraseg(job, workers, tunables=False)
 
+    from pipeline.prediction.runner import inference_dtype
+
+    dtype = str(inference_dtype(precision, "cpu")).removeprefix("torch.")
     click.echo(
-        f"{backbone}, {len(tiles)} tiles of {tile} px, {overlap:.0%} overlap, {size} x {size} px"
+        f"{backbone}, {len(tiles)} tiles of {tile} px, {overlap:.0%} overlap, {size} x {size} px,"
+        f" {dtype}"
     )
     rows = [
         ("model only (forward)", forward, None),
@@ -117,16 +132,27 @@ def _bench_model(folder: Path, backbone: str, tile: int) -> Path:
     return save_artifact(artifact, folder)
 
 
-def _model_only(artifact: Any, tiles: int, tile: int, batch_size: int) -> float:
-    import torch
+def _model_only(job: Any, tiles: int) -> float:
+    """Forward passes of terraseg's own predictor (same precision and layout) from memory."""
+    config = job.config
+    predict = _warm(job)
+    batch_size = config.batch_for("cpu")
+    batch = np.random.default_rng(0).standard_normal(
+        (batch_size, len(job.raster.bands), job.tile, job.tile), dtype=np.float32
+    )
+    predict(batch)  # warm-up: the first pass of a shape prepares its kernels
+    start = time.perf_counter()
+    for first in range(0, tiles, batch_size):
+        predict(batch[: min(batch_size, tiles - first)])
+    return time.perf_counter() - start
 
-    model = artifact.build_model()
-    batch = torch.randn(batch_size, len(artifact.band_names), tile, tile)
-    with torch.inference_mode():
-        model(batch)  # warm-up: the first pass of a shape prepares its kernels
-        start = time.perf_counter()
-        for first in range(0, tiles, batch_size):
-            torch.softmax(model(batch[: min(batch_size, tiles - first)]), dim=1)
+
+def _streams_only(client: Any, job: Any, tiles: int) -> float:
+    """Wall seconds of ``tiles`` forward passes shared among all the cluster's threads."""
+    streams = sum(client.nthreads().values())
+    shares = [len(range(i, tiles, streams)) for i in range(streams)]
+    start = time.perf_counter()
+    client.gather([client.submit(_model_only, job, n, pure=False) for n in shares if n])
     return time.perf_counter() - start
 
 
@@ -191,21 +217,34 @@ def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def _terraseg(job: Any, workers: int, *, tunables: bool) -> tuple[float, float]:
+def _terraseg(
+    job: Any, workers: int, *, tunables: bool, forward_tiles: int = 0
+) -> tuple[float, float, float]:
+    """Seconds and peak RSS of the pipeline, and of ``forward_tiles`` forward passes.
+
+    The forward passes run alone on the pipeline's workers, so the model is timed
+    with the same streams and process and malloc settings.
+    """
     from workflows.cli.predict import GLIBC_TUNABLES
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
-    from workflows.workers import pin_worker
+    from workflows.workers import pin_worker, worker_threads
 
     saved = os.environ.pop("GLIBC_TUNABLES", None)
     if tunables:
         os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES  # read by the worker processes at start
     try:
-        with dask_client(None, workers=workers, threads_per_worker=2) as client, TreeRSS() as rss:
+        with (
+            dask_client(
+                None, workers=workers, threads_per_worker=worker_threads("cpu", workers)
+            ) as client,
+            TreeRSS() as rss,
+        ):
             addresses = sorted(client.scheduler_info()["workers"])
             for index, address in enumerate(addresses):
-                client.run(pin_worker, index, len(addresses), "cpu", workers=[address])
+                client.run(pin_worker, index, "cpu", job.config.threads, workers=[address])
             client.run(_warm, job)
+            forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
             start = time.perf_counter()
             outcome = run_prediction(client, [job], progress=False)[0]
             seconds = time.perf_counter() - start
@@ -215,14 +254,14 @@ def _terraseg(job: Any, workers: int, *, tunables: bool) -> tuple[float, float]:
             os.environ["GLIBC_TUNABLES"] = saved
     if outcome.error:
         raise click.ClickException(outcome.error)
-    return seconds, rss.peak_mib
+    return seconds, rss.peak_mib, forward
 
 
-def _warm(job: Any) -> None:
-    """Load the model on a worker before timing (as a long batch run amortizes it)."""
+def _warm(job: Any) -> Any:
+    """Load the model before timing (as a long batch run amortizes it); return its predictor."""
     from pipeline.prediction.runner import batch_predictor
 
     config = job.config
-    batch_predictor(
+    return batch_predictor(
         job.model, config.device, config.precision, config.tta, config.threads, job.tracking_uri
     )

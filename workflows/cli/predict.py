@@ -28,8 +28,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # glibc returns large freed buffers to the kernel after every batch, and paging
-# them back in costs a third of CPU inference time; keep them in the heap.
-GLIBC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
+# them back in costs a third of CPU inference time; keep them in the heap. Worker
+# threads would each get an arena of their own, whose heaps are unmapped as soon as
+# they empty: one arena keeps every thread on the main heap.
+GLIBC_TUNABLES = ":".join(
+    [
+        "glibc.malloc.mmap_threshold=33554432",
+        "glibc.malloc.trim_threshold=4294967296",
+        "glibc.malloc.arena_max=1",
+    ]
+)
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -143,11 +151,12 @@ def predict(
     from pipeline.errors import TerrasegError
     from pipeline.prediction.config import PredictConfig
     from pipeline.prediction.run import needs_work, plan_file
-    from pipeline.prediction.runner import cached_model
+    from pipeline.prediction.runner import cached_model, resolve_device
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
     from workflows.cluster import dask_client
     from workflows.predict_graph import FileOutcome, run_prediction
+    from workflows.workers import worker_threads
 
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
@@ -169,8 +178,10 @@ def predict(
             outcomes.append(FileOutcome(path, outputs=job.paths.finals(), skipped=True))
     if jobs:
         os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)  # inherited by new worker processes
-        with dask_client(scheduler, workers=devices or 1, threads_per_worker=2) as client:
-            _configure_workers(client, config.device)
+        workers = devices or 1
+        threads = worker_threads(resolve_device(config.device), workers)
+        with dask_client(scheduler, workers=workers, threads_per_worker=threads) as client:
+            _configure_workers(client, config.device, config.threads)
             resources = {"GPU": 1.0} if config.device == "cuda" else None
             outcomes += run_prediction(
                 client, jobs, progress=show_progress(ctx), resources=resources
@@ -178,13 +189,13 @@ def predict(
     _report(outcomes)
 
 
-def _configure_workers(client: Client, device: str) -> None:
-    """Give each local worker its share of CPU threads, or its own GPU."""
+def _configure_workers(client: Client, device: str, threads: int | None) -> None:
+    """Give each worker its own GPU, or set the torch threads of its CPU streams."""
     from workflows.workers import pin_worker
 
     workers = sorted(client.scheduler_info()["workers"])
     for index, address in enumerate(workers):
-        client.run(pin_worker, index, len(workers), device, workers=[address])
+        client.run(pin_worker, index, device, threads, workers=[address])
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:
