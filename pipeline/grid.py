@@ -56,6 +56,14 @@ class Window:
             return None
         return Window(r0, c0, r1 - r0, c1 - c0)
 
+    def overlaps_rows(self, start: int, length: int) -> bool:
+        """True when rows ``start`` to ``start + length`` meet this window's rows."""
+        return start < self.row_end and start + length > self.row_off
+
+    def overlaps_cols(self, start: int, length: int) -> bool:
+        """True when columns ``start`` to ``start + length`` meet this window's columns."""
+        return start < self.col_end and start + length > self.col_off
+
     def relative_to(self, outer: Window) -> Window:
         """This window in the pixel coordinates of ``outer``."""
         return Window(

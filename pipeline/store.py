@@ -25,6 +25,7 @@ import zarr
 from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
+from pipeline.chunk_writer import write_region
 from pipeline.errors import InputError
 from pipeline.grid import Window
 
@@ -121,12 +122,14 @@ def write_chunk(
     label: NDArray[np.uint8],
     valid: NDArray[np.bool_],
 ) -> None:
-    """Write one chunk-aligned window of a scene."""
-    group = zarr.open_group(str(store), path=f"{SCENES}/{scene}", mode="r+", zarr_format=3)
-    rows, cols = window.slices()
-    array(group, "image")[:, rows, cols] = image
-    array(group, "label")[rows, cols] = label
-    array(group, "valid")[rows, cols] = valid
+    """Write one chunk-aligned window of a scene.
+
+    The chunks go straight to their files (see :mod:`pipeline.chunk_writer`).
+    """
+    corner = (window.row_off, window.col_off)
+    write_region(store, f"{SCENES}/{scene}/image", (0, *corner), image)
+    write_region(store, f"{SCENES}/{scene}/label", corner, label)
+    write_region(store, f"{SCENES}/{scene}/valid", corner, valid)
 
 
 def attributes(node: zarr.Group | zarr.Array[Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from rasterio.crs import CRS
 
 from pipeline.classes import IGNORE_LABEL, ClassTable
 from pipeline.errors import CRSError, InputError
-from pipeline.grid import Window, plan_blocks, plan_tiles
+from pipeline.grid import Window, axis_offsets, plan_blocks, plan_tiles
 from pipeline.label_sources import (
     ChunkLabels,
     RasterChunkLabels,
@@ -324,7 +324,10 @@ def _tile_counts(
     plan: ScenePlan, window: Window, label: NDArray[np.uint8], valid: NDArray[np.bool_], tile: int
 ) -> dict[tuple[int, int], NDArray[np.int64]]:
     counts = {}
-    for candidate in plan_tiles(plan.shape, tile):
+    height, width = min(tile, plan.shape[0]), min(tile, plan.shape[1])
+    tile_rows = [r for r in axis_offsets(plan.shape[0], tile) if window.overlaps_rows(r, height)]
+    tile_cols = [c for c in axis_offsets(plan.shape[1], tile) if window.overlaps_cols(c, width)]
+    for candidate in [Window(r, c, height, width) for r in tile_rows for c in tile_cols]:
         part = candidate.intersection(window)
         if part is None:
             continue
