@@ -78,7 +78,8 @@ class DeepLabV3Plus(nn.Module):
             )
         rows, cols = x.shape[-2], x.shape[-1]
         pad_rows, pad_cols = -rows % self.output_stride, -cols % self.output_stride
-        x = functional.pad(x, (0, pad_cols, 0, pad_rows), mode="replicate")  # (B, bands, H', W')
+        if pad_rows or pad_cols:  # to (B, bands, H', W')
+            x = functional.pad(x, (0, pad_cols, 0, pad_rows), mode="replicate")
         low_level, features = self.backbone(x)  # (B, C_low, H'/4, W'/4), (B, C, H'/os, W'/os)
         features = self.aspp(features)  # (B, 256, H'/os, W'/os)
         if self.decoder is not None:

@@ -22,7 +22,7 @@ from pipeline.prediction.plan import PredictionPlan
 F32 = NDArray[np.float32]
 BatchPredictor = Callable[
     [F32], F32
-]  # (N, bands, T, T) normalized -> (N, classes, T, T) probabilities
+]  # (N, bands, T, T) normalized -> (N, classes, T, T) probabilities, a new array
 
 
 @dataclass
@@ -39,6 +39,10 @@ class Accumulator:
 
     def __getitem__(self, key: tuple[slice, slice]) -> Accumulator:
         return Accumulator(self.probs[(slice(None), *key)], self.weights[key])
+
+    def copy(self) -> Accumulator:
+        """An accumulator with its own memory (not a view of a larger one)."""
+        return Accumulator(self.probs.copy(), self.weights.copy())
 
 
 @dataclass
@@ -93,15 +97,19 @@ def accumulate_block(
             tile_valid = valid[rows, cols]
             if not tile_valid.all():
                 weight = weight * tile_valid
-            acc.probs[:, rows, cols] += p[:, : t.height, : t.width] * weight
+            weighted = p[:, : t.height, : t.width]
+            np.multiply(weighted, weight, out=weighted)  # in place: the batch is ours
+            acc.probs[:, rows, cols] += weighted
             acc.weights[rows, cols] += weight
     interior = plan.interior(*block)
     h, w = interior.shape
+    # The spill waits for the neighbours (a whole block row for ``down``), so it is
+    # copied out: a view would keep the block's whole accumulator alive meanwhile.
     return BlockParts(
         own=acc[:h, :w],
-        right=acc[:h, w:] if extent.width > w else None,
-        down=acc[h:, :w] if extent.height > h else None,
-        diagonal=acc[h:, w:] if extent.height > h and extent.width > w else None,
+        right=acc[:h, w:].copy() if extent.width > w else None,
+        down=acc[h:, :w].copy() if extent.height > h else None,
+        diagonal=acc[h:, w:].copy() if extent.height > h and extent.width > w else None,
     )
 
 

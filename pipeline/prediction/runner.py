@@ -110,7 +110,9 @@ def batch_predictor(
             torch.inference_mode(),
             torch.autocast(device_type=device, dtype=dtype, enabled=autocast),
         ):
-            probs = torch.softmax(model(x).float(), dim=1)
+            # back to plain (N, C, H, W) layout in fp32: blending reads it as numpy
+            logits = model(x).to(torch.float32, memory_format=torch.contiguous_format)
+            probs = torch.softmax(logits, dim=1)
         return probs.cpu().numpy()
 
     return with_tta(predict, tta)
