@@ -21,6 +21,7 @@ def dask_client(
     workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | None = "auto",
+    tune_malloc: bool = True,
 ) -> Iterator[Client]:
     """Connect to ``scheduler`` or start a LocalCluster for the duration of the block.
 
@@ -31,6 +32,8 @@ def dask_client(
         workers: LocalCluster worker processes (default: one per core).
         threads_per_worker: Threads in each LocalCluster worker.
         memory_limit: Per-worker memory limit of the LocalCluster.
+        tune_malloc: Start LocalCluster workers with :data:`WORKER_GLIBC_TUNABLES`
+            (unless the variable is already set); False starts them without it.
 
     Yields:
         A connected client; the LocalCluster is shut down on exit.
@@ -46,8 +49,8 @@ def dask_client(
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
-    limit_worker_gdal_cache()
     with (
+        worker_environment(tune_malloc),
         LocalCluster(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
@@ -68,10 +71,41 @@ def dask_client(
 # process by default) would only fill; worker processes get a small one.
 WORKER_GDAL_CACHEMAX_MB = 128
 
+# Tasks allocate and free buffers of megabytes (raster windows, activations), and
+# glibc's default malloc returns them to the kernel at once, so every task pays
+# page faults again: a third of CPU inference time and of tiling time. Higher mmap
+# and trim thresholds keep them in the heap; worker threads would each get an
+# arena whose heaps are unmapped as soon as they empty, so one arena serves all.
+WORKER_GLIBC_TUNABLES = ":".join(
+    [
+        "glibc.malloc.mmap_threshold=33554432",
+        "glibc.malloc.trim_threshold=4294967296",
+        "glibc.malloc.arena_max=1",
+    ]
+)
 
-def limit_worker_gdal_cache() -> None:
-    """Cap GDAL's block cache of LocalCluster workers started after this call."""
+
+@contextmanager
+def worker_environment(tune_malloc: bool = True) -> Iterator[None]:
+    """Environment for LocalCluster worker processes started inside the block.
+
+    Caps GDAL's block cache and applies :data:`WORKER_GLIBC_TUNABLES`; values the
+    user has set are kept. The previous environment is restored on exit.
+    """
+    saved = {name: os.environ.get(name) for name in ("GDAL_CACHEMAX", "GLIBC_TUNABLES")}
     os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHEMAX_MB))
+    if tune_malloc:
+        os.environ.setdefault("GLIBC_TUNABLES", WORKER_GLIBC_TUNABLES)
+    else:
+        os.environ.pop("GLIBC_TUNABLES", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def gather_with_progress(

@@ -1,4 +1,4 @@
-"""The Dask graph of ``terraseg tile``: one task per chunk, a reduction per scene."""
+"""The Dask tasks of ``terraseg tile``: one task per chunk window, a reduction per scene."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dask.base import tokenize
-from dask.delayed import Delayed, delayed
-from dask.distributed import Client, as_completed
+from dask.distributed import Client, Future, as_completed
 from tqdm import tqdm
 
 from pipeline.classes import ClassTable
@@ -27,43 +26,49 @@ logger = logging.getLogger(__name__)
 FAN_IN = 8  # summaries merged per reduction task
 
 
-def scene_graph(
-    store: str, plan: ScenePlan, config: TileConfig, classes: ClassTable
-) -> tuple[list[Delayed], Delayed]:
-    """Chunk tasks of one scene and the task that finishes it.
+def submit_scene(
+    client: Client, store: str, plan: ScenePlan, config: TileConfig, classes: ClassTable
+) -> tuple[list[Future[ChunkSummary]], Future[None]]:
+    """Submit the chunk tasks of one scene, their merge tree and the task that finishes it.
 
-    Task names are deterministic: ``tile-chunk-<scene>-<row>-<col>-<token>``.
+    Tasks are submitted one by one, so workers start on the first chunks while
+    the labels of the later ones are still being cut out. Task names are
+    deterministic: ``tile-chunk-<scene>-<row>-<col>-<token>``.
     """
     light = plan.light()
     token = tokenize(store, light.name, light.source, config.identity())
     chunks = [
-        delayed(tile_chunk, pure=True)(
+        client.submit(
+            tile_chunk,
             store,
             light,
             window,
             plan.chunk_labels(window, config),
             classes,
             config.tile_size,
-            dask_key_name=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
+            key=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
         )
         for window in plan.chunks(config.tile_size, config.chunks_per_task)
     ]
     level, parts = 0, list(chunks)
     while len(parts) > 1:
         parts = [
-            delayed(_merge, pure=True)(
-                *parts[i : i + FAN_IN], dask_key_name=f"tile-merge-{light.name}-{level}-{i}-{token}"
+            client.submit(
+                _merge,
+                *parts[i : i + FAN_IN],
+                key=f"tile-merge-{light.name}-{level}-{i}-{token}",
             )
             for i in range(0, len(parts), FAN_IN)
         ]
         level += 1
-    finish = delayed(finish_scene, pure=True)(
+    finish = client.submit(
+        finish_scene,
         store,
         light,
         parts[0],
         config.tile_size,
         classes.num_classes,
-        dask_key_name=f"tile-scene-{light.name}-{token}",
+        key=f"tile-scene-{light.name}-{token}",
     )
     return chunks, finish
 
@@ -95,16 +100,14 @@ def run_tiling(
     created = not store.exists()
     try:
         todo = start_store(store, plans, config, classes)
-        chunks: list[Delayed] = []
-        finishes: list[Delayed] = []
+        chunk_futures: list[Future[ChunkSummary]] = []
+        finish_futures: list[Future[None]] = []
         for plan in todo:
-            scene_chunks, finish = scene_graph(str(store), plan, config, classes)
-            chunks += scene_chunks
-            finishes.append(finish)
-        futures = client.compute([*chunks, *finishes])
-        chunk_futures, finish_futures = futures[: len(chunks)], futures[len(chunks) :]
+            scene_chunks, finish = submit_scene(client, str(store), plan, config, classes)
+            chunk_futures += scene_chunks
+            finish_futures.append(finish)
         with tqdm(
-            total=len(chunks), desc="tiling", unit="chunk", disable=not progress, leave=False
+            total=len(chunk_futures), desc="tiling", unit="chunk", disable=not progress, leave=False
         ) as bar:
             for future in as_completed(chunk_futures):
                 future.result()

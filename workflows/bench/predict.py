@@ -225,33 +225,27 @@ def _terraseg(
     The forward passes run alone on the pipeline's workers, so the model is timed
     with the same streams and process and malloc settings.
     """
-    from workflows.cli.predict import GLIBC_TUNABLES
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
     from workflows.workers import pin_worker, worker_threads
 
-    saved = os.environ.pop("GLIBC_TUNABLES", None)
-    if tunables:
-        os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES  # read by the worker processes at start
-    try:
-        with (
-            dask_client(
-                None, workers=workers, threads_per_worker=worker_threads("cpu", workers)
-            ) as client,
-            TreeRSS() as rss,
-        ):
-            addresses = sorted(client.scheduler_info()["workers"])
-            for index, address in enumerate(addresses):
-                client.run(pin_worker, index, "cpu", job.config.threads, workers=[address])
-            client.run(_warm, job)
-            forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
-            start = time.perf_counter()
-            outcome = run_prediction(client, [job], progress=False)[0]
-            seconds = time.perf_counter() - start
-    finally:
-        os.environ.pop("GLIBC_TUNABLES", None)
-        if saved is not None:
-            os.environ["GLIBC_TUNABLES"] = saved
+    with (
+        dask_client(
+            None,
+            workers=workers,
+            threads_per_worker=worker_threads("cpu", workers),
+            tune_malloc=tunables,
+        ) as client,
+        TreeRSS() as rss,
+    ):
+        addresses = sorted(client.scheduler_info()["workers"])
+        for index, address in enumerate(addresses):
+            client.run(pin_worker, index, "cpu", job.config.threads, workers=[address])
+        client.run(_warm, job)
+        forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
+        start = time.perf_counter()
+        outcome = run_prediction(client, [job], progress=False)[0]
+        seconds = time.perf_counter() - start
     if outcome.error:
         raise click.ClickException(outcome.error)
     return seconds, rss.peak_mib, forward

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,18 +25,6 @@ if TYPE_CHECKING:
     from workflows.predict_graph import FileOutcome
 
 logger = logging.getLogger(__name__)
-
-# glibc returns large freed buffers to the kernel after every batch, and paging
-# them back in costs a third of CPU inference time; keep them in the heap. Worker
-# threads would each get an arena of their own, whose heaps are unmapped as soon as
-# they empty: one arena keeps every thread on the main heap.
-GLIBC_TUNABLES = ":".join(
-    [
-        "glibc.malloc.mmap_threshold=33554432",
-        "glibc.malloc.trim_threshold=4294967296",
-        "glibc.malloc.arena_max=1",
-    ]
-)
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -177,7 +164,6 @@ def predict(
         else:
             outcomes.append(FileOutcome(path, outputs=job.paths.finals(), skipped=True))
     if jobs:
-        os.environ.setdefault("GLIBC_TUNABLES", GLIBC_TUNABLES)  # inherited by new worker processes
         workers = devices or 1
         threads = worker_threads(resolve_device(config.device), workers)
         with dask_client(scheduler, workers=workers, threads_per_worker=threads) as client:
