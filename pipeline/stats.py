@@ -31,9 +31,17 @@ class BandSummary:
     @classmethod
     def of(cls, image: NDArray[Any], valid: NDArray[np.bool_]) -> BandSummary:
         """Summarize the valid pixels of ``image`` (bands, rows, cols)."""
-        values = image.reshape(image.shape[0], -1) if valid.all() else image[:, valid]  # (bands, n)
+        flat = image.reshape(image.shape[0], -1)  # (bands, n)
+        invalid = ~valid.ravel()
+        n_invalid = int(np.count_nonzero(invalid))
         if np.issubdtype(image.dtype, np.integer):
-            return cls._of_integers(values, image.dtype)
+            if n_invalid == 0:
+                return cls._of_integers(flat, image.dtype)
+            if n_invalid < invalid.size // 2:  # all pixels less the few invalid: no big copy
+                whole = cls._of_integers(flat, image.dtype)
+                return whole.minus(cls._of_integers(flat[:, invalid], image.dtype))
+            return cls._of_integers(flat[:, ~invalid], image.dtype)
+        values = flat if n_invalid == 0 else flat[:, ~invalid]
         as_float = values.astype(np.float64)
         step = max(1, values.shape[1] // SAMPLE_PER_CHUNK)
         return cls(
@@ -61,6 +69,18 @@ class BandSummary:
             squares=histogram @ (levels * levels),
             offset=offset,
             histogram=histogram,
+            sample=None,
+        )
+
+    def minus(self, part: BandSummary) -> BandSummary:
+        """The summary of these pixels without ``part`` (a histogram summary of a subset)."""
+        assert self.histogram is not None and part.histogram is not None
+        return BandSummary(
+            count=self.count - part.count,
+            total=self.total - part.total,
+            squares=self.squares - part.squares,
+            offset=self.offset,
+            histogram=self.histogram - part.histogram,
             sample=None,
         )
 
