@@ -19,7 +19,7 @@ def _array(path, shape, chunks, dtype, fill, compressors=None):
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "bool"])
 def test_regions_read_back_through_zarr_including_edge_chunks(tmp_path, dtype):
-    array = _array(tmp_path / "a.zarr", (2, 70, 45), (2, 32, 32), dtype, 0)
+    _array(tmp_path / "a.zarr", (2, 70, 45), (2, 32, 32), dtype, 0)
     rng = np.random.default_rng(0)
     data = (rng.random((2, 70, 45)) * 1000).astype(dtype)
     # two regions: an interior 2x1 block of chunks and the ragged bottom-right corner
