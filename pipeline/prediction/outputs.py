@@ -22,6 +22,7 @@ import rasterio.shutil
 import zarr
 from numpy.typing import NDArray
 
+from pipeline.chunk_writer import write_region
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window, plan_blocks
@@ -96,17 +97,16 @@ def write_block(
     interior: Window,
     classes: NDArray[np.uint8],
     probs: NDArray[np.float32] | None,
+    probability_dtype: str = "uint8",
 ) -> None:
-    """Store one block's interior in the scratch store."""
-    root = zarr.open_group(str(paths.scratch), mode="r+", zarr_format=3)
-    rows, cols = interior.slices()
-    root["classes"][rows, cols] = classes  # type: ignore[index]
+    """Store one block's interior in the scratch store (its chunks are block interiors)."""
+    corner = (interior.row_off, interior.col_off)
+    write_region(paths.scratch, "classes", corner, classes)
     if probs is not None:
-        target: Any = root["probabilities"]
         stacked = np.concatenate([probs, probs.max(axis=0, keepdims=True)])
-        if target.dtype == np.uint8:
+        if probability_dtype == "uint8":
             stacked = np.rint(stacked * 255.0).astype(np.uint8)
-        target[:, rows, cols] = stacked
+        write_region(paths.scratch, "probabilities", (0, *corner), stacked)
 
 
 def assemble(

@@ -143,7 +143,7 @@ def finish_block_and_write(
     """Complete a block's interior with its neighbours' spill and store it; return its pixels."""
     classes, probs = class_map(finish_block(own, left, up, up_left), job.config.probabilities)
     interior = job.plan.interior(*block)
-    write_block(job.paths, interior, classes, probs)
+    write_block(job.paths, interior, classes, probs, job.config.probability_dtype)
     return interior.height * interior.width
 
 
