@@ -4,8 +4,9 @@ Blocks of all files are submitted in row-major order through a bounded
 window, so a few blocks are read, inferred and written at any time whatever
 the rasters' sizes. Each block's task returns its accumulators; small tasks
 pick out the spill strips, so only those travel to the neighbouring blocks'
-finishing tasks. A file whose tasks fail is reported and cleaned up while the
-others go on.
+finishing tasks. A file's COGs are assembled on a worker while the next
+file's blocks run. A file whose tasks fail is reported and cleaned up while
+the others go on.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def run_prediction(
     window = window or max(4, 2 * threads)
     outcomes = {id(job): FileOutcome(job.raster.path) for job in jobs}
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in jobs)
+    assembling: list[tuple[FileJob, Future[list[Path]]]] = []
     with tqdm(
         total=total,
         desc="predicting",
@@ -123,15 +125,26 @@ def run_prediction(
         leave=False,
     ) as bar:
         for job in jobs:
-            outcome = outcomes[id(job)]
             try:
                 _run_file(client, job, window, resources, bar)
-                outcome.outputs = finish_file_remote(client, job)
             except Exception as exc:  # one bad file must not stop the others
-                logger.debug("prediction of %s failed", job.raster.path, exc_info=True)
-                outcome.error = str(exc)
-                remove_path(job.paths.scratch)
+                _failed(outcomes[id(job)], job, exc)
+                continue
+            # a file's COGs are assembled while the next file's blocks run
+            assembling.append((job, client.submit(finish_file, job, pure=False)))
+        for job, future in assembling:
+            try:
+                outcomes[id(job)].outputs = future.result()
+            except Exception as exc:
+                _failed(outcomes[id(job)], job, exc)
     return [outcomes[id(job)] for job in jobs]
+
+
+def _failed(outcome: FileOutcome, job: FileJob, exc: Exception) -> None:
+    """Record a file's failure and remove its scratch store."""
+    logger.debug("prediction of %s failed", job.raster.path, exc_info=exc)
+    outcome.error = str(exc)
+    remove_path(job.paths.scratch)
 
 
 def _run_file(
@@ -146,9 +159,3 @@ def _run_file(
             bar.update(in_flight.popleft().result())
     while in_flight:
         bar.update(in_flight.popleft().result())
-
-
-def finish_file_remote(client: Client, job: FileJob) -> list[Path]:
-    """Assemble a file's COGs on a worker (which sees the output folder)."""
-    outputs: list[Path] = client.submit(finish_file, job, pure=False).result()
-    return outputs

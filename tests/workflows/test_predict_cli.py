@@ -53,6 +53,18 @@ def test_predict_folder_then_skip_then_bad_file(data, tmp_path):
     assert not (out / "broken_classes.tif").exists()
 
 
+def test_inputs_with_the_same_name_are_refused_before_any_work(data, tmp_path):
+    model, scenes = data
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tile.tif").write_bytes(scenes.scenes[0].read_bytes())
+    out = tmp_path / "out"
+    result = run("predict", tmp_path / "a", tmp_path / "b", "--model", model, "--out", out)
+    assert result.exit_code == 1
+    assert "a/tile.tif and " in result.output and "b/tile.tif would both write" in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_usage_and_model_errors(data, tmp_path):
     model, scenes = data
     assert run("predict", scenes.scenes[0], "--out", tmp_path).exit_code == 2  # --model missing

@@ -137,6 +137,7 @@ def predict(
     """
     from pipeline.errors import TerrasegError
     from pipeline.prediction.config import PredictConfig
+    from pipeline.prediction.outputs import check_distinct_names
     from pipeline.prediction.run import needs_work, plan_file
     from pipeline.prediction.runner import cached_model, resolve_device
     from pipeline.rasters import expand_inputs
@@ -149,6 +150,7 @@ def predict(
     config = resolve_config(PredictConfig, config_path, options)
     out_dir = out_dir.resolve()
     paths = expand_inputs(inputs)
+    check_distinct_names(paths)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = cached_model(reference, tracking_uri)
     jobs: list[FileJob] = []
