@@ -89,7 +89,9 @@ def accumulate_block(
     )
     for start in range(0, len(tiles), batch_size):
         batch_tiles = tiles[start : start + batch_size]
-        batch = np.stack([_tile_input(image, t.relative_to(extent), tile) for t in batch_tiles])
+        inputs = [_tile_input(image, t.relative_to(extent), tile) for t in batch_tiles]
+        # one tile goes as a view: the predictor copies it into the model's layout anyway
+        batch = inputs[0][None] if len(inputs) == 1 else np.stack(inputs)
         for t, p in zip(batch_tiles, predict(batch), strict=True):
             rows, cols = t.relative_to(extent).slices()
             origin = (t.row_off, t.col_off)

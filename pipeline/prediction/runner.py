@@ -104,8 +104,12 @@ def batch_predictor(
     autocast = dtype != torch.float32 and not whole_model
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(device, non_blocking=True)
-        x = x.to(dtype if whole_model else x.dtype).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(batch).to(  # one copy: device, dtype and layout together
+            device=device,
+            dtype=dtype if whole_model else torch.float32,
+            memory_format=torch.channels_last,
+            non_blocking=True,
+        )
         with (
             torch.inference_mode(),
             torch.autocast(device_type=device, dtype=dtype, enabled=autocast),
