@@ -54,6 +54,8 @@ class _FileRun:
         self.client, self.job, self.resources = client, job, resources
         self.token = tokenize(job.model, job.raster.source, job.tags, job.plan)
         self.spill: dict[tuple[int, int], dict[str, Future[Any]]] = {}  # strips not yet consumed
+        # the scratch store is needed by the first write, not by the first inference
+        self.started = client.submit(start_file, job, key=self.key("start", (0, 0)), pure=False)
 
     def key(self, kind: str, block: tuple[int, int]) -> str:
         """A deterministic task name."""
@@ -79,7 +81,8 @@ class _FileRun:
         up = self.spill.get((i - 1, j), {}).pop("down", None)
         up_left = self.spill.pop((i - 1, j - 1), {}).pop("diagonal", None)
         return self.client.submit(
-            finish_block_and_write,
+            _finish_once_started,
+            self.started,
             self.job,
             block,
             own,
@@ -89,6 +92,11 @@ class _FileRun:
             key=self.key("finish", block),
             pure=False,
         )
+
+
+def _finish_once_started(started: None, *args: Any) -> int:
+    """:func:`finish_block_and_write`, run after the file's scratch store exists."""
+    return finish_block_and_write(*args)
 
 
 def run_prediction(
@@ -150,7 +158,6 @@ def _failed(outcome: FileOutcome, job: FileJob, exc: Exception) -> None:
 def _run_file(
     client: Client, job: FileJob, window: int, resources: dict[str, float] | None, bar: tqdm
 ) -> None:
-    client.submit(start_file, job, pure=False).result()
     run = _FileRun(client, job, resources)
     in_flight: deque[Future[int]] = deque()
     for block in job.plan.blocks:
