@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -44,6 +45,14 @@ class ChunkLayout:
         except (OSError, ValueError):
             return None
         codecs = meta.get("codecs", [])
+        data_type, fill = meta.get("data_type"), meta.get("fill_value")
+        if not isinstance(data_type, str) or isinstance(fill, list | dict):
+            return None
+        try:
+            if np.dtype(data_type).kind not in "biuf":
+                return None
+        except TypeError:
+            return None
         names = [c.get("name") for c in codecs]
         key_encoding = meta.get("chunk_key_encoding", {})
         if (
@@ -82,6 +91,8 @@ class ChunkLayout:
         ):
             if start % chunk or ((start + size) % chunk and start + size != length):
                 raise ValueError(f"region on axis {axis} is not aligned to chunks of {chunk}")
+            if start + size > length:
+                raise ValueError(f"region on axis {axis} ends at {start + size}, past {length}")
         codec = Zstd(level=self.level)
         counts = [
             -(-size // chunk) for size, chunk in zip(data.shape, self.chunk_shape, strict=True)
@@ -100,7 +111,7 @@ class ChunkLayout:
             index = tuple(
                 o // c + i for o, c, i in zip(offset, self.chunk_shape, local, strict=True)
             )
-            _write_file(self.chunk_path(index), codec.encode(raw))
+            _write_file(self.chunk_path(index), codec.encode(raw), self.folder)
 
 
 def write_region(store: str | Path, path: str, offset: tuple[int, ...], data: NDArray[Any]) -> None:
@@ -116,12 +127,18 @@ def write_region(store: str | Path, path: str, offset: tuple[int, ...], data: ND
     array[tuple(slice(o, o + n) for o, n in zip(offset, data.shape, strict=True))] = data
 
 
-def _write_file(path: Path, payload: bytes) -> None:
-    """Write a chunk file through a temporary name, so readers never see half a chunk."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_file(path: Path, payload: bytes, array_folder: Path) -> None:
+    """Write a chunk file through a temporary name, so readers never see half a chunk.
+
+    Folders between the array's and the chunk's are made as needed; a missing
+    array folder (a store removed meanwhile) is an error, never recreated.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         tmp.write_bytes(payload)
     except FileNotFoundError:
+        if not array_folder.is_dir():
+            raise
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(payload)
     os.replace(tmp, path)

@@ -43,6 +43,8 @@ def remove_path(path: str | Path) -> None:
     """Delete a file or directory tree if it exists."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():  # a task still writing added a file meanwhile: once more
+            shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()

@@ -21,6 +21,7 @@ from dask.base import tokenize
 from dask.distributed import Client, Future
 from tqdm import tqdm
 
+from pipeline.errors import InputError
 from pipeline.files import remove_path
 from pipeline.prediction.run import (
     FileJob,
@@ -123,6 +124,7 @@ def run_prediction(
     window = window or max(4, 2 * threads)
     outcomes = {id(job): FileOutcome(job.raster.path) for job in jobs}
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in jobs)
+    check_distinct_outputs(jobs)
     assembling: list[tuple[FileJob, Future[list[Path]]]] = []
     with tqdm(
         total=total,
@@ -148,6 +150,21 @@ def run_prediction(
     return [outcomes[id(job)] for job in jobs]
 
 
+def check_distinct_outputs(jobs: list[FileJob]) -> None:
+    """Refuse jobs that would write the same output files.
+
+    Raises:
+        InputError: Two jobs share an output path.
+    """
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        other = seen.setdefault(job.paths.classes, job.raster.path)
+        if other != job.raster.path:
+            raise InputError(
+                f"{other} and {job.raster.path} would both write {job.paths.classes.name}"
+            )
+
+
 def _failed(outcome: FileOutcome, job: FileJob, exc: Exception) -> None:
     """Record a file's failure and remove its scratch store."""
     logger.debug("prediction of %s failed", job.raster.path, exc_info=exc)
@@ -160,9 +177,15 @@ def _run_file(
 ) -> None:
     run = _FileRun(client, job, resources)
     in_flight: deque[Future[int]] = deque()
-    for block in job.plan.blocks:
-        in_flight.append(run.submit_block(block))
-        while len(in_flight) >= window:
+    try:
+        for block in job.plan.blocks:
+            in_flight.append(run.submit_block(block))
+            while len(in_flight) >= window:
+                bar.update(in_flight.popleft().result())
+        while in_flight:
             bar.update(in_flight.popleft().result())
-    while in_flight:
-        bar.update(in_flight.popleft().result())
+    except BaseException:
+        # stop the file's other tasks before its scratch store is removed
+        spill = [future for parts in run.spill.values() for future in parts.values()]
+        client.cancel([*in_flight, *spill, run.started])
+        raise

@@ -27,18 +27,29 @@ FAN_IN = 8  # summaries merged per reduction task
 
 
 def submit_scene(
-    client: Client, store: str, plan: ScenePlan, config: TileConfig, classes: ClassTable
-) -> tuple[list[Future[ChunkSummary]], Future[None]]:
+    client: Client,
+    store: str,
+    plan: ScenePlan,
+    config: TileConfig,
+    classes: ClassTable,
+    submitted: list[Future[ChunkSummary]],
+) -> Future[None]:
     """Submit the chunk tasks of one scene, their merge tree and the task that finishes it.
 
     Tasks are submitted one by one, so workers start on the first chunks while
-    the labels of the later ones are still being cut out. Task names are
-    deterministic: ``tile-chunk-<scene>-<row>-<col>-<token>``.
+    the labels of the later ones are still being cut out; each chunk future is
+    appended to ``submitted`` at once, so a caller can cancel them all when
+    anything fails. Task names are deterministic:
+    ``tile-chunk-<scene>-<row>-<col>-<token>``.
+
+    Returns:
+        The future of the task that finishes the scene.
     """
     light = plan.light()
     token = tokenize(store, light.name, light.source, config.identity())
-    chunks = [
-        client.submit(
+    chunks: list[Future[ChunkSummary]] = []
+    for window in plan.chunks(config.tile_size, config.chunks_per_task):
+        chunk = client.submit(
             tile_chunk,
             store,
             light,
@@ -48,8 +59,8 @@ def submit_scene(
             config.tile_size,
             key=f"tile-chunk-{light.name}-{window.row_off}-{window.col_off}-{token}",
         )
-        for window in plan.chunks(config.tile_size, config.chunks_per_task)
-    ]
+        chunks.append(chunk)
+        submitted.append(chunk)
     level, parts = 0, list(chunks)
     while len(parts) > 1:
         parts = [
@@ -70,7 +81,7 @@ def submit_scene(
         classes.num_classes,
         key=f"tile-scene-{light.name}-{token}",
     )
-    return chunks, finish
+    return finish
 
 
 def _merge(*summaries: ChunkSummary) -> ChunkSummary:
@@ -98,14 +109,14 @@ def run_tiling(
         Exception: The first failing task's error; the store stays marked incomplete.
     """
     created = not store.exists()
+    chunk_futures: list[Future[ChunkSummary]] = []
+    finish_futures: list[Future[None]] = []
     try:
         todo = start_store(store, plans, config, classes)
-        chunk_futures: list[Future[ChunkSummary]] = []
-        finish_futures: list[Future[None]] = []
         for plan in todo:
-            scene_chunks, finish = submit_scene(client, str(store), plan, config, classes)
-            chunk_futures += scene_chunks
-            finish_futures.append(finish)
+            finish_futures.append(
+                submit_scene(client, str(store), plan, config, classes, chunk_futures)
+            )
         with tqdm(
             total=len(chunk_futures), desc="tiling", unit="chunk", disable=not progress, leave=False
         ) as bar:
@@ -115,6 +126,7 @@ def run_tiling(
                 bar.update(1)
         client.gather(finish_futures)
     except BaseException:
+        client.cancel([*chunk_futures, *finish_futures])  # no task writes after this
         if created:
             remove_path(store)  # a store this run created is not left half-made
         raise

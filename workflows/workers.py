@@ -16,11 +16,16 @@ import os
 CPU_THREADS_PER_STREAM = 1
 
 
-def worker_threads(device: str, workers: int) -> int:
-    """Dask threads per local worker: one per core on CPU; two per GPU (read while inferring)."""
+def worker_threads(device: str, workers: int, torch_threads: int | None = None) -> int:
+    """Dask threads per local worker.
+
+    Two per GPU (one reads while the other infers); on CPU one inference stream
+    per ``torch_threads`` cores (default: one per core).
+    """
     if device == "cuda":
         return 2
-    return max(1, (os.cpu_count() or 1) // workers)
+    per_stream = torch_threads or CPU_THREADS_PER_STREAM
+    return max(1, (os.cpu_count() or 1) // workers // per_stream)
 
 
 def pin_worker(index: int, device: str, threads: int | None = None) -> None:

@@ -26,13 +26,17 @@ def resolve_device(device: str) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX)."""
-    import torch
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX).
 
+    oneDNN also runs bf16 on plain AVX-512 CPUs, but emulated and slower than
+    fp32, so the CPU's own flags decide (Linux; elsewhere this is False).
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
         return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def inference_dtype(precision: str, device: str) -> Any:

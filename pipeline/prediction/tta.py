@@ -43,8 +43,8 @@ def with_tta(predict: Callable[[F32], F32], mode: str) -> Callable[[F32], F32]:
         return predict
 
     def averaged(batch: F32) -> F32:
-        total = np.zeros_like(undo(predict(apply(batch, transforms[0])), transforms[0]))
-        for transform in transforms:
+        total = undo(predict(apply(batch, transforms[0])), transforms[0])
+        for transform in transforms[1:]:
             total += undo(predict(apply(batch, transform)), transform)
         return total / np.float32(len(transforms))
 

@@ -56,3 +56,21 @@ def test_unaligned_region_is_refused(tmp_path):
     _array(tmp_path / "c.zarr", (40, 40), (20, 20), "uint8", 0)
     with pytest.raises(ValueError, match="not aligned"):
         write_region(tmp_path / "c.zarr", "", (10, 0), np.zeros((20, 20), np.uint8))
+
+
+def test_regions_past_the_edge_are_refused(tmp_path):
+    _array(tmp_path / "d.zarr", (40, 40), (20, 20), "uint8", 0)
+    with pytest.raises(ValueError, match="past 40"):
+        write_region(tmp_path / "d.zarr", "", (20, 0), np.zeros((40, 20), np.uint8))
+
+
+def test_a_removed_store_is_not_recreated_by_a_late_write(tmp_path):
+    import shutil
+
+    _array(tmp_path / "e.zarr", (40, 40), (20, 20), "uint8", 0)
+    layout = ChunkLayout.read(tmp_path / "e.zarr")
+    assert layout is not None
+    shutil.rmtree(tmp_path / "e.zarr")
+    with pytest.raises(FileNotFoundError):
+        layout.write((0, 0), np.ones((20, 20), np.uint8))
+    assert not (tmp_path / "e.zarr").exists()

@@ -233,7 +233,7 @@ def _terraseg(
         dask_client(
             None,
             workers=workers,
-            threads_per_worker=worker_threads("cpu", workers),
+            threads_per_worker=worker_threads("cpu", workers, job.config.threads),
             tune_malloc=tunables,
         ) as client,
         TreeRSS() as rss,

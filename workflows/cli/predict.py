@@ -167,10 +167,11 @@ def predict(
             outcomes.append(FileOutcome(path, outputs=job.paths.finals(), skipped=True))
     if jobs:
         workers = devices or 1
-        threads = worker_threads(resolve_device(config.device), workers)
+        device = resolve_device(config.device)
+        threads = worker_threads(device, workers, config.threads)
         with dask_client(scheduler, workers=workers, threads_per_worker=threads) as client:
-            _configure_workers(client, config.device, config.threads)
-            resources = {"GPU": 1.0} if config.device == "cuda" else None
+            _configure_workers(client, device, config.threads)
+            resources = {"GPU": 1.0} if device == "cuda" else None
             outcomes += run_prediction(
                 client, jobs, progress=show_progress(ctx), resources=resources
             )
