@@ -42,6 +42,11 @@ def test_predict_folder_then_skip_then_bad_file(data, tmp_path):
     assert all(
         json.loads(line)["skipped"] for line in again.output.splitlines() if line.startswith("{")
     )
+    # another precision is another result: the output is not current for it
+    fp32 = run("-q", "predict", scenes.scenes[0], "--model", model, "--out", out, "--precision",
+               "fp32", "--threads", "1")  # fmt: skip
+    assert fp32.exit_code == 0, fp32.output
+    assert not json.loads(fp32.output.splitlines()[0])["skipped"]
     broken = tmp_path / "broken.tif"
     broken.write_text("no raster here")
     mixed = run(

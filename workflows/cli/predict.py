@@ -98,6 +98,12 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     help="Where to run [auto].",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default=None,
+    help="Inference precision [auto: bf16 on CUDA and on CPUs with native bf16, else fp32].",
+)
+@click.option(
     "--devices",
     type=click.IntRange(min=1),
     default=None,
@@ -107,7 +113,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads per worker for the model [cores / workers].",
+    help="Torch threads per CPU inference stream [1; one stream per core].",
 )
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Redo outputs that are already current."
