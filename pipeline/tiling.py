@@ -329,8 +329,7 @@ def _tile_counts(
     tile_cols = [c for c in axis_offsets(plan.shape[1], tile) if window.overlaps_cols(c, width)]
     for candidate in [Window(r, c, height, width) for r in tile_rows for c in tile_cols]:
         part = candidate.intersection(window)
-        if part is None:
-            continue
+        assert part is not None  # the candidates overlap the window by construction
         rows, cols = part.relative_to(window).slices()
         histogram = np.bincount(label[rows, cols].ravel(), minlength=256).astype(np.int64)
         valid_count = np.int64(np.count_nonzero(valid[rows, cols]))

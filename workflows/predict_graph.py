@@ -21,10 +21,10 @@ from dask.base import tokenize
 from dask.distributed import Client, Future
 from tqdm import tqdm
 
-from pipeline.errors import InputError
 from pipeline.files import remove_path
 from pipeline.prediction.run import (
     FileJob,
+    check_distinct_outputs,
     finish_block_and_write,
     finish_file,
     predict_block,
@@ -148,21 +148,6 @@ def run_prediction(
             except Exception as exc:
                 _failed(outcomes[id(job)], job, exc)
     return [outcomes[id(job)] for job in jobs]
-
-
-def check_distinct_outputs(jobs: list[FileJob]) -> None:
-    """Refuse jobs that would write the same output files.
-
-    Raises:
-        InputError: Two jobs share an output path.
-    """
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        other = seen.setdefault(job.paths.classes, job.raster.path)
-        if other != job.raster.path:
-            raise InputError(
-                f"{other} and {job.raster.path} would both write {job.paths.classes.name}"
-            )
 
 
 def _failed(outcome: FileOutcome, job: FileJob, exc: Exception) -> None:

@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 
 from pipeline.chunk_writer import write_region
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
-from pipeline.errors import InputError
 from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window, plan_blocks
 
@@ -57,22 +56,6 @@ class OutputPaths:
     def finals(self) -> list[Path]:
         """The output files."""
         return [p for p in (self.classes, self.probabilities) if p is not None]
-
-
-def check_distinct_names(inputs: list[Path]) -> None:
-    """Outputs are named after input stems, so two inputs must not share one.
-
-    Raises:
-        InputError: Two inputs (in different folders) have the same file stem.
-    """
-    seen: dict[str, Path] = {}
-    for path in inputs:
-        other = seen.setdefault(path.stem, path)
-        if other != path:
-            raise InputError(
-                f"{other} and {path} would both write {path.stem}_classes.tif; "
-                "predict them into different --out folders"
-            )
 
 
 def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:

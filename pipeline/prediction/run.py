@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.artifact import ModelArtifact
+from pipeline.errors import InputError
 from pipeline.prediction.blocks import (
     Accumulator,
     BlockParts,
@@ -76,6 +77,22 @@ def plan_file(
         tags=provenance_tags(model, artifact, raster, config),
         tracking_uri=tracking_uri,
     )
+
+
+def check_distinct_outputs(jobs: list[FileJob]) -> None:
+    """Refuse jobs that would write the same output files (inputs with one file name).
+
+    Raises:
+        InputError: Two jobs share an output path.
+    """
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        other = seen.setdefault(job.paths.classes, job.raster.path)
+        if other != job.raster.path:
+            raise InputError(
+                f"{other} and {job.raster.path} would both write {job.paths.classes.name}; "
+                "predict them into different --out folders"
+            )
 
 
 def provenance_tags(

@@ -79,7 +79,7 @@ def bench_tile(
 
         # the plain reads get the same small block cache as tiling workers
         os.environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHEMAX_MB)
-        sequential = seconds(lambda: [_read(p, w) for p in images for w in windows[p]])
+        sequential = seconds(lambda: [_read_many((p, windows[p])) for p in images])
         cores = os.cpu_count() or 1
         with ThreadPoolExecutor(cores) as pool:
             threaded = seconds(
@@ -132,11 +132,6 @@ def _shape(path: Path) -> tuple[int, int]:
 def _nbytes(path: Path) -> int:
     with rasterio.open(path) as src:
         return int(src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize)
-
-
-def _read(path: Path, window: Window) -> int:
-    with rasterio.open(path) as src:
-        return int(src.read(window=window.to_rasterio()).nbytes)
 
 
 def _read_many(job: tuple[Path, list[Window]]) -> int:

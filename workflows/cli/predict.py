@@ -143,8 +143,7 @@ def predict(
     """
     from pipeline.errors import TerrasegError
     from pipeline.prediction.config import PredictConfig
-    from pipeline.prediction.outputs import check_distinct_names
-    from pipeline.prediction.run import needs_work, plan_file
+    from pipeline.prediction.run import check_distinct_outputs, needs_work, plan_file
     from pipeline.prediction.runner import cached_model, resolve_device
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
@@ -156,21 +155,22 @@ def predict(
     config = resolve_config(PredictConfig, config_path, options)
     out_dir = out_dir.resolve()
     paths = expand_inputs(inputs)
-    check_distinct_names(paths)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = cached_model(reference, tracking_uri)
-    jobs: list[FileJob] = []
+    planned: list[FileJob] = []
     outcomes: list[FileOutcome] = []
     for path in paths:
         try:
-            job = plan_file(reference, artifact, path, out_dir, config, tracking_uri)
+            planned.append(plan_file(reference, artifact, path, out_dir, config, tracking_uri))
         except TerrasegError as exc:
             outcomes.append(FileOutcome(path, error=str(exc)))
-            continue
+    check_distinct_outputs(planned)  # before any work, skipped outputs included
+    jobs: list[FileJob] = []
+    for job in planned:
         if needs_work(job):
             jobs.append(job)
         else:
-            outcomes.append(FileOutcome(path, outputs=job.paths.finals(), skipped=True))
+            outcomes.append(FileOutcome(job.raster.path, outputs=job.paths.finals(), skipped=True))
     if jobs:
         workers = devices or 1
         device = resolve_device(config.device)
