@@ -90,6 +90,7 @@ def batch_predictor(
     import torch
 
     from pipeline.model.fusion import fuse_batch_norms
+    from pipeline.model.padding import pad_wide_depthwise
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -99,6 +100,8 @@ def batch_predictor(
     dtype = inference_dtype(precision, device)
     # batch norms folded into convolutions; channels_last suits oneDNN and tensor cores
     model: Any = fuse_batch_norms(artifact.build_model(device))
+    if device == "cpu":
+        model = pad_wide_depthwise(model)  # oneDNN's slow path for wide padding
     model = model.to(memory_format=torch.channels_last)
     # On CPU the whole network runs in bf16 (oneDNN's native bf16 kernels); autocast
     # would keep batch norm and upsampling in fp32 and convert at every layer.
