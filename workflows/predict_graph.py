@@ -55,6 +55,10 @@ class _FileRun:
         self.client, self.job, self.resources = client, job, resources
         self.token = tokenize(job.model, job.raster.source, job.tags, job.plan)
         self.spill: dict[tuple[int, int], dict[str, Future[Any]]] = {}  # strips not yet consumed
+        self.finishing: set[Future[int]] = set()  # blocks submitted, not yet written
+        self.blocks_left = len(job.plan.blocks)  # blocks not yet submitted
+        self.assembled: Future[list[Path]] | None = None
+        self.outcome = FileOutcome(job.raster.path)
         # the scratch store is needed by the first write, not by the first inference
         self.started = client.submit(start_file, job, key=self.key("start", (0, 0)), pure=False)
 
@@ -62,7 +66,7 @@ class _FileRun:
         """A deterministic task name."""
         return f"predict-{kind}-{self.job.raster.path.stem}-{block[0]}-{block[1]}-{self.token}"
 
-    def submit_block(self, block: tuple[int, int]) -> Future[Any]:
+    def submit_block(self, block: tuple[int, int]) -> Future[int]:
         """Submit a block's inference and its finishing task; return the latter."""
         i, j = block
         parts = self.client.submit(
@@ -81,7 +85,7 @@ class _FileRun:
         left = self.spill.get((i, j - 1), {}).pop("right", None)
         up = self.spill.get((i - 1, j), {}).pop("down", None)
         up_left = self.spill.pop((i - 1, j - 1), {}).pop("diagonal", None)
-        return self.client.submit(
+        finished: Future[int] = self.client.submit(
             _finish_once_started,
             self.started,
             self.job,
@@ -93,6 +97,27 @@ class _FileRun:
             key=self.key("finish", block),
             pure=False,
         )
+        self.finishing.add(finished)
+        self.blocks_left -= 1
+        return finished
+
+    def block_done(self, finished: Future[int]) -> int:
+        """Collect a finished block (raising its error); assemble the COGs after the last."""
+        pixels = finished.result()
+        self.finishing.discard(finished)
+        if not self.blocks_left and not self.finishing:
+            # assembled on a worker while the next file's blocks run
+            self.assembled = self.client.submit(finish_file, self.job, pure=False)
+        return pixels
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the file's other tasks, then record its error and remove its scratch store."""
+        spill = [future for parts in self.spill.values() for future in parts.values()]
+        self.client.cancel([*self.finishing, *spill, self.started])
+        self.blocks_left, self.finishing = 0, set()
+        logger.debug("prediction of %s failed", self.job.raster.path, exc_info=exc)
+        self.outcome.error = str(exc)
+        remove_path(self.job.paths.scratch)
 
 
 def _finish_once_started(started: None, *args: Any) -> int:
@@ -110,6 +135,10 @@ def run_prediction(
 ) -> list[FileOutcome]:
     """Predict every job's raster on ``client``'s cluster.
 
+    Blocks of all files go through one window, so the next file's blocks start
+    while the last ones of a file run: the workers do not wait for a file's
+    tail.
+
     Args:
         client: A connected Dask client.
         jobs: Planned files (see :func:`pipeline.prediction.run.plan_file`).
@@ -122,10 +151,10 @@ def run_prediction(
     """
     threads = sum(client.nthreads().values()) or 1
     window = window or max(4, 2 * threads)
-    outcomes = {id(job): FileOutcome(job.raster.path) for job in jobs}
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in jobs)
     check_distinct_outputs(jobs)
-    assembling: list[tuple[FileJob, Future[list[Path]]]] = []
+    runs: list[_FileRun] = []
+    in_flight: deque[tuple[_FileRun, Future[int]]] = deque()
     with tqdm(
         total=total,
         desc="predicting",
@@ -134,43 +163,42 @@ def run_prediction(
         disable=not progress,
         leave=False,
     ) as bar:
-        for job in jobs:
+
+        def settle_oldest() -> None:
+            run, finished = in_flight.popleft()
+            if run.outcome.error is not None:
+                return  # the file failed; its other blocks were cancelled
             try:
-                _run_file(client, job, window, resources, bar)
+                bar.update(run.block_done(finished))
             except Exception as exc:  # one bad file must not stop the others
-                _failed(outcomes[id(job)], job, exc)
+                run.fail(exc)
+
+        try:
+            for job in jobs:
+                run = _FileRun(client, job, resources)
+                runs.append(run)
+                for block in job.plan.blocks:
+                    if run.outcome.error is not None:
+                        break
+                    try:
+                        in_flight.append((run, run.submit_block(block)))
+                    except Exception as exc:
+                        run.fail(exc)
+                    while len(in_flight) >= window:
+                        settle_oldest()
+            while in_flight:
+                settle_oldest()
+        except BaseException:
+            # stop every file's tasks before the scratch stores are removed
+            for run in runs:
+                if run.outcome.error is None and run.assembled is None:
+                    run.fail(RuntimeError("prediction was interrupted"))
+            raise
+        for run in runs:
+            if run.assembled is None:
                 continue
-            # a file's COGs are assembled while the next file's blocks run
-            assembling.append((job, client.submit(finish_file, job, pure=False)))
-        for job, future in assembling:
             try:
-                outcomes[id(job)].outputs = future.result()
+                run.outcome.outputs = run.assembled.result()
             except Exception as exc:
-                _failed(outcomes[id(job)], job, exc)
-    return [outcomes[id(job)] for job in jobs]
-
-
-def _failed(outcome: FileOutcome, job: FileJob, exc: Exception) -> None:
-    """Record a file's failure and remove its scratch store."""
-    logger.debug("prediction of %s failed", job.raster.path, exc_info=exc)
-    outcome.error = str(exc)
-    remove_path(job.paths.scratch)
-
-
-def _run_file(
-    client: Client, job: FileJob, window: int, resources: dict[str, float] | None, bar: tqdm
-) -> None:
-    run = _FileRun(client, job, resources)
-    in_flight: deque[Future[int]] = deque()
-    try:
-        for block in job.plan.blocks:
-            in_flight.append(run.submit_block(block))
-            while len(in_flight) >= window:
-                bar.update(in_flight.popleft().result())
-        while in_flight:
-            bar.update(in_flight.popleft().result())
-    except BaseException:
-        # stop the file's other tasks before its scratch store is removed
-        spill = [future for parts in run.spill.values() for future in parts.values()]
-        client.cancel([*in_flight, *spill, run.started])
-        raise
+                run.fail(exc)
+    return [run.outcome for run in runs]

@@ -1,8 +1,8 @@
 """Which tiles each block infers, and which pixels its accumulators cover.
 
 Tiles come from the raster's one tile plan (:func:`pipeline.grid.axis_offsets`).
-Block boundaries are multiples of ``block`` pixels, rounded to a multiple of
-the tile stride and at least one tile apart. Each
+Block boundaries are ``block`` pixels apart, rounded to a multiple of the
+tile stride and at least one tile apart. Each
 tile belongs to the block that contains its upper-left pixel, so every tile is
 inferred exactly once. A tile reaches at most into the next block to the right
 and below (its *spill*); a block's final values are its own accumulators plus
@@ -43,12 +43,17 @@ class AxisPlan:
     def bounds(self) -> list[int]:
         """Block boundaries: 0, step, 2 step, ..., length.
 
-        The step is a multiple of the stride and at least one tile, so that no
-        tile, not even the last one shifted inward, reaches past the next block.
+        The step is ``block`` rounded to the nearest multiple of the stride, and at
+        least one tile, so that no tile, not even the last one shifted inward,
+        reaches past the next block. A last block that no tile starts in would
+        infer nothing, so it joins the block before it.
         """
         stride = self.tile - self.overlap
-        step = max(-(-self.tile // stride) * stride, (self.block // stride) * stride)
-        return [*range(0, self.length, step), self.length]
+        step = max(-(-self.tile // stride) * stride, round(self.block / stride) * stride)
+        bounds = [*range(0, self.length, step), self.length]
+        if len(bounds) > 2 and self.offsets[-1] < bounds[-2]:
+            del bounds[-2]
+        return bounds
 
     @property
     def count(self) -> int:

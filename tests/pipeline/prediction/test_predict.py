@@ -114,6 +114,32 @@ def test_dask_cluster_and_real_scheduler_are_bit_identical(
             np.testing.assert_array_equal(read(a), read(c))
 
 
+def test_a_file_failing_mid_run_is_reported_while_the_files_around_it_complete(
+    model, scenes, sequential, tmp_path
+):
+    # planned while readable, then damaged: its block tasks fail on the cluster
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(scenes.scenes[0].read_bytes())
+    out = tmp_path / "out"
+    jobs = [plan(model, p, out) for p in (scenes.scenes[0], damaged, scenes.scenes[1])]
+    damaged.write_bytes(b"not a raster any more")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        # a window of 2 blocks: the next file's blocks start before a file's last one is done
+        outcomes = run_prediction(client, jobs, window=2, progress=False)
+    assert outcomes[1].error and "damaged.tif" in outcomes[1].error
+    assert outcomes[1].outputs == []
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for o in (outcomes[0], outcomes[2]) for p in o.outputs
+    )  # no scratch store, staging file or output of the damaged file is left
+    for expected, outcome in zip(sequential, (outcomes[0], outcomes[2]), strict=True):
+        assert outcome.error is None
+        for a, b in zip(expected, outcome.outputs, strict=True):
+            np.testing.assert_array_equal(read(a), read(b))
+
+
 def test_rerun_skips_current_outputs(model, scenes, sequential, tmp_path):
     out = sequential[0][0].parent
     job = plan(model, scenes.scenes[0], out)
