@@ -102,3 +102,22 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
     with rasterio.open(out / "scene_000_classes.tif") as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     assert not (out / ".scene_000_blocks.partial.zarr").exists()
+
+
+def test_bench_predict_over_several_files(tmp_path):
+    result = run("bench", "predict", "--size", "256", "--files", "2", "--workdir", tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "2 tiles of 512 px, 25% overlap, 2 files of 256 x 256 px" in lines[0]
+    rows = {line[:26].strip(): line[26:].split() for line in lines[1:5]}
+    assert set(rows) == {
+        "model only (forward)",
+        "baseline (naive)",
+        "terraseg, malloc tuned",
+        "terraseg, default malloc",
+    }
+    # each row: seconds, "s", megapixels per second
+    assert all(float(row[0]) > 0 and float(row[2]) > 0 for row in rows.values())
+    assert lines[5].startswith("terraseg / model only: ")
+    outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outputs == ["scene_000_classes.tif", "scene_001_classes.tif"]

@@ -48,6 +48,13 @@ from workflows.bench_utils import TreeRSS, bench_workdir
     help="Inference precision of terraseg and the model-only row (the baseline is fp32).",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--files",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Rasters per run (copies of the scene), as when predicting a folder.",
+)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_predict(
     size: int,
@@ -57,6 +64,7 @@ def bench_predict(
     batch_size: int | None,
     precision: str,
     workers: int,
+    files: int,
     workdir: Path | None,
 ) -> None:
     """Megapixels per second of terraseg predict, the model alone, and a naive baseline."""
@@ -71,26 +79,28 @@ def bench_predict(
         data = folder / f"scene-{size}"
         if not (data / "classes.yaml").exists():
             synthesize(build_config(SynthConfig, {"scenes": 1, "size": size, "seed": 2}), data)
-        raster = data / "scene_000.tif"
+        rasters = _copies(data / "scene_000.tif", files, folder / f"files-{size}")
         model = str(_bench_model(folder / f"model-{backbone}-{tile}", backbone, tile))
         artifact = cached_model(model)
         config = PredictConfig(
             overlap=overlap, batch_size=batch_size, precision=precision, overwrite=True
         )
-        job = plan_file(model, artifact, raster, folder / "out", config)
-        tiles = [t for block in job.plan.blocks for t in job.plan.tiles(*block)]
-        megapixels = size * size / 1e6
+        jobs = [plan_file(model, artifact, r, folder / "out", config) for r in rasters]
+        job = jobs[0]
+        tiles = files * sum(len(job.plan.tiles(*block)) for block in job.plan.blocks)
+        megapixels = files * size * size / 1e6
 
-        baseline = _baseline_process(model, raster, job, folder / "baseline.tif")
-        tuned, tuned_rss, forward = _terraseg(job, workers, tunables=True, forward_tiles=len(tiles))
-        plain, plain_rss, _ = _terraseg(job, workers, tunables=False)
+        baseline = sum(_baseline_process(model, r, job, folder / "baseline.tif") for r in rasters)
+        tuned, tuned_rss, forward = _terraseg(jobs, workers, tunables=True, forward_tiles=tiles)
+        plain, plain_rss, _ = _terraseg(jobs, workers, tunables=False)
 
     from pipeline.prediction.runner import inference_dtype
 
     dtype = str(inference_dtype(precision, "cpu")).removeprefix("torch.")
+    scenes = f"{files} files of " if files > 1 else ""
     click.echo(
-        f"{backbone}, {len(tiles)} tiles of {tile} px, {overlap:.0%} overlap, {size} x {size} px,"
-        f" {dtype}"
+        f"{backbone}, {tiles} tiles of {tile} px, {overlap:.0%} overlap, {scenes}{size} x {size}"
+        f" px, {dtype}"
     )
     rows = [
         ("model only (forward)", forward, None),
@@ -130,6 +140,18 @@ def _bench_model(folder: Path, backbone: str, tile: int) -> Path:
         model.state_dict(),
     )
     return save_artifact(artifact, folder)
+
+
+def _copies(scene: Path, files: int, folder: Path) -> list[Path]:
+    """``files`` rasters with the scene's pixels: the scene, then links to it under other names."""
+    folder.mkdir(exist_ok=True)
+    copies = [scene]
+    for index in range(1, files):
+        copy = folder / f"scene_{index:03d}.tif"
+        if not copy.exists():
+            os.link(scene, copy)
+        copies.append(copy)
+    return copies
 
 
 def _model_only(job: Any, tiles: int) -> float:
@@ -218,9 +240,9 @@ def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
 
 
 def _terraseg(
-    job: Any, workers: int, *, tunables: bool, forward_tiles: int = 0
+    jobs: list[Any], workers: int, *, tunables: bool, forward_tiles: int = 0
 ) -> tuple[float, float, float]:
-    """Seconds and peak RSS of the pipeline, and of ``forward_tiles`` forward passes.
+    """Seconds and peak RSS of the pipeline over ``jobs``, and of ``forward_tiles`` passes.
 
     The forward passes run alone on the pipeline's workers, so the model is timed
     with the same streams and process and malloc settings.
@@ -229,6 +251,7 @@ def _terraseg(
     from workflows.predict_graph import run_prediction
     from workflows.workers import pin_worker, worker_threads
 
+    job = jobs[0]
     with (
         dask_client(
             None,
@@ -244,10 +267,11 @@ def _terraseg(
         client.run(_warm, job)
         forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
         start = time.perf_counter()
-        outcome = run_prediction(client, [job], progress=False)[0]
+        outcomes = run_prediction(client, jobs, progress=False)
         seconds = time.perf_counter() - start
-    if outcome.error:
-        raise click.ClickException(outcome.error)
+    for outcome in outcomes:
+        if outcome.error:
+            raise click.ClickException(outcome.error)
     return seconds, rss.peak_mib, forward
 
 
