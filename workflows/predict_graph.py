@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dask.base import tokenize
-from dask.distributed import Client, Future
+from dask.distributed import Client, Future, wait
 from tqdm import tqdm
 
 from pipeline.files import remove_path
@@ -110,10 +110,18 @@ class _FileRun:
             self.assembled = self.client.submit(finish_file, self.job, pure=False)
         return pixels
 
-    def fail(self, exc: BaseException) -> None:
-        """Stop the file's other tasks, then record its error and remove its scratch store."""
+    def fail(self, exc: BaseException, *, interrupted: bool = False) -> None:
+        """Stop the file's other tasks, then record its error and remove its scratch store.
+
+        The store is removed only once the task creating it is done, so that it
+        cannot come back after the removal (a running task is not stopped by
+        cancelling it). An interrupted run does not wait: its next run starts
+        from a fresh store anyway.
+        """
         spill = [future for parts in self.spill.values() for future in parts.values()]
-        self.client.cancel([*self.finishing, *spill, self.started])
+        self.client.cancel([*self.finishing, *spill, *([self.started] if interrupted else [])])
+        if not interrupted:
+            wait([self.started])
         self.blocks_left, self.finishing = 0, set()
         logger.debug("prediction of %s failed", self.job.raster.path, exc_info=exc)
         self.outcome.error = str(exc)
@@ -192,7 +200,7 @@ def run_prediction(
             # stop every file's tasks before the scratch stores are removed
             for run in runs:
                 if run.outcome.error is None and run.assembled is None:
-                    run.fail(RuntimeError("prediction was interrupted"))
+                    run.fail(RuntimeError("prediction was interrupted"), interrupted=True)
             raise
         for run in runs:
             if run.assembled is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
@@ -63,8 +64,15 @@ class DeepLabV3Plus(nn.Module):
         self.head = nn.Conv2d(channels, num_classes, 1)
         init_weights(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, logits_dtype: torch.dtype | None = None) -> Tensor:
         """Map (B, bands, H, W) to logits (B, classes, H, W).
+
+        Args:
+            x: The input tiles.
+            logits_dtype: Convert the head's output to this dtype, in plain
+                (B, C, H, W) layout, before the final upsampling. For bf16 inference
+                on CPU: upsampling 5 x 128 x 128 logits to 512 x 512 took 1.8 ms in
+                fp32 against 5.5 ms in bf16 channels_last (and its conversion).
 
         Raises:
             ModelInputError: ``x`` is not 4-D or has the wrong number of bands.
@@ -85,6 +93,8 @@ class DeepLabV3Plus(nn.Module):
         if self.decoder is not None:
             features = self.decoder(features, low_level)  # (B, 256, H'/4, W'/4)
         logits: Tensor = self.head(features)  # (B, classes, H'/4 or H'/os, ...)
+        if logits_dtype is not None:
+            logits = logits.to(logits_dtype, memory_format=torch.contiguous_format)
         logits = upsample_to(logits, x.shape[-2:])  # (B, classes, H', W')
         return logits[:, :, :rows, :cols]  # (B, classes, H, W)
 

@@ -121,8 +121,9 @@ def batch_predictor(
             torch.inference_mode(),
             torch.autocast(device_type=device, dtype=dtype, enabled=autocast),
         ):
-            # back to plain (N, C, H, W) layout in fp32: blending reads it as numpy
-            logits = model(x).to(torch.float32, memory_format=torch.contiguous_format)
+            # plain (N, C, H, W) layout in fp32 from the last upsampling on: blending
+            # reads it as numpy
+            logits = model(x, logits_dtype=torch.float32)
             probs = torch.softmax(logits, dim=1)
         return probs.cpu().numpy()
 
