@@ -120,6 +120,7 @@ def assemble(
         "blockxsize": 512,
         "blockysize": 512,
         "compress": "deflate",
+        "num_threads": "all_cpus",
         "bigtiff": "if_safer",
         "crs": profile["crs"],
         "transform": profile["transform"],
