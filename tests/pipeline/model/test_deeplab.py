@@ -91,6 +91,20 @@ def test_eval_forward_is_deterministic() -> None:
         assert torch.equal(model(x), model(x))
 
 
+def test_logits_dtype_upsamples_in_that_dtype_and_plain_layout() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="mobilenetv2", width_multiplier=TINY)).eval()
+    model = model.to(memory_format=torch.channels_last).to(torch.bfloat16)
+    x = torch.randn(2, 3, 64, 48).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        plain = model(x)
+        fp32 = model(x, logits_dtype=torch.float32)
+    assert plain.dtype == torch.bfloat16 and fp32.dtype == torch.float32
+    assert fp32.shape == (2, 2, 64, 48) and fp32.is_contiguous()
+    # the same bf16 logits interpolated in fp32: within bf16 rounding of the bf16 result
+    torch.testing.assert_close(plain.float(), fp32, rtol=1e-2, atol=1e-2)
+
+
 def test_resnet_multi_grid_rates() -> None:
     for output_stride, layer3, layer4 in [(16, [1] * 23, [2, 4, 8]), (8, [2] * 23, [4, 8, 16])]:
         config = ModelConfig(
