@@ -12,6 +12,10 @@ stream of two threads in a Dask worker thread on 2 cores.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
 
 CPU_THREADS_PER_STREAM = 1
 
@@ -39,3 +43,9 @@ def pin_worker(index: int, device: str, threads: int | None = None) -> None:
         torch.cuda.set_device(index % torch.cuda.device_count())
         return
     torch.set_num_threads(threads or CPU_THREADS_PER_STREAM)
+
+
+def configure_workers(client: Client, device: str, threads: int | None = None) -> None:
+    """Run :func:`pin_worker` on every worker of ``client``, numbered in address order."""
+    for index, address in enumerate(sorted(client.scheduler_info()["workers"])):
+        client.run(pin_worker, index, device, threads, workers=[address])

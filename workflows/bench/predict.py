@@ -90,7 +90,9 @@ def bench_predict(
         tiles = files * sum(len(job.plan.tiles(*block)) for block in job.plan.blocks)
         megapixels = files * size * size / 1e6
 
-        baseline = sum(_baseline_process(model, r, job, folder / "baseline.tif") for r in rasters)
+        baseline = sum(
+            _baseline_process(model, j.raster.path, j, folder / "baseline.tif") for j in jobs
+        )
         tuned, tuned_rss, forward = _terraseg(jobs, workers, tunables=True, forward_tiles=tiles)
         plain, plain_rss, _ = _terraseg(jobs, workers, tunables=False)
 
@@ -249,7 +251,7 @@ def _terraseg(
     """
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
-    from workflows.workers import pin_worker, worker_threads
+    from workflows.workers import configure_workers, worker_threads
 
     job = jobs[0]
     with (
@@ -261,9 +263,7 @@ def _terraseg(
         ) as client,
         TreeRSS() as rss,
     ):
-        addresses = sorted(client.scheduler_info()["workers"])
-        for index, address in enumerate(addresses):
-            client.run(pin_worker, index, "cpu", job.config.threads, workers=[address])
+        configure_workers(client, "cpu", job.config.threads)
         client.run(_warm, job)
         forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
         start = time.perf_counter()

@@ -19,8 +19,6 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from dask.distributed import Client
-
     from pipeline.prediction.run import FileJob
     from workflows.predict_graph import FileOutcome
 
@@ -149,7 +147,7 @@ def predict(
     from pipeline.registry import resolve_tracking_uri
     from workflows.cluster import dask_client
     from workflows.predict_graph import FileOutcome, run_prediction
-    from workflows.workers import worker_threads
+    from workflows.workers import configure_workers, worker_threads
 
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
@@ -176,21 +174,12 @@ def predict(
         device = resolve_device(config.device)
         threads = worker_threads(device, workers, config.threads)
         with dask_client(scheduler, workers=workers, threads_per_worker=threads) as client:
-            _configure_workers(client, device, config.threads)
+            configure_workers(client, device, config.threads)
             resources = {"GPU": 1.0} if device == "cuda" else None
             outcomes += run_prediction(
                 client, jobs, progress=show_progress(ctx), resources=resources
             )
     _report(outcomes)
-
-
-def _configure_workers(client: Client, device: str, threads: int | None) -> None:
-    """Give each worker its own GPU, or set the torch threads of its CPU streams."""
-    from workflows.workers import pin_worker
-
-    workers = sorted(client.scheduler_info()["workers"])
-    for index, address in enumerate(workers):
-        client.run(pin_worker, index, device, threads, workers=[address])
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:
