@@ -145,3 +145,35 @@ def test_raster_smaller_than_tile_is_reflected():
     padded = np.pad(image, ((0, 0), (0, 12), (0, 5)), mode="symmetric")
     expected = predict(padded[None])[0][:, :20, :27]
     np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 7, 300])
+def test_first_argmax_matches_numpy_with_ties_and_uncovered_pixels(width, monkeypatch):
+    from pipeline.prediction import blocks
+
+    monkeypatch.setattr(blocks, "ARGMAX_CHUNK", 2 * width + 1)  # several chunks, a short last one
+    rng = np.random.default_rng(width)
+    scores = rng.integers(0, 4, (6, 23, width)).astype(np.float32)  # many exact ties
+    weights = rng.random((23, width), dtype=np.float32)
+    weights[rng.random((23, width)) < 0.2] = 0
+    expected = np.where(weights > 0, scores.argmax(axis=0), 255).astype(np.uint8)
+    np.testing.assert_array_equal(blocks.first_argmax(scores, weights), expected)
+
+
+def test_class_map_probabilities_are_normalized_and_zero_where_uncovered():
+    from pipeline.prediction.blocks import Accumulator
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((9, 11), dtype=np.float32)
+    weights[2:4] = 0
+    probs = rng.random((3, 9, 11), dtype=np.float32) * weights
+    classes, normalized = class_map(Accumulator(probs, weights))
+    assert normalized is not None
+    covered = weights > 0
+    np.testing.assert_array_equal(normalized[:, covered], probs[:, covered] / weights[covered])
+    assert (normalized[:, ~covered] == 0).all()
+    np.testing.assert_array_equal(classes[covered], normalized.argmax(axis=0)[covered])
+    assert (classes[~covered] == 255).all()
+    unnormalized, none = class_map(Accumulator(probs, weights), probabilities=False)
+    assert none is None
+    np.testing.assert_array_equal(unnormalized[covered], probs.argmax(axis=0)[covered])
