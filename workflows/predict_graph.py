@@ -2,11 +2,12 @@
 
 Blocks of all files are submitted in row-major order through a bounded
 window, so a few blocks are read, inferred and written at any time whatever
-the rasters' sizes. Each block's task returns its accumulators; small tasks
-pick out the spill strips, so only those travel to the neighbouring blocks'
-finishing tasks. A file's COGs are assembled on a worker while the next
-file's blocks run. A file whose tasks fail is reported and cleaned up while
-the others go on.
+the rasters' sizes. Each block's task returns its accumulators, which the
+block's finishing task completes; two small tasks pick out the spill strips
+(into the right neighbour, and into the next block row), so only those wait
+in memory for the neighbouring blocks' finishing tasks. A file's COGs are
+assembled on a worker while the next file's blocks run. A file whose tasks
+fail is reported and cleaned up while the others go on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dask.distributed import Client, Future, wait
 from tqdm import tqdm
 
 from pipeline.files import remove_path
+from pipeline.prediction.blocks import Accumulator, BlockParts
 from pipeline.prediction.run import (
     FileJob,
     check_distinct_outputs,
@@ -44,8 +46,14 @@ class FileOutcome:
     skipped: bool = False
 
 
-def _part(parts: Any, name: str) -> Any:
-    return getattr(parts, name)
+def _right(parts: BlockParts) -> Accumulator | None:
+    """A block's spill into its right neighbour."""
+    return parts.right
+
+
+def _below(parts: BlockParts) -> tuple[Accumulator | None, Accumulator | None]:
+    """A block's spill into the next block row: below and diagonally below-right."""
+    return parts.down, parts.diagonal
 
 
 class _FileRun:
@@ -77,20 +85,21 @@ class _FileRun:
             resources=self.resources,
             pure=False,
         )
-        own = self.client.submit(_part, parts, "own", key=self.key("own", block), pure=False)
         self.spill[block] = {
-            name: self.client.submit(_part, parts, name, key=self.key(name, block), pure=False)
-            for name in ("right", "down", "diagonal")
+            "right": self.client.submit(_right, parts, key=self.key("right", block), pure=False),
+            "below": self.client.submit(_below, parts, key=self.key("below", block), pure=False),
         }
         left = self.spill.get((i, j - 1), {}).pop("right", None)
-        up = self.spill.get((i - 1, j), {}).pop("down", None)
-        up_left = self.spill.pop((i - 1, j - 1), {}).pop("diagonal", None)
+        last_column = j == self.job.plan.cols.count - 1  # no block right below needs the diagonal
+        above = self.spill.get((i - 1, j), {})
+        up = above.pop("below", None) if last_column else above.get("below")
+        up_left = self.spill.pop((i - 1, j - 1), {}).pop("below", None)
         finished: Future[int] = self.client.submit(
             _finish_once_started,
             self.started,
             self.job,
             block,
-            own,
+            parts,
             left,
             up,
             up_left,
@@ -128,9 +137,23 @@ class _FileRun:
         remove_path(self.job.paths.scratch)
 
 
-def _finish_once_started(started: None, *args: Any) -> int:
-    """:func:`finish_block_and_write`, run after the file's scratch store exists."""
-    return finish_block_and_write(*args)
+def _finish_once_started(
+    started: None,
+    job: FileJob,
+    block: tuple[int, int],
+    parts: BlockParts,
+    left: Accumulator | None,
+    up: tuple[Accumulator | None, Accumulator | None] | None,
+    up_left: tuple[Accumulator | None, Accumulator | None] | None,
+) -> int:
+    """:func:`finish_block_and_write`, run after the file's scratch store exists.
+
+    ``up`` and ``up_left`` are the upper and upper-left blocks' spill into this
+    block row (below, diagonal): this block takes the first and the second.
+    """
+    return finish_block_and_write(
+        job, block, parts.own, left, up[0] if up else None, up_left[1] if up_left else None
+    )
 
 
 def run_prediction(
