@@ -118,6 +118,7 @@ def test_bench_predict_over_several_files(tmp_path):
     }
     # each row: seconds, "s", megapixels per second
     assert all(float(row[0]) > 0 and float(row[2]) > 0 for row in rows.values())
-    assert lines[5].startswith("terraseg / model only: ")
+    assert lines[5].startswith("model only before / after the terraseg run: ")
+    assert lines[6].startswith("terraseg / model only: ")
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == ["scene_000_classes.tif", "scene_001_classes.tif"]

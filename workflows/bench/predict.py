@@ -4,7 +4,8 @@ Three measurements on the same raster and tiles, in one run:
 
 - model only: terraseg's predictor over as many tiles as the plan has, from memory,
   shared among the threads of the pipeline's cluster (same streams, process and
-  malloc settings);
+  malloc settings), timed just before and just after the tuned pipeline run and
+  averaged, as a small VM's speed drifts by several percent within a minute;
 - baseline: a script of its own (a fresh process with default settings) reading
   tile by tile, batch size 1, accumulating into whole-raster arrays, then writing
   a plain GeoTIFF (no blocks, no prefetch, no tuning);
@@ -105,7 +106,7 @@ def bench_predict(
         f" px, {dtype}"
     )
     rows = [
-        ("model only (forward)", forward, None),
+        ("model only (forward)", sum(forward) / 2, None),
         ("baseline (naive)", baseline, None),
         ("terraseg, malloc tuned", tuned, tuned_rss),
         ("terraseg, default malloc", plain, plain_rss),
@@ -113,9 +114,11 @@ def bench_predict(
     for name, seconds, rss in rows:
         peak = f"  peak RSS {rss:.0f} MiB" if rss else ""
         click.echo(f"{name:<26} {seconds:8.1f} s {megapixels / seconds:7.3f} Mpx/s{peak}")
+    before, after = forward
+    click.echo(f"model only before / after the terraseg run: {before:.1f} s / {after:.1f} s")
     click.echo(
-        f"terraseg / model only: {forward / tuned:.2f}; / baseline: {baseline / tuned:.2f}x; "
-        f"malloc tuning: {plain / tuned:.2f}x"
+        f"terraseg / model only: {sum(forward) / 2 / tuned:.2f}; "
+        f"/ baseline: {baseline / tuned:.2f}x; malloc tuning: {plain / tuned:.2f}x"
     )
 
 
@@ -243,11 +246,12 @@ def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
 
 def _terraseg(
     jobs: list[Any], workers: int, *, tunables: bool, forward_tiles: int = 0
-) -> tuple[float, float, float]:
+) -> tuple[float, float, tuple[float, float]]:
     """Seconds and peak RSS of the pipeline over ``jobs``, and of ``forward_tiles`` passes.
 
     The forward passes run alone on the pipeline's workers, so the model is timed
-    with the same streams and process and malloc settings.
+    with the same streams and process and malloc settings, once right before the
+    pipeline and once right after it.
     """
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
@@ -265,14 +269,15 @@ def _terraseg(
     ):
         configure_workers(client, "cpu", job.config.threads)
         client.run(_warm, job)
-        forward = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
+        before = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
         start = time.perf_counter()
         outcomes = run_prediction(client, jobs, progress=False)
         seconds = time.perf_counter() - start
+        after = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
     for outcome in outcomes:
         if outcome.error:
             raise click.ClickException(outcome.error)
-    return seconds, rss.peak_mib, forward
+    return seconds, rss.peak_mib, (before, after)
 
 
 def _warm(job: Any) -> Any:
