@@ -13,7 +13,6 @@ fail is reported and cleaned up while the others go on.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ def run_prediction(
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in jobs)
     check_distinct_outputs(jobs)
     runs: list[_FileRun] = []
-    in_flight: deque[tuple[_FileRun, Future[int]]] = deque()
+    in_flight: dict[Future[int], _FileRun] = {}  # finishing tasks in submission order
     with tqdm(
         total=total,
         desc="predicting",
@@ -195,14 +194,23 @@ def run_prediction(
         leave=False,
     ) as bar:
 
-        def settle_oldest() -> None:
-            run, finished = in_flight.popleft()
-            if run.outcome.error is not None:
-                return  # the file failed; its other blocks were cancelled
-            try:
-                bar.update(run.block_done(finished))
-            except Exception as exc:  # one bad file must not stop the others
-                run.fail(exc)
+        def settle_first_done() -> None:
+            # whichever block is done first frees its place: a long block does not
+            # hold back the next submissions while a worker thread waits
+            for finished, run in list(in_flight.items()):
+                if run.outcome.error is not None:  # failed: its blocks were cancelled
+                    del in_flight[finished]
+            if not in_flight:
+                return
+            done, _ = wait(list(in_flight), return_when="FIRST_COMPLETED")
+            for finished in [f for f in in_flight if f in done]:
+                run = in_flight.pop(finished)
+                if run.outcome.error is not None:  # failed while settling another block
+                    continue
+                try:
+                    bar.update(run.block_done(finished))
+                except Exception as exc:  # one bad file must not stop the others
+                    run.fail(exc)
 
         try:
             for job in jobs:
@@ -212,13 +220,13 @@ def run_prediction(
                     if run.outcome.error is not None:
                         break
                     try:
-                        in_flight.append((run, run.submit_block(block)))
+                        in_flight[run.submit_block(block)] = run
                     except Exception as exc:
                         run.fail(exc)
                     while len(in_flight) >= window:
-                        settle_oldest()
+                        settle_first_done()
             while in_flight:
-                settle_oldest()
+                settle_first_done()
         except BaseException:
             # stop every file's tasks before the scratch stores are removed
             for run in runs:
