@@ -2,8 +2,8 @@
 
 Tiles come from the raster's one tile plan (:func:`pipeline.grid.axis_offsets`).
 Block boundaries are ``block`` pixels apart, rounded to a multiple of the
-tile stride and at least one tile apart. Each
-tile belongs to the block that contains its upper-left pixel, so every tile is
+tile stride and at least one tile apart; a small raster gets smaller blocks,
+so that its work spreads over several threads. Each tile belongs to the block that contains its upper-left pixel, so every tile is
 inferred exactly once. A tile reaches at most into the next block to the right
 and below (its *spill*); a block's final values are its own accumulators plus
 the spill of its left, upper and upper-left neighbours. The decomposition
@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from pipeline.grid import Window, axis_offsets
+
+# A raster with fewer tiles along an axis than this many blocks of the configured
+# size would hold gets blocks of fewer tiles instead, so that even a small raster
+# has enough blocks to keep the threads of a cluster busy to its end: a 2048 x 2048
+# raster in 4 blocks of 9, 6, 6 and 4 tiles left one of two threads idle for a
+# fifth of the run.
+MIN_BLOCKS_PER_AXIS = 3
 
 
 @dataclass(frozen=True)
@@ -43,13 +50,16 @@ class AxisPlan:
     def bounds(self) -> list[int]:
         """Block boundaries: 0, step, 2 step, ..., length.
 
-        The step is ``block`` rounded to the nearest multiple of the stride, and at
+        The step is ``block`` rounded to the nearest multiple of the stride, at
+        most the stride times a :data:`MIN_BLOCKS_PER_AXIS` th of the tiles, and at
         least one tile, so that no tile, not even the last one shifted inward,
         reaches past the next block. A last block that no tile starts in would
         infer nothing, so it joins the block before it.
         """
         stride = self.tile - self.overlap
-        step = max(-(-self.tile // stride) * stride, round(self.block / stride) * stride)
+        small_raster = -(-len(self.offsets) // MIN_BLOCKS_PER_AXIS) * stride
+        step = min(round(self.block / stride) * stride, small_raster)
+        step = max(-(-self.tile // stride) * stride, step)
         bounds = [*range(0, self.length, step), self.length]
         if len(bounds) > 2 and self.offsets[-1] < bounds[-2]:
             del bounds[-2]

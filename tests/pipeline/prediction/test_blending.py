@@ -177,3 +177,17 @@ def test_class_map_probabilities_are_normalized_and_zero_where_uncovered():
     unnormalized, none = class_map(Accumulator(probs, weights), probabilities=False)
     assert none is None
     np.testing.assert_array_equal(unnormalized[covered], probs.argmax(axis=0)[covered])
+
+
+def test_blocks_round_to_the_stride_and_shrink_for_small_rasters():
+    from pipeline.prediction.plan import AxisPlan
+
+    # 1024 rounds to 1152 (3 strides of 384); the 640-px last block keeps its tiles
+    assert AxisPlan(4096, 512, 128, 1024).bounds == [0, 1152, 2304, 3456, 4096]
+    # 5 tiles would make 2 blocks of 1152: 3 blocks of 2, 2 and 1 tiles instead
+    small = AxisPlan(2048, 512, 128, 1024)
+    assert small.bounds == [0, 768, 1536, 2048]
+    assert [len(small.tiles_of(i)) for i in range(small.count)] == [2, 2, 1]
+    # never less than a tile apart
+    assert AxisPlan(600, 512, 128, 1024).bounds == [0, 600]
+    assert AxisPlan(1000, 512, 128, 100).bounds == [0, 1000]
