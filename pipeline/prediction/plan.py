@@ -3,8 +3,9 @@
 Tiles come from the raster's one tile plan (:func:`pipeline.grid.axis_offsets`).
 Block boundaries are ``block`` pixels apart, rounded to a multiple of the
 tile stride and at least one tile apart; a small raster gets smaller blocks,
-so that its work spreads over several threads. Each tile belongs to the block that contains its upper-left pixel, so every tile is
-inferred exactly once. A tile reaches at most into the next block to the right
+so that its work spreads over several threads. Each tile belongs to the
+block that contains its upper-left pixel, so every tile is inferred exactly
+once. A tile reaches at most into the next block to the right
 and below (its *spill*); a block's final values are its own accumulators plus
 the spill of its left, upper and upper-left neighbours. The decomposition
 depends only on the raster shape and the settings, never on the scheduler, so
