@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,7 +106,9 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
 
 
 def test_bench_predict_over_several_files(tmp_path):
-    result = run("bench", "predict", "--size", "256", "--files", "2", "--workdir", tmp_path)
+    result = run(
+        "bench", "predict", "--size", "256", "--files", "2", "--repeats", "2", "--workdir", tmp_path
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "2 tiles of 512 px, 25% overlap, 2 files of 256 x 256 px" in lines[0]
@@ -118,7 +121,12 @@ def test_bench_predict_over_several_files(tmp_path):
     }
     # each row: seconds, "s", megapixels per second
     assert all(float(row[0]) > 0 and float(row[2]) > 0 for row in rows.values())
-    assert lines[5].startswith("model only before / after the terraseg run: ")
-    assert lines[6].startswith("terraseg / model only: ")
+    # model only before the first run and after each, and the two runs
+    assert re.fullmatch(
+        r"model only around the terraseg runs: [\d.]+ / [\d.]+ / [\d.]+ s; "
+        r"terraseg runs: [\d.]+ / [\d.]+ s",
+        lines[5],
+    )
+    assert re.match(r"terraseg / model only: [\d.]+ \(runs [\d.]+-[\d.]+\); ", lines[6])
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == ["scene_000_classes.tif", "scene_001_classes.tif"]

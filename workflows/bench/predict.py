@@ -4,8 +4,9 @@ Three measurements on the same raster and tiles, in one run:
 
 - model only: terraseg's predictor over as many tiles as the plan has, from memory,
   shared among the threads of the pipeline's cluster (same streams, process and
-  malloc settings), timed just before and just after the tuned pipeline run and
-  averaged, as a small VM's speed drifts by several percent within a minute;
+  malloc settings), timed just before and just after each tuned pipeline run, as
+  a small VM's speed drifts by several percent within a minute: each run is
+  compared with the mean of the two, and ``--repeats`` runs give medians;
 - baseline: a script of its own (a fresh process with default settings) reading
   tile by tile, batch size 1, accumulating into whole-raster arrays, then writing
   a plain GeoTIFF (no blocks, no prefetch, no tuning);
@@ -16,6 +17,7 @@ Three measurements on the same raster and tiles, in one run:
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,13 @@ from workflows.bench_utils import TreeRSS, bench_workdir
     show_default=True,
     help="Rasters per run (copies of the scene), as when predicting a folder.",
 )
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tuned terraseg runs, each followed by the model-only passes; medians are printed.",
+)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def bench_predict(
     size: int,
@@ -66,6 +75,7 @@ def bench_predict(
     precision: str,
     workers: int,
     files: int,
+    repeats: int,
     workdir: Path | None,
 ) -> None:
     """Megapixels per second of terraseg predict, the model alone, and a naive baseline."""
@@ -94,8 +104,14 @@ def bench_predict(
         baseline = sum(
             _baseline_process(model, j.raster.path, j, folder / "baseline.tif") for j in jobs
         )
-        tuned, tuned_rss, forward = _terraseg(jobs, workers, tunables=True, forward_tiles=tiles)
-        plain, plain_rss, _ = _terraseg(jobs, workers, tunables=False)
+        runs, tuned_rss, forward = _terraseg(
+            jobs, workers, tunables=True, forward_tiles=tiles, repeats=repeats
+        )
+        (plain,), plain_rss, _ = _terraseg(jobs, workers, tunables=False)
+
+    # each run against the model-only passes just before and after it
+    ratios = [(forward[r] + forward[r + 1]) / 2 / runs[r] for r in range(repeats)]
+    tuned = statistics.median(runs)
 
     from pipeline.prediction.runner import inference_dtype
 
@@ -106,7 +122,7 @@ def bench_predict(
         f" px, {dtype}"
     )
     rows = [
-        ("model only (forward)", sum(forward) / 2, None),
+        ("model only (forward)", statistics.median(forward), None),
         ("baseline (naive)", baseline, None),
         ("terraseg, malloc tuned", tuned, tuned_rss),
         ("terraseg, default malloc", plain, plain_rss),
@@ -114,10 +130,16 @@ def bench_predict(
     for name, seconds, rss in rows:
         peak = f"  peak RSS {rss:.0f} MiB" if rss else ""
         click.echo(f"{name:<26} {seconds:8.1f} s {megapixels / seconds:7.3f} Mpx/s{peak}")
-    before, after = forward
-    click.echo(f"model only before / after the terraseg run: {before:.1f} s / {after:.1f} s")
     click.echo(
-        f"terraseg / model only: {sum(forward) / 2 / tuned:.2f}; "
+        "model only around the terraseg runs: "
+        + " / ".join(f"{seconds:.1f}" for seconds in forward)
+        + " s; terraseg runs: "
+        + " / ".join(f"{seconds:.1f}" for seconds in runs)
+        + " s"
+    )
+    spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if repeats > 1 else ""
+    click.echo(
+        f"terraseg / model only: {statistics.median(ratios):.2f}{spread}; "
         f"/ baseline: {baseline / tuned:.2f}x; malloc tuning: {plain / tuned:.2f}x"
     )
 
@@ -159,8 +181,12 @@ def _copies(scene: Path, files: int, folder: Path) -> list[Path]:
     return copies
 
 
-def _model_only(job: Any, tiles: int) -> float:
-    """Forward passes of terraseg's own predictor (same precision and layout) from memory."""
+def _model_only(job: Any, tiles: int) -> tuple[float, float]:
+    """Forward passes of terraseg's own predictor (same precision and layout) from memory.
+
+    Returns the clock times (``time.time``) of the first pass's start and the last
+    one's end, after a warm-up pass that is not timed.
+    """
     config = job.config
     predict = _warm(job)
     batch_size = config.batch_for("cpu")
@@ -168,19 +194,24 @@ def _model_only(job: Any, tiles: int) -> float:
         (batch_size, len(job.raster.bands), job.tile, job.tile), dtype=np.float32
     )
     predict(batch)  # warm-up: the first pass of a shape prepares its kernels
-    start = time.perf_counter()
+    start = time.time()
     for first in range(0, tiles, batch_size):
         predict(batch[: min(batch_size, tiles - first)])
-    return time.perf_counter() - start
+    return start, time.time()
 
 
 def _streams_only(client: Any, job: Any, tiles: int) -> float:
-    """Wall seconds of ``tiles`` forward passes shared among all the cluster's threads."""
+    """Wall seconds of ``tiles`` forward passes shared among all the cluster's threads.
+
+    From the first stream's first timed pass to the last stream's end: neither the
+    warm-up passes nor the task scheduling count.
+    """
     streams = sum(client.nthreads().values())
     shares = [len(range(i, tiles, streams)) for i in range(streams)]
-    start = time.perf_counter()
-    client.gather([client.submit(_model_only, job, n, pure=False) for n in shares if n])
-    return time.perf_counter() - start
+    spans: list[tuple[float, float]] = client.gather(
+        [client.submit(_model_only, job, n, pure=False) for n in shares if n]
+    )
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def _baseline_process(model: str, raster: Path, job: Any, out: Path) -> float:
@@ -245,13 +276,18 @@ def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
 
 
 def _terraseg(
-    jobs: list[Any], workers: int, *, tunables: bool, forward_tiles: int = 0
-) -> tuple[float, float, tuple[float, float]]:
-    """Seconds and peak RSS of the pipeline over ``jobs``, and of ``forward_tiles`` passes.
+    jobs: list[Any],
+    workers: int,
+    *,
+    tunables: bool,
+    forward_tiles: int = 0,
+    repeats: int = 1,
+) -> tuple[list[float], float, list[float]]:
+    """Seconds of ``repeats`` pipeline runs over ``jobs``, their peak RSS, and forward passes.
 
-    The forward passes run alone on the pipeline's workers, so the model is timed
-    with the same streams and process and malloc settings, once right before the
-    pipeline and once right after it.
+    ``forward_tiles`` forward passes run alone on the pipeline's workers, so the
+    model is timed with the same streams and process and malloc settings: once
+    before the first run and once after each.
     """
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
@@ -269,15 +305,18 @@ def _terraseg(
     ):
         configure_workers(client, "cpu", job.config.threads)
         client.run(_warm, job)
-        before = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
-        start = time.perf_counter()
-        outcomes = run_prediction(client, jobs, progress=False)
-        seconds = time.perf_counter() - start
-        after = _streams_only(client, job, forward_tiles) if forward_tiles else 0.0
-    for outcome in outcomes:
-        if outcome.error:
-            raise click.ClickException(outcome.error)
-    return seconds, rss.peak_mib, (before, after)
+        forward = [_streams_only(client, job, forward_tiles)] if forward_tiles else []
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            outcomes = run_prediction(client, jobs, progress=False)
+            runs.append(time.perf_counter() - start)
+            for outcome in outcomes:
+                if outcome.error:
+                    raise click.ClickException(outcome.error)
+            if forward_tiles:
+                forward.append(_streams_only(client, job, forward_tiles))
+    return runs, rss.peak_mib, forward
 
 
 def _warm(job: Any) -> Any:
