@@ -25,7 +25,10 @@ class PredictConfig(StrictModel):
         description="Tiles per forward pass (default: 1 on CPU, faster there; 8 on CUDA).",
     )
     block_size: int = Field(
-        1024, ge=64, description="Pixels per Dask block side (rounded to the tile stride)."
+        1024,
+        ge=64,
+        description="Pixels per Dask block side (rounded to the tile stride; smaller "
+        "where a raster would have fewer than 3 blocks per side).",
     )
     probabilities: bool = Field(
         False, description="Also write a probability COG with a confidence band."
