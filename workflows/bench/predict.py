@@ -101,9 +101,7 @@ def bench_predict(
         tiles = files * sum(len(job.plan.tiles(*block)) for block in job.plan.blocks)
         megapixels = files * size * size / 1e6
 
-        baseline = sum(
-            _baseline_process(model, j.raster.path, j, folder / "baseline.tif") for j in jobs
-        )
+        baseline = sum(_baseline_process(j, folder / "baseline.tif") for j in jobs)
         runs, tuned_rss, forward = _terraseg(
             jobs, workers, tunables=True, forward_tiles=tiles, repeats=repeats
         )
@@ -214,7 +212,7 @@ def _streams_only(client: Any, job: Any, tiles: int) -> float:
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
-def _baseline_process(model: str, raster: Path, job: Any, out: Path) -> float:
+def _baseline_process(job: Any, out: Path) -> float:
     """Run :func:`_baseline` as a script of its own: a fresh process with default settings."""
     import pickle
     import subprocess
@@ -224,12 +222,12 @@ def _baseline_process(model: str, raster: Path, job: Any, out: Path) -> float:
     code = (
         "import pickle, sys; from pipeline.prediction.runner import open_model; "
         "from workflows.bench.predict import _baseline; "
-        "model, raster, job, out = pickle.loads(sys.stdin.buffer.read()); "
-        "print(_baseline(open_model(model), raster, job, out))"
+        "job, out = pickle.loads(sys.stdin.buffer.read()); "
+        "print(_baseline(open_model(job.model), job, out))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
-        input=pickle.dumps((model, raster, job, out)),
+        input=pickle.dumps((job, out)),
         capture_output=True,
         env=env,
         check=True,
@@ -237,7 +235,7 @@ def _baseline_process(model: str, raster: Path, job: Any, out: Path) -> float:
     return float(done.stdout.decode().strip().splitlines()[-1])
 
 
-def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
+def _baseline(artifact: Any, job: Any, out: Path) -> float:
     """One process, whole-raster accumulators, one tile per forward pass, plain GeoTIFF."""
     import rasterio
     import torch
@@ -246,7 +244,7 @@ def _baseline(artifact: Any, raster: Path, job: Any, out: Path) -> float:
 
     model = artifact.build_model()
     start = time.perf_counter()
-    with rasterio.open(raster) as src:
+    with rasterio.open(job.raster.path) as src:
         shape = (src.height, src.width)
         probs = np.zeros((artifact.classes.num_classes, *shape), np.float32)
         weights = np.zeros(shape, np.float32)
