@@ -89,10 +89,12 @@ class _FileRun:
             "below": self.client.submit(_below, parts, key=self.key("below", block), pure=False),
         }
         left = self.spill.get((i, j - 1), {}).pop("right", None)
-        last_column = j == self.job.plan.cols.count - 1  # no block right below needs the diagonal
-        above = self.spill.get((i - 1, j), {})
-        up = above.pop("below", None) if last_column else above.get("below")
-        up_left = self.spill.pop((i - 1, j - 1), {}).pop("below", None)
+        # the upper block's strips below serve this block and, diagonally, the next one:
+        # the next one releases them, or this one in the last column
+        last_column = j == self.job.plan.cols.count - 1
+        above = self.spill.pop((i - 1, j), {}) if last_column else self.spill.get((i - 1, j), {})
+        up = above.get("below")
+        up_left = self.spill.pop((i - 1, j - 1), {}).get("below")
         finished: Future[int] = self.client.submit(
             _finish_once_started,
             self.started,
