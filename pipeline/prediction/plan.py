@@ -54,8 +54,9 @@ class AxisPlan:
         The step is ``block`` rounded to the nearest multiple of the stride, at
         most as many strides as the axis has tiles divided by
         :data:`MIN_BLOCKS_PER_AXIS` (rounded up), and at least one tile, so that
-        no tile, not even the last one shifted inward, reaches past the next block. A last block that no tile starts in would
-        infer nothing, so it joins the block before it.
+        no tile, not even the last one shifted inward, reaches past the next block.
+        A last block that no tile starts in would infer nothing, so it joins the
+        block before it.
         """
         stride = self.tile - self.overlap
         small_raster = -(-len(self.offsets) // MIN_BLOCKS_PER_AXIS) * stride
