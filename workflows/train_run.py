@@ -19,6 +19,7 @@ Output folder::
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -353,12 +354,30 @@ def run(
     ctx = init_distributed(config.accelerator)
     if config.threads:
         torch.set_num_threads(config.threads)
+    finished = False
     try:
         with nullcontext(tracker) if tracker else make_tracker(config, ctx.is_main) as active:
-            return _train(config, data, out, ctx, resume, progress and ctx.is_main, active)
+            summary = _train(config, data, out, ctx, resume, progress and ctx.is_main, active)
+        finished = True
+        return summary
     finally:
         if ctx.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+            shutdown_distributed(finished)
+
+
+def shutdown_distributed(finished: bool) -> None:
+    """Leave the process group without tearing connections down under a peer.
+
+    Gloo aborts the process at exit when a ``DistributedDataParallel`` still holds the
+    group after it was destroyed, or when one rank destroys it while its peer is still
+    talking to it. Garbage is collected first so that no wrapped model outlives the
+    group, and ranks that finished wait for each other; a rank that failed does not
+    wait, since its peers may never arrive.
+    """
+    gc.collect()
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def _train(

@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.training.config import TrainConfig
 from pipeline.training.loop import StepContext, train_step
 from pipeline.training.losses import SegmentationLoss
-from workflows.train_run import free_port, launch
+from workflows.train_run import free_port, launch, shutdown_distributed
 
 
 def _net():
@@ -38,18 +38,25 @@ def _step(model, batch, world, accumulate=1):
 def _ddp_worker(rank, port, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    finished = False
     try:
-        image, label = _batch()
-        half = slice(2 * rank, 2 * rank + 2)
-        results = {}
-        for accumulate in (1, 2):
-            model = DistributedDataParallel(_net())
-            loss = _step(model, (image[half], label[half]), 2, accumulate)
-            results[accumulate] = {"state": model.module.state_dict(), "loss": loss}
+        results = _ddp_steps(rank)
         if rank == 0:
             torch.save(results, out)
+        finished = True
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed(finished)
+
+
+def _ddp_steps(rank):
+    image, label = _batch()
+    half = slice(2 * rank, 2 * rank + 2)
+    results = {}
+    for accumulate in (1, 2):
+        model = DistributedDataParallel(_net())
+        loss = _step(model, (image[half], label[half]), 2, accumulate)
+        results[accumulate] = {"state": model.module.state_dict(), "loss": loss}
+    return results
 
 
 def test_two_process_ddp_step_equals_one_process_on_the_whole_batch(tmp_path):
