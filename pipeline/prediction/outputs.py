@@ -2,11 +2,12 @@
 
 Blocks write their interiors into a scratch store whose chunks are the block
 interiors, so concurrent writers never touch the same chunk. When every block
-is done, the class map (uint8, nodata 255, colour table, mode overviews) and
-optionally the probabilities (one band per class plus a max-probability
-confidence band, average overviews, an internal mask for nodata) are copied
-into COGs under temporary names and renamed. Tags record the model and the
-source, so a re-run can tell a complete, current output from a stale one.
+is done, the class map (uint8, nodata 255, colour table, mode overviews; see
+:mod:`pipeline.prediction.class_cog`) and optionally the probabilities (one band
+per class plus a max-probability confidence band, average overviews, an internal
+mask for nodata) are copied into COGs under temporary names and renamed. Tags
+record the model and the source, so a re-run can tell a complete, current output
+from a stale one.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from pipeline.chunk_writer import write_region
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window, plan_blocks
+from pipeline.prediction.class_cog import write_class_cog
 
 STRIP = 512  # rows copied at a time from the scratch store into the GeoTIFF
-COG_OPTIONS = {
+COG_OPTIONS: dict[str, str | int] = {
     "compress": "deflate",
     "blocksize": 512,
     "bigtiff": "if_safer",
@@ -129,14 +131,16 @@ def assemble(
     }
     all_tags = {**tags, CLASSES_TAG: json.dumps(table.to_dict())}
     classes: Any = root["classes"]
-    _write_cog(
+    write_class_cog(
         paths.classes,
-        {**base, "count": 1, "dtype": "uint8", "nodata": IGNORE_LABEL},
-        "mode",
-        lambda w: classes[w.slices()][None],
-        all_tags,
+        lambda start, stop: classes[start:stop],
+        base,
+        classes=table.num_classes,
+        nodata=IGNORE_LABEL,
         colormap=table.colormap(),
-        descriptions=["class"],
+        tags=all_tags,
+        description="class",
+        options=COG_OPTIONS,
     )
     if paths.probabilities is not None:
         probs: Any = root["probabilities"]
