@@ -45,6 +45,10 @@ class OutputExistsError(TerrasegError, FileExistsError):
     """An output exists and overwriting it was not asked for."""
 
 
+class DiskSpaceError(TerrasegError, OSError):
+    """An output's folder has too little free space for the output's staging files."""
+
+
 class WeightsError(TerrasegError, ValueError):
     """A weights file cannot be loaded into the model it was given for."""
 

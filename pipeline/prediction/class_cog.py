@@ -14,6 +14,7 @@ never count towards the process's resident memory.
 from __future__ import annotations
 
 import math
+import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import rasterio.shutil
 
+from pipeline.errors import DiskSpaceError
 from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.prediction.overviews import ByteArray, halve_mode, overview_factors
 
@@ -62,6 +64,8 @@ def write_class_cog(
     remove_path(staging)
     staging.mkdir(parents=True)
     try:
+        staged = sum(math.ceil(height / f) * math.ceil(width / f) for f in [1, *factors])
+        _check_free_space(path.parent, staged)
         levels = [staging / "level_1.raw"] + [staging / f"level_{f}.raw" for f in factors]
         files = [level.open("wb") for level in levels]
         try:
@@ -98,6 +102,23 @@ def write_class_cog(
             )
     finally:
         remove_path(staging)
+
+
+def _check_free_space(folder: Path, staged: int) -> None:
+    """Refuse before writing when the staging files could not fit beside the output.
+
+    Raises:
+        DiskSpaceError: ``folder`` has less free space than the staged bytes
+            plus their compressed copy (counted as half as large again).
+    """
+    needed = staged + staged // 2
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"{needed / 2**30:.1f} GiB free needed to stage and write the class map, "
+            f"{free / 2**30:.1f} GiB free; free space or predict into another --out folder",
+            path=folder,
+        )
 
 
 def _raw_dataset(raw: Path, shape: tuple[int, int]) -> ET.Element:

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import rasterio
@@ -5,6 +7,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
+from pipeline.errors import DiskSpaceError
 from pipeline.prediction import class_cog
 from pipeline.prediction.class_cog import write_class_cog
 from pipeline.prediction.overviews import halve_mode, overview_factors
@@ -143,4 +146,15 @@ def test_a_failed_read_leaves_no_output_and_no_staging(tmp_path):
     profile = {"height": 2100, "width": 600, "crs": None, "transform": from_origin(0, 0, 1, 1)}
     with pytest.raises(OSError, match="scratch chunk missing"):
         write(tmp_path / "classes.tif", failing, profile, 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        class_cog.shutil, "disk_usage", lambda folder: usage._replace(free=3 * 2**20)
+    )
+    profile = {"height": 2048, "width": 2048, "crs": None, "transform": from_origin(0, 0, 1, 1)}
+    with pytest.raises(DiskSpaceError, match=r"0.0 GiB free; free space or predict into"):
+        write(tmp_path / "classes.tif", lambda a, b: np.zeros((b - a, 2048), np.uint8), profile, 2)
     assert list(tmp_path.iterdir()) == []
