@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import rasterio.shutil
 
 from pipeline.errors import DiskSpaceError
@@ -28,7 +29,12 @@ from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.prediction.overviews import ByteArray, halve_mode, overview_factors
 
 COG_BLOCK = 512  # pixels per side of a COG tile; overviews stop once a level fits in one
-STRIP_ROWS = 1024  # full-resolution rows read at a time (rounded to the coarsest factor)
+# raw bands are what the VRTs are made of, whatever the environment says of them
+RAW_VRT_SETTINGS = {
+    "GDAL_VRT_ENABLE_RAWRASTERBAND": "YES",
+    "GDAL_VRT_RAWRASTERBAND_ALLOWED_SOURCE": "SIBLING_OR_CHILD_OF_VRT_PATH",
+}
+STRIP_ROWS = 512  # full-resolution rows read at a time (rounded to the coarsest factor)
 
 
 def write_class_cog(
@@ -96,7 +102,7 @@ def write_class_cog(
             ET.SubElement(metadata, "MDI", key=key).text = value
         source = staging / "classes.vrt"
         _write_vrt(source, dataset)
-        with atomic_output(path) as tmp:
+        with atomic_output(path) as tmp, rasterio.Env(**RAW_VRT_SETTINGS):
             rasterio.shutil.copy(
                 source, tmp, driver="COG", overviews="force_use_existing", **options
             )

@@ -92,6 +92,7 @@ def _halve_by_table(pixels: ByteArray, nodata: int) -> ByteArray:
     Pairs of horizontal neighbours are read as one little-endian uint16, so every
     step runs over contiguous memory.
     """
+    pixels = np.ascontiguousarray(pixels)
     nibbles = np.where(pixels == nodata, np.uint8(_NIBBLE_NODATA), pixels)
     pairs = nibbles.view("<u2")  # left | right << 8
     packed = (pairs & 0x000F) | ((pairs >> 4) & 0x00F0)  # left | right << 4
