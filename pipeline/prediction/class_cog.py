@@ -64,50 +64,68 @@ def write_class_cog(
     """
     height, width = profile["height"], profile["width"]
     factors = overview_factors(height, width, COG_BLOCK)
-    coarsest = 2 ** len(factors)
-    strip = coarsest * math.ceil(STRIP_ROWS / coarsest)
     staging = partial_path(path.with_name(path.stem + "_levels"))
     remove_path(staging)
     staging.mkdir(parents=True)
     try:
         staged = sum(math.ceil(height / f) * math.ceil(width / f) for f in [1, *factors])
         _check_free_space(path.parent, staged)
-        levels = [staging / "level_1.raw"] + [staging / f"level_{f}.raw" for f in factors]
-        files = [level.open("wb") for level in levels]
-        try:
-            for start in range(0, height, strip):
-                pixels = np.ascontiguousarray(read_rows(start, min(start + strip, height)))
-                pixels.tofile(files[0])
-                for file in files[1:]:
-                    pixels = halve_mode(pixels, nodata, classes)
-                    pixels.tofile(file)
-        finally:
-            for file in files:
-                file.close()
-        for factor, level in zip(factors, levels[1:], strict=True):
-            shape = (-(-height // factor), -(-width // factor))
-            _write_vrt(level.with_suffix(".vrt"), _raw_dataset(level, shape))
+        levels = _stage_levels(staging, read_rows, height, factors, nodata, classes)
         dataset = _raw_dataset(levels[0], (height, width))
         band = dataset[0]
         _georeference(dataset, profile)
         _describe_band(band, nodata, colormap, description)
-        for level in levels[1:]:
+        for factor, level in zip(factors, levels[1:], strict=True):
+            shape = (math.ceil(height / factor), math.ceil(width / factor))
+            _write_vrt(level.with_suffix(".vrt"), _raw_dataset(level, shape))
             overview = ET.SubElement(band, "Overview")
-            ET.SubElement(overview, "SourceFilename", relativeToVRT="1").text = level.with_suffix(
-                ".vrt"
-            ).name
+            source = ET.SubElement(overview, "SourceFilename", relativeToVRT="1")
+            source.text = level.with_suffix(".vrt").name
             ET.SubElement(overview, "SourceBand").text = "1"
         metadata = ET.SubElement(dataset, "Metadata")
         for key, value in tags.items():
             ET.SubElement(metadata, "MDI", key=key).text = value
-        source = staging / "classes.vrt"
-        _write_vrt(source, dataset)
+        _write_vrt(staging / "classes.vrt", dataset)
         with atomic_output(path) as tmp, rasterio.Env(**RAW_VRT_SETTINGS):
             rasterio.shutil.copy(
-                source, tmp, driver="COG", overviews="force_use_existing", **options
+                staging / "classes.vrt",
+                tmp,
+                driver="COG",
+                overviews="force_use_existing",
+                **options,
             )
     finally:
         remove_path(staging)
+
+
+def _stage_levels(
+    staging: Path,
+    read_rows: Callable[[int, int], ByteArray],
+    height: int,
+    factors: list[int],
+    nodata: int,
+    classes: int,
+) -> list[Path]:
+    """Raw files of the map and of each overview level, halving every strip as it passes.
+
+    A strip's rows are a multiple of the coarsest factor, so only the last strip
+    of each level has an odd number of rows.
+    """
+    coarsest = 2 ** len(factors)
+    strip = coarsest * math.ceil(STRIP_ROWS / coarsest)
+    levels = [staging / f"level_{f}.raw" for f in [1, *factors]]
+    files = [level.open("wb") for level in levels]
+    try:
+        for start in range(0, height, strip):
+            pixels = np.ascontiguousarray(read_rows(start, min(start + strip, height)))
+            pixels.tofile(files[0])
+            for file in files[1:]:
+                pixels = halve_mode(pixels, nodata, classes)
+                pixels.tofile(file)
+    finally:
+        for file in files:
+            file.close()
+    return levels
 
 
 def _check_free_space(folder: Path, staged: int) -> None:
