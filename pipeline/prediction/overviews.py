@@ -4,13 +4,14 @@ A zoomed-out class map should show the class most pixels below it have, and
 nodata only where there is nothing else: each overview level halves the one
 above it, every output pixel taking the most frequent valid class of its 2 x 2
 pixels (the first of them in reading order on a tie), nodata only where all
-four are nodata. Each level is computed from the one above it, as GDAL's own
-overview building does, and the levels stop where GDAL's COG driver stops:
-once a level fits in one block.
+four are nodata. Each level is computed from the one above it, and the levels
+stop where GDAL's COG driver stops: once a level fits in one block. GDAL's own
+`mode` overviews of a test map agree with these on 99.9 % of the first level's
+pixels (ties may go either way) and on all of the second's.
 
-GDAL computes mode overviews through its generic resampling code and stages
-them in a temporary file; for a 4096 x 4096 class map that took 0.17 s of a
-0.34 s COG copy. The lookup below halves the same map in 0.03 s.
+GDAL computes mode overviews through its generic resampling code; building them
+for a 4096 x 4096 class map took 0.16-0.20 s. The lookup below halves the same
+map in 0.03 s, and all three levels take 0.04 s.
 """
 
 from __future__ import annotations
