@@ -29,7 +29,6 @@ from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window, plan_blocks
 from pipeline.prediction.class_cog import write_class_cog
 
-STRIP = 512  # rows copied at a time from the scratch store into the GeoTIFF
 COG_OPTIONS: dict[str, str | int] = {
     "compress": "deflate",
     "blocksize": 512,
@@ -121,7 +120,8 @@ def assemble(
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
-        "compress": "deflate",
+        "compress": "zstd",  # a staging copy: fast to write and read back, still small
+        "zstd_level": 1,
         "num_threads": "all_cpus",
         "bigtiff": "if_safer",
         "crs": profile["crs"],
@@ -153,6 +153,7 @@ def assemble(
             all_tags,
             mask=lambda w: classes[w.slices()] != IGNORE_LABEL,
             descriptions=names,
+            chunk=classes.chunks[0],
         )
     remove_path(paths.scratch)
 
@@ -167,9 +168,14 @@ def _write_cog(
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     mask: Any = None,
     descriptions: list[str],
+    chunk: int,
 ) -> None:
-    """Write strips into a tiled GeoTIFF, then copy it as a COG with overviews."""
-    strips = plan_blocks((profile["height"], profile["width"]), STRIP)
+    """Write windows into a tiled GeoTIFF, then copy it as a COG with overviews.
+
+    ``chunk`` is the scratch store's chunk size: each chunk is read and decoded
+    once (windows of 512 px decoded each 1152-px chunk up to nine times).
+    """
+    windows = plan_blocks((profile["height"], profile["width"]), chunk)
     staging = partial_path(path.with_name(path.stem + "_staging.tif"))
     try:
         with (
@@ -180,7 +186,7 @@ def _write_cog(
             dst.descriptions = tuple(descriptions)
             if colormap is not None:
                 dst.write_colormap(1, colormap)
-            for window in strips:
+            for window in windows:
                 dst.write(read(window), window=window.to_rasterio())
                 if mask is not None:
                     dst.write_mask(mask(window).astype(np.uint8) * 255, window=window.to_rasterio())
