@@ -115,26 +115,12 @@ def assemble(
 ) -> None:
     """Copy the scratch store into the final COGs, then remove it."""
     root = zarr.open_group(str(paths.scratch), mode="r", zarr_format=3)
-    base = {
-        "driver": "GTiff",
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "zstd",  # a staging copy: fast to write and read back, still small
-        "zstd_level": 1,
-        "num_threads": "all_cpus",
-        "bigtiff": "if_safer",
-        "crs": profile["crs"],
-        "transform": profile["transform"],
-        "width": profile["width"],
-        "height": profile["height"],
-    }
     all_tags = {**tags, CLASSES_TAG: json.dumps(table.to_dict())}
     classes: Any = root["classes"]
     write_class_cog(
         paths.classes,
         lambda start, stop: classes[start:stop],
-        base,
+        profile,
         classes=table.num_classes,
         nodata=IGNORE_LABEL,
         colormap=table.colormap(),
@@ -147,7 +133,7 @@ def assemble(
         names = [f"p_{name}" for name in table.names] + ["confidence"]
         _write_cog(
             paths.probabilities,
-            {**base, "count": probs.shape[0], "dtype": str(probs.dtype)},
+            {**_staging_profile(profile), "count": probs.shape[0], "dtype": str(probs.dtype)},
             "average",
             lambda w: probs[(slice(None), *w.slices())],
             all_tags,
@@ -158,6 +144,21 @@ def assemble(
     remove_path(paths.scratch)
 
 
+def _staging_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """A tiled GeoTIFF on the raster's grid, compressed for a copy that is read back once."""
+    return {
+        "driver": "GTiff",
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "zstd",  # fast to write and to read back, still small on disk
+        "zstd_level": 1,
+        "num_threads": "all_cpus",
+        "bigtiff": "if_safer",
+        **{key: profile[key] for key in ("crs", "transform", "width", "height")},
+    }
+
+
 def _write_cog(
     path: Path,
     profile: dict[str, Any],
@@ -165,7 +166,6 @@ def _write_cog(
     read: Any,
     tags: dict[str, str],
     *,
-    colormap: dict[int, tuple[int, int, int, int]] | None = None,
     mask: Any = None,
     descriptions: list[str],
     chunk: int,
@@ -184,8 +184,6 @@ def _write_cog(
         ):
             dst.update_tags(**tags)
             dst.descriptions = tuple(descriptions)
-            if colormap is not None:
-                dst.write_colormap(1, colormap)
             for window in windows:
                 dst.write(read(window), window=window.to_rasterio())
                 if mask is not None:
