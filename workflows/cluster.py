@@ -102,9 +102,13 @@ def worker_environment(tune_malloc: bool = True) -> Iterator[None]:
     """Environment for LocalCluster worker processes started inside the block.
 
     Caps GDAL's block cache and applies :data:`WORKER_GLIBC_TUNABLES`; values the
-    user has set are kept. The previous environment is restored on exit.
+    user has set are kept. The whole previous environment is restored on exit:
+    Dask's nanny writes its ``pre-spawn-environ`` (``OMP_NUM_THREADS=1`` among
+    others) into this process's environment before starting a worker, and
+    anything started after the cluster (a training process, a benchmark's
+    baseline) must not inherit it.
     """
-    saved = {name: os.environ.get(name) for name in ("GDAL_CACHEMAX", "GLIBC_TUNABLES")}
+    saved = os.environ.copy()
     os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHEMAX_MB))
     if tune_malloc:
         os.environ.setdefault("GLIBC_TUNABLES", WORKER_GLIBC_TUNABLES)
@@ -113,11 +117,8 @@ def worker_environment(tune_malloc: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def gather_with_progress(
