@@ -45,6 +45,7 @@ class TreeRSS:
         self._root = psutil.Process(root)
         self._interval = interval
         self._stop = threading.Event()
+        self._sampling = threading.Lock()  # held by each sample, and while paused
         self.peak = 0
         self.root_peak = 0
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -53,18 +54,25 @@ class TreeRSS:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
-            with suppress(psutil.Error):
-                self.root_peak = max(self.root_peak, self._root.memory_info().rss)
-            try:
-                tree = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:  # a process ended while the tree was walked
-                tree = [self._root]
-            for proc in tree:
+            with self._sampling:
+                total = 0
                 with suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
+                    self.root_peak = max(self.root_peak, self._root.memory_info().rss)
+                try:
+                    tree = [self._root, *self._root.children(recursive=True)]
+                except psutil.Error:  # a process ended while the tree was walked
+                    tree = [self._root]
+                for proc in tree:
+                    with suppress(psutil.Error):
+                        total += proc.memory_info().rss
+                self.peak = max(self.peak, total)
             self._stop.wait(self._interval)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Take no samples inside the block (a child measured on its own runs there)."""
+        with self._sampling:
+            yield
 
     def __enter__(self) -> TreeRSS:
         self._thread.start()

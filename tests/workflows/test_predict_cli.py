@@ -124,9 +124,13 @@ def test_bench_predict_over_several_files(tmp_path):
     # model only before the first run and after each, and the two runs
     assert re.fullmatch(
         r"model only around the terraseg runs: [\d.]+ / [\d.]+ / [\d.]+ s; "
-        r"terraseg runs: [\d.]+ / [\d.]+ s",
+        r"baseline before each: [\d.]+ / [\d.]+ s; terraseg runs: [\d.]+ / [\d.]+ s",
         lines[5],
     )
-    assert re.match(r"terraseg / model only: [\d.]+ \(runs [\d.]+-[\d.]+\); ", lines[6])
+    assert re.fullmatch(
+        r"terraseg / model only: [\d.]+ \(runs [\d.]+-[\d.]+\); "
+        r"/ baseline: [\d.]+x \(runs [\d.]+-[\d.]+x\); malloc tuning: [\d.]+x",
+        lines[6],
+    )
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == ["scene_000_classes.tif", "scene_001_classes.tif"]

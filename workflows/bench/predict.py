@@ -9,7 +9,8 @@ Three measurements on the same raster and tiles, in one run:
   compared with the mean of the two, and ``--repeats`` runs give medians;
 - baseline: a script of its own (a fresh process with default settings) reading
   tile by tile, batch size 1, accumulating into whole-raster arrays, then writing
-  a plain GeoTIFF (no blocks, no prefetch, no tuning);
+  a plain GeoTIFF (no blocks, no prefetch, no tuning), run just before each tuned
+  pipeline run for the same reason, its memory not counted in the pipeline's peak;
 - terraseg: the real pipeline on a LocalCluster, COGs included, once with the
   glibc malloc tunables the CLI applies and once without.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,7 @@ def bench_predict(
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.writer import synthesize
 
+    environment = os.environ.copy()  # before any cluster: Dask's nanny writes into it
     with bench_workdir(workdir) as folder:
         data = folder / f"scene-{size}"
         if not (data / "classes.yaml").exists():
@@ -101,14 +104,21 @@ def bench_predict(
         tiles = files * sum(len(job.plan.tiles(*block)) for block in job.plan.blocks)
         megapixels = files * size * size / 1e6
 
-        baseline = sum(_baseline_process(j, folder / "baseline.tif") for j in jobs)
-        runs, tuned_rss, forward = _terraseg(
-            jobs, workers, tunables=True, forward_tiles=tiles, repeats=repeats
+        runs, tuned_rss, forward, baselines = _terraseg(
+            jobs,
+            workers,
+            tunables=True,
+            forward_tiles=tiles,
+            repeats=repeats,
+            baseline=lambda: sum(
+                _baseline_process(j, folder / "baseline.tif", environment) for j in jobs
+            ),
         )
-        (plain,), plain_rss, _ = _terraseg(jobs, workers, tunables=False)
+        (plain,), plain_rss, _, _ = _terraseg(jobs, workers, tunables=False)
 
     # each run against the model-only passes just before and after it
     ratios = [(forward[r] + forward[r + 1]) / 2 / runs[r] for r in range(repeats)]
+    speedups = [baseline / run for baseline, run in zip(baselines, runs, strict=True)]
     tuned = statistics.median(runs)
 
     from pipeline.prediction.runner import inference_dtype
@@ -121,7 +131,7 @@ def bench_predict(
     )
     rows = [
         ("model only (forward)", statistics.median(forward), None),
-        ("baseline (naive)", baseline, None),
+        ("baseline (naive)", statistics.median(baselines), None),
         ("terraseg, malloc tuned", tuned, tuned_rss),
         ("terraseg, default malloc", plain, plain_rss),
     ]
@@ -131,14 +141,18 @@ def bench_predict(
     click.echo(
         "model only around the terraseg runs: "
         + " / ".join(f"{seconds:.1f}" for seconds in forward)
+        + " s; baseline before each: "
+        + " / ".join(f"{seconds:.1f}" for seconds in baselines)
         + " s; terraseg runs: "
         + " / ".join(f"{seconds:.1f}" for seconds in runs)
         + " s"
     )
     spread = f" (runs {min(ratios):.2f}-{max(ratios):.2f})" if repeats > 1 else ""
+    speedup_spread = f" (runs {min(speedups):.2f}-{max(speedups):.2f}x)" if repeats > 1 else ""
     click.echo(
         f"terraseg / model only: {statistics.median(ratios):.2f}{spread}; "
-        f"/ baseline: {baseline / tuned:.2f}x; malloc tuning: {plain / tuned:.2f}x"
+        f"/ baseline: {statistics.median(speedups):.2f}x{speedup_spread}; "
+        f"malloc tuning: {plain / tuned:.2f}x"
     )
 
 
@@ -212,13 +226,17 @@ def _streams_only(client: Any, job: Any, tiles: int) -> float:
     return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
-def _baseline_process(job: Any, out: Path) -> float:
-    """Run :func:`_baseline` as a script of its own: a fresh process with default settings."""
+def _baseline_process(job: Any, out: Path, environment: dict[str, str]) -> float:
+    """Run :func:`_baseline` as a script of its own: a fresh process with default settings.
+
+    ``environment`` is the user's, taken before any cluster started; the malloc
+    tunables are left out.
+    """
     import pickle
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in environment.items() if k != "GLIBC_TUNABLES"}
     code = (
         "import pickle, sys; from pipeline.prediction.runner import open_model; "
         "from workflows.bench.predict import _baseline; "
@@ -280,12 +298,14 @@ def _terraseg(
     tunables: bool,
     forward_tiles: int = 0,
     repeats: int = 1,
-) -> tuple[list[float], float, list[float]]:
-    """Seconds of ``repeats`` pipeline runs over ``jobs``, their peak RSS, and forward passes.
+    baseline: Callable[[], float] | None = None,
+) -> tuple[list[float], float, list[float], list[float]]:
+    """Seconds of ``repeats`` pipeline runs over ``jobs``, peak RSS, forward passes, baselines.
 
     ``forward_tiles`` forward passes run alone on the pipeline's workers, so the
     model is timed with the same streams and process and malloc settings: once
-    before the first run and once after each.
+    before the first run and once after each. ``baseline`` (seconds of the naive
+    script) runs just before each run, outside the peak RSS.
     """
     from workflows.cluster import dask_client
     from workflows.predict_graph import run_prediction
@@ -304,8 +324,11 @@ def _terraseg(
         configure_workers(client, "cpu", job.config.threads)
         client.run(_warm, job)
         forward = [_streams_only(client, job, forward_tiles)] if forward_tiles else []
-        runs = []
+        runs, baselines = [], []
         for _ in range(repeats):
+            if baseline is not None:
+                with rss.paused():
+                    baselines.append(baseline())
             start = time.perf_counter()
             outcomes = run_prediction(client, jobs, progress=False)
             runs.append(time.perf_counter() - start)
@@ -314,7 +337,7 @@ def _terraseg(
                     raise click.ClickException(outcome.error)
             if forward_tiles:
                 forward.append(_streams_only(client, job, forward_tiles))
-    return runs, rss.peak_mib, forward
+    return runs, rss.peak_mib, forward, baselines
 
 
 def _warm(job: Any) -> Any:
