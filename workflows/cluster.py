@@ -105,8 +105,9 @@ def worker_environment(tune_malloc: bool = True) -> Iterator[None]:
     user has set are kept. The whole previous environment is restored on exit:
     Dask's nanny writes its ``pre-spawn-environ`` (``OMP_NUM_THREADS=1`` among
     others) into this process's environment before starting a worker, and
-    anything started after the cluster (a training process, a benchmark's
-    baseline) must not inherit it.
+    anything this process starts after the cluster (a training process) must not
+    inherit it. Only what differs is put back, so the environment is never empty
+    for another thread.
     """
     saved = os.environ.copy()
     os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHEMAX_MB))
@@ -117,7 +118,8 @@ def worker_environment(tune_malloc: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        os.environ.clear()
+        for name in os.environ.keys() - saved.keys():
+            del os.environ[name]
         os.environ.update(saved)
 
 

@@ -131,16 +131,7 @@ def assemble(
     if paths.probabilities is not None:
         probs: Any = root["probabilities"]
         names = [f"p_{name}" for name in table.names] + ["confidence"]
-        _write_cog(
-            paths.probabilities,
-            {**_staging_profile(profile), "count": probs.shape[0], "dtype": str(probs.dtype)},
-            "average",
-            lambda w: probs[(slice(None), *w.slices())],
-            all_tags,
-            mask=lambda w: classes[w.slices()] != IGNORE_LABEL,
-            descriptions=names,
-            chunk=classes.chunks[0],
-        )
+        _write_probability_cog(paths.probabilities, probs, classes, profile, all_tags, names)
     remove_path(paths.scratch)
 
 
@@ -159,38 +150,42 @@ def _staging_profile(profile: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _write_cog(
+def _write_probability_cog(
     path: Path,
+    probs: Any,
+    classes: Any,
     profile: dict[str, Any],
-    resampling: str,
-    read: Any,
     tags: dict[str, str],
-    *,
-    mask: Any = None,
     descriptions: list[str],
-    chunk: int,
 ) -> None:
-    """Write windows into a tiled GeoTIFF, then copy it as a COG with overviews.
+    """Copy the scratch probabilities into a COG with average overviews and a nodata mask.
 
-    ``chunk`` is the scratch store's chunk size: each chunk is read and decoded
-    once (windows of 512 px decoded each 1152-px chunk up to nine times).
+    They are staged in a tiled GeoTIFF a scratch chunk at a time, so that each
+    chunk is read and decoded once (windows of 512 px decoded each 1152-px chunk up
+    to nine times); the mask is where the class map has a class.
     """
-    windows = plan_blocks((profile["height"], profile["width"]), chunk)
+    staging_profile = {
+        **_staging_profile(profile),
+        "count": probs.shape[0],
+        "dtype": str(probs.dtype),
+    }
+    windows = plan_blocks((profile["height"], profile["width"]), classes.chunks[0])
     staging = partial_path(path.with_name(path.stem + "_staging.tif"))
     try:
         with (
             rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
-            rasterio.open(staging, "w", **profile) as dst,
+            rasterio.open(staging, "w", **staging_profile) as dst,
         ):
             dst.update_tags(**tags)
             dst.descriptions = tuple(descriptions)
             for window in windows:
-                dst.write(read(window), window=window.to_rasterio())
-                if mask is not None:
-                    dst.write_mask(mask(window).astype(np.uint8) * 255, window=window.to_rasterio())
+                target = window.to_rasterio()
+                dst.write(probs[(slice(None), *window.slices())], window=target)
+                valid = classes[window.slices()] != IGNORE_LABEL
+                dst.write_mask(valid.astype(np.uint8) * 255, window=target)
         with atomic_output(path) as tmp:
             rasterio.shutil.copy(
-                staging, tmp, driver="COG", overview_resampling=resampling, **COG_OPTIONS
+                staging, tmp, driver="COG", overview_resampling="average", **COG_OPTIONS
             )
     finally:
         remove_path(staging)
