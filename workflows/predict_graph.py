@@ -174,7 +174,11 @@ def run_prediction(
     Args:
         client: A connected Dask client.
         jobs: Planned files (see :func:`pipeline.prediction.run.plan_file`).
-        window: Blocks in flight at once (default: 2 per worker thread, at least 4).
+        window: Blocks in flight at once, from submission until written (default: 4
+            per worker thread, at least 8). A block's finishing task waits for its
+            left and upper neighbours, so up to a thread's worth of blocks are done
+            but not yet written at any time; at 2 per thread the workers ran out of
+            queued blocks at every block row and waited for the client to submit more.
         resources: Dask resources each block task needs, e.g. ``{"GPU": 1}``.
         progress: Show a progress bar over pixels.
 
@@ -182,7 +186,7 @@ def run_prediction(
         One outcome per job, failed ones with their error message.
     """
     threads = sum(client.nthreads().values()) or 1
-    window = window or max(4, 2 * threads)
+    window = window or max(8, 4 * threads)
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in jobs)
     check_distinct_outputs(jobs)
     runs: list[_FileRun] = []
