@@ -3,8 +3,10 @@
 A folder holds ``terraseg_model.json`` (architecture config, band names and
 order, normalization statistics, classes with names and colours, tile size, and
 free-form metadata such as the training run and its metrics) and ``weights.pt``
-(the model's state dict, loadable with ``torch.load(weights_only=True)``).
-Nothing else is looked up at prediction time.
+(the model's state dict, loadable with ``torch.load(weights_only=True)``), and,
+for models that can run in int8, ``int8_calibration.pt`` (the activation
+observers' state, see :mod:`pipeline.model.quantization`). Nothing else is
+looked up at prediction time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 ARTIFACT_FORMAT = "terraseg-model/1"
 MANIFEST = "terraseg_model.json"
 WEIGHTS = "weights.pt"
+CALIBRATION = "int8_calibration.pt"
 
 
 @dataclass
@@ -63,6 +66,7 @@ class ModelArtifact:
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     input_dtype: str = "uint8"
     metadata: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def manifest(self) -> dict[str, Any]:
         """Everything but the weights, as JSON-ready data."""
@@ -96,6 +100,8 @@ def save_artifact(artifact: ModelArtifact, folder: str | Path) -> Path:
         tmp.mkdir(parents=True)
         (tmp / MANIFEST).write_text(json.dumps(artifact.manifest(), indent=2, default=str))
         torch.save(artifact.state_dict, tmp / WEIGHTS)
+        if artifact.calibration is not None:
+            torch.save(artifact.calibration, tmp / CALIBRATION)
     return Path(folder)
 
 
@@ -115,6 +121,9 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise InputError(f"unsupported model format {manifest.get('format')!r}", path=folder)
     state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    calibration = None
+    if (folder / CALIBRATION).is_file():
+        calibration = torch.load(folder / CALIBRATION, map_location="cpu", weights_only=True)
     return ModelArtifact(
         model_config=manifest["model_config"],
         band_names=manifest["band_names"],
@@ -124,4 +133,5 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
         state_dict=state,
         input_dtype=manifest.get("input_dtype", "uint8"),
         metadata=manifest.get("metadata", {}),
+        calibration=calibration,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from pipeline.settings import build_config
 from pipeline.synth.config import SynthConfig
@@ -17,13 +21,23 @@ def tiny_scenes(out: Path, **changes: Any) -> SynthOutputs:
     return synthesize(build_config(SynthConfig, {**TINY, **changes}), out)
 
 
+def calibration_tiles(count: int, size: int, seed: int = 0) -> NDArray[np.float32]:
+    """``count`` smooth normalized 4-band tiles (count, 4, size, size), like imagery's."""
+    import torch
+
+    coarse = torch.randn(count, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    tiles = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear")
+    return tiles.numpy()
+
+
 def tiny_model_artifact(
-    folder: Path, *, tile: int = 64, sharpen: float = 40.0, seed: int = 0
+    folder: Path, *, tile: int = 64, sharpen: float = 40.0, seed: int = 0, calibrated: bool = False
 ) -> Path:
     """An untrained DeepLabV3+ (MobileNetV2, width 1/4) for 4-band uint8 rasters.
 
     The classifier weights are scaled by ``sharpen`` so that probabilities vary
-    visibly across the image, as a trained model's do.
+    visibly across the image, as a trained model's do. ``calibrated`` stores int8
+    activation ranges observed on :func:`calibration_tiles`.
     """
     import torch
 
@@ -47,4 +61,10 @@ def tiny_model_artifact(
         tile_size=tile,
         state_dict=model.state_dict(),
     )
+    if calibrated:
+        from pipeline.model.inference import inference_network
+        from pipeline.model.quantization import calibrate
+
+        tiles = torch.from_numpy(calibration_tiles(4, tile, seed=seed))
+        artifact.calibration = calibrate(inference_network(copy.deepcopy(model), "cpu"), [tiles])
     return save_artifact(artifact, folder)

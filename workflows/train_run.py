@@ -46,6 +46,7 @@ from pipeline.errors import ConfigError, TerrasegError, TrainingError
 from pipeline.model.config import ModelConfig
 from pipeline.model.deeplab import build_model
 from pipeline.tracking import NullTracker, Tracker, flatten
+from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import (
     check_compatible,
     load_checkpoint,
@@ -616,6 +617,9 @@ def _finish(rc: RunConfig, state: RunState) -> dict[str, Any]:
         state_dict=best["model"],
         input_dtype=rc.info.input_dtype,
         metadata={"epoch": state.best_epoch, "metrics": best_metrics, "store": rc.info.path},
+        calibration=calibrate_on_store(
+            rc.model_config, best["model"], rc.info, rc.config.int8_calibration
+        ),
     )
     model_dir = save_artifact(artifact, out / "model")
     curves = plot_curves(history, out / "plots" / "curves.png")

@@ -40,10 +40,11 @@ class PredictConfig(StrictModel):
         None, description="1-based raster bands to feed the model, in order."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "auto",
         description="Inference precision; auto is bf16 on CUDA and on CPUs with native bf16 "
-        "(AVX512-BF16, AMX), fp32 elsewhere.",
+        "(AVX512-BF16, AMX), fp32 elsewhere. int8 (x86 CPUs): the backbone's convolutions "
+        "in int8 with the calibration stored when the model was trained, the rest as auto.",
     )
     threads: int | None = Field(
         None,

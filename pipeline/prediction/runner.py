@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from pipeline.artifact import ModelArtifact
+from pipeline.errors import ConfigError, InputError
 from pipeline.prediction.blocks import BatchPredictor
 from pipeline.prediction.tta import with_tta
 
@@ -52,6 +54,39 @@ def inference_dtype(precision: str, device: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
+def check_precision(artifact: ModelArtifact, reference: str, precision: str, device: str) -> None:
+    """Refuse, before any work, a precision the model or the device cannot run.
+
+    Raises:
+        ConfigError: int8 on another device than the CPU.
+        InputError: int8 for a model without int8 calibration.
+    """
+    if precision != "int8":
+        return
+    if device != "cpu":
+        raise ConfigError(f"int8 inference runs on CPU only, not {device}; use bf16 there")
+    if artifact.calibration is None:
+        raise InputError(
+            "the model has no int8 calibration (it is stored when a model is trained); "
+            "retrain it or predict with --precision bf16",
+            path=reference,
+        )
+
+
+def int8_model(model: Any, artifact: ModelArtifact, reference: str, device: str) -> Any:
+    """``model`` with its backbone in int8 and the rest in bf16 (fp32 without native bf16).
+
+    Raises:
+        ConfigError: Not on CPU, or this torch cannot run int8.
+        InputError: The model has no int8 calibration, or one that does not fit.
+    """
+    from pipeline.model.quantization import quantize_backbone
+
+    check_precision(artifact, reference, "int8", device)
+    assert artifact.calibration is not None
+    return quantize_backbone(model, artifact.calibration, inference_dtype("auto", "cpu"))
+
+
 def open_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact:
     """Load a model from a local folder or a model URI (``models:/...``, ``runs:/...``).
 
@@ -72,7 +107,9 @@ def cached_model(reference: str, tracking_uri: str | None = None) -> ModelArtifa
     return open_model(reference, tracking_uri)
 
 
-@lru_cache(maxsize=4)
+_building = threading.Lock()
+
+
 def batch_predictor(
     reference: str,
     device: str,
@@ -83,32 +120,49 @@ def batch_predictor(
 ) -> BatchPredictor:
     """A function from normalized tiles (N, bands, T, T) to probabilities (N, classes, T, T).
 
-    CPU kernels sum in an order that depends on the thread count, so ``threads``
-    is applied in every process that predicts: the same setting gives bit-identical
-    results on any scheduler.
+    Built once per process and settings. CPU kernels sum in an order that depends
+    on the thread count, so ``threads`` is applied in every process that predicts:
+    the same setting gives bit-identical results on any scheduler. A worker's
+    threads wait for the one that builds it: the model is loaded once, and the
+    int8 conversion's tracing patches torch globally, so it must not run twice at once.
     """
+    with _building:
+        return _build_predictor(reference, device, precision, tta, threads, tracking_uri)
+
+
+@lru_cache(maxsize=4)
+def _build_predictor(
+    reference: str,
+    device: str,
+    precision: str,
+    tta: str,
+    threads: int | None,
+    tracking_uri: str | None,
+) -> BatchPredictor:
+    """:func:`batch_predictor` without the lock (cached per settings)."""
     import torch
 
-    from pipeline.model.fusion import fuse_batch_norms
-    from pipeline.model.padding import pad_wide_depthwise
+    from pipeline.model.inference import inference_network
 
     if threads is not None:
         torch.set_num_threads(threads)
 
     artifact = cached_model(reference, tracking_uri)
     device = resolve_device(device)
-    dtype = inference_dtype(precision, device)
-    # batch norms folded into convolutions; channels_last suits oneDNN and tensor cores
-    model: Any = fuse_batch_norms(artifact.build_model(device))
-    if device == "cpu":
-        model = pad_wide_depthwise(model)  # oneDNN's slow path for wide padding
-    model = model.to(memory_format=torch.channels_last)
-    # On CPU the whole network runs in bf16 (oneDNN's native bf16 kernels); autocast
-    # would keep batch norm and upsampling in fp32 and convert at every layer.
-    whole_model = device == "cpu" and dtype == torch.bfloat16
-    if whole_model:
-        model = model.to(dtype)
-    autocast = dtype != torch.float32 and not whole_model
+    model: Any = inference_network(artifact.build_model(device), device)
+    if precision == "int8":
+        dtype = torch.float32  # what the model is fed: the backbone quantizes it
+        model = int8_model(model, artifact, reference, device)
+        whole_model, autocast = True, False
+    else:
+        dtype = inference_dtype(precision, device)
+        model = model.to(memory_format=torch.channels_last)  # suits oneDNN and tensor cores
+        # On CPU the whole network runs in bf16 (oneDNN's native bf16 kernels); autocast
+        # would keep batch norm and upsampling in fp32 and convert at every layer.
+        whole_model = device == "cpu" and dtype == torch.bfloat16
+        if whole_model:
+            model = model.to(dtype)
+        autocast = dtype != torch.float32 and not whole_model
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(  # one copy: device, dtype and layout together

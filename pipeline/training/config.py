@@ -152,3 +152,9 @@ class TrainConfig(StrictModel):
     overlays: int = Field(
         default=4, ge=0, description="Validation overlays plotted at the best epoch."
     )
+    int8_calibration: int = Field(
+        default=32,
+        ge=0,
+        description="Validation tiles (training tiles without a validation split) whose "
+        "activations calibrate the model for int8 prediction (0: none).",
+    )

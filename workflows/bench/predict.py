@@ -47,7 +47,7 @@ from workflows.bench_utils import TreeRSS, bench_workdir
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
+    type=click.Choice(["auto", "fp32", "bf16", "int8"]),
     default="auto",
     show_default=True,
     help="Inference precision of terraseg and the model-only row (the baseline is fp32).",
@@ -94,7 +94,8 @@ def bench_predict(
         if not (data / "classes.yaml").exists():
             synthesize(build_config(SynthConfig, {"scenes": 1, "size": size, "seed": 2}), data)
         rasters = _copies(data / "scene_000.tif", files, folder / f"files-{size}")
-        model = str(_bench_model(folder / f"model-{backbone}-{tile}", backbone, tile))
+        scene = data / "scene_000.tif"
+        model = str(_bench_model(folder / f"model-{backbone}-{tile}", backbone, tile, scene))
         artifact = cached_model(model)
         config = PredictConfig(
             overlap=overlap, batch_size=batch_size, precision=precision, overwrite=True
@@ -124,6 +125,8 @@ def bench_predict(
     from pipeline.prediction.runner import inference_dtype
 
     dtype = str(inference_dtype(precision, "cpu")).removeprefix("torch.")
+    if precision == "int8":
+        dtype = f"int8 backbone, {str(inference_dtype('auto', 'cpu')).removeprefix('torch.')} rest"
     scenes = f"{files} files of " if files > 1 else ""
     click.echo(
         f"{backbone}, {tiles} tiles of {tile} px, {overlap:.0%} overlap, {scenes}{size} x {size}"
@@ -156,16 +159,21 @@ def bench_predict(
     )
 
 
-def _bench_model(folder: Path, backbone: str, tile: int) -> Path:
-    """An untrained model of the chosen backbone (speed does not depend on the weights)."""
+def _bench_model(folder: Path, backbone: str, tile: int, scene: Path) -> Path:
+    """An untrained model of the chosen backbone (speed does not depend on the weights).
+
+    Its int8 calibration observes four tiles of ``scene``.
+    """
     import torch
 
-    from pipeline.artifact import ModelArtifact, Normalization, save_artifact
+    from pipeline.artifact import CALIBRATION, ModelArtifact, Normalization, save_artifact
     from pipeline.classes import default_class_table
     from pipeline.model.config import ModelConfig
     from pipeline.model.deeplab import build_model
+    from pipeline.model.inference import inference_network
+    from pipeline.model.quantization import calibrate
 
-    if folder.exists():
+    if (folder / CALIBRATION).exists():
         return folder
     config = ModelConfig.model_validate({"backbone": backbone, "in_channels": 4, "num_classes": 5})
     torch.manual_seed(0)
@@ -178,7 +186,25 @@ def _bench_model(folder: Path, backbone: str, tile: int) -> Path:
         tile,
         model.state_dict(),
     )
+    tiles = torch.from_numpy(_scene_tiles(scene, artifact.normalization, tile, count=4))
+    artifact.calibration = calibrate(inference_network(model.eval(), "cpu"), [tiles])
     return save_artifact(artifact, folder)
+
+
+def _scene_tiles(scene: Path, normalization: Any, tile: int, count: int) -> np.ndarray:
+    """``count`` normalized tiles along the scene's diagonal, (count, bands, tile, tile)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(scene) as src:
+        span = max(0, min(src.height, src.width) - tile)
+        offsets = np.linspace(0, span, count).astype(int)
+        return np.stack(
+            [
+                normalization.apply(src.read(window=Window(o, o, tile, tile), boundless=True))
+                for o in offsets
+            ]
+        )
 
 
 def _copies(scene: Path, files: int, folder: Path) -> list[Path]:
@@ -322,7 +348,7 @@ def _terraseg(
         TreeRSS() as rss,
     ):
         configure_workers(client, "cpu", job.config.threads)
-        client.run(_warm, job)
+        client.run(_preload, job)
         forward = [_streams_only(client, job, forward_tiles)] if forward_tiles else []
         runs, baselines = [], []
         for _ in range(repeats):
@@ -338,6 +364,11 @@ def _terraseg(
             if forward_tiles:
                 forward.append(_streams_only(client, job, forward_tiles))
     return runs, rss.peak_mib, forward, baselines
+
+
+def _preload(job: Any) -> None:
+    """:func:`_warm` on a worker, returning nothing (the predictor stays there)."""
+    _warm(job)
 
 
 def _warm(job: Any) -> Any:

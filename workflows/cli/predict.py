@@ -97,9 +97,10 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
     default=None,
-    help="Inference precision [auto: bf16 on CUDA and on CPUs with native bf16, else fp32].",
+    help="Inference precision [auto: bf16 on CUDA and on CPUs with native bf16, else fp32]; "
+    "int8: the backbone in int8 on x86 CPUs, with the calibration stored at training.",
 )
 @click.option(
     "--devices",
@@ -142,7 +143,7 @@ def predict(
     from pipeline.errors import TerrasegError
     from pipeline.prediction.config import PredictConfig
     from pipeline.prediction.run import check_distinct_outputs, needs_work, plan_file
-    from pipeline.prediction.runner import cached_model, resolve_device
+    from pipeline.prediction.runner import cached_model, check_precision, resolve_device
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
     from workflows.cluster import dask_client
@@ -155,6 +156,7 @@ def predict(
     paths = expand_inputs(inputs)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = cached_model(reference, tracking_uri)
+    check_precision(artifact, reference, config.precision, resolve_device(config.device))
     planned: list[FileJob] = []
     outcomes: list[FileOutcome] = []
     for path in paths:

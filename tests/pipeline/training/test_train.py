@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from pipeline.artifact import load_artifact
 from pipeline.errors import TrainingError
+from pipeline.model.inference import inference_network
+from pipeline.model.quantization import quantize_backbone
 from pipeline.tracking import NullTracker
 from pipeline.training import loop
 from pipeline.training.checkpoint import load_checkpoint
@@ -72,6 +74,10 @@ def test_train_writes_checkpoints_model_and_summary(store, tmp_path):
     for key, value in artifact.state_dict.items():
         assert torch.equal(value, best["model"][key])
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "state"} <= set(best)
+    # int8 activation ranges observed on the validation tiles, fitting the network
+    assert artifact.calibration
+    network = inference_network(artifact.build_model(), "cpu")
+    quantize_backbone(network, artifact.calibration, torch.float32)  # raises if they do not fit
 
 
 class Interrupt(NullTracker):

@@ -1,0 +1,51 @@
+"""int8 calibration of a trained model on tiles of its training store."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.model.config import ModelConfig
+from pipeline.model.deeplab import build_model
+from pipeline.model.inference import inference_network
+from pipeline.model.quantization import calibrate, int8_supported
+from pipeline.training.dataset import StoreInfo, ValTiles
+
+logger = logging.getLogger(__name__)
+
+BATCH = 4  # tiles per calibration pass
+
+
+def calibrate_on_store(
+    model_config: ModelConfig, state_dict: dict[str, Any], info: StoreInfo, tiles: int
+) -> dict[str, Tensor] | None:
+    """Activation statistics of the model over ``tiles`` tiles of the store, for int8 inference.
+
+    The tiles are spread evenly over the validation tiles, or over the training
+    tiles when the store has no validation split. Runs on CPU in float32.
+
+    Returns:
+        The observer state (see :func:`pipeline.model.quantization.calibrate`), or
+        None when ``tiles`` is 0 or this torch cannot quantize for x86.
+    """
+    if not tiles or not int8_supported():
+        return None
+    source = info if info.val else dataclasses.replace(info, val=info.train)
+    dataset = ValTiles(source)
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(tiles, len(dataset))).round())
+    model = build_model(model_config.model_copy(update={"pretrained_weights": None}))
+    model.load_state_dict(state_dict)
+    network = inference_network(model.eval(), "cpu")
+
+    def batches() -> Iterator[Tensor]:
+        for start in range(0, len(picks), BATCH):
+            yield torch.stack([dataset[int(i)][0] for i in picks[start : start + BATCH]])
+
+    logger.info("calibrating int8 inference on %d tiles", len(picks))
+    return calibrate(network, batches())
