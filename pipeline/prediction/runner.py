@@ -64,7 +64,7 @@ def check_precision(artifact: ModelArtifact, reference: str, precision: str, dev
     if precision != "int8":
         return
     if device != "cpu":
-        raise ConfigError(f"int8 inference runs on CPU only, not {device}; use bf16 there")
+        raise ConfigError(f"int8 inference runs on CPU only (--device cpu), not {device}")
     if artifact.calibration is None:
         raise InputError(
             "the model has no int8 calibration (it is stored when a model is trained); "
