@@ -11,11 +11,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.artifact import ModelArtifact
+from pipeline.errors import InputError
 from pipeline.model.config import ModelConfig
 from pipeline.model.deeplab import build_model
 from pipeline.model.inference import inference_network
 from pipeline.model.quantization import calibrate, int8_supported
-from pipeline.training.dataset import StoreInfo, ValTiles
+from pipeline.training.dataset import StoreInfo, ValTiles, read_store_info
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +51,26 @@ def calibrate_on_store(
 
     logger.info("calibrating int8 inference on %d tiles", len(picks))
     return calibrate(network, batches())
+
+
+def calibrate_artifact(artifact: ModelArtifact, store: str, tiles: int) -> ModelArtifact:
+    """``artifact`` with int8 calibration observed on ``tiles`` tiles of a training store.
+
+    For a model trained without calibration; the store must have the model's bands.
+
+    Raises:
+        InputError: The store's bands differ from the model's, or this torch cannot
+            quantize for x86.
+    """
+    info = read_store_info(store)
+    if info.band_names != artifact.band_names:
+        raise InputError(
+            f"the store has bands {info.band_names}, the model was trained on "
+            f"{artifact.band_names}",
+            path=store,
+        )
+    config = ModelConfig.model_validate(artifact.model_config)
+    calibration = calibrate_on_store(config, artifact.state_dict, info, max(1, tiles))
+    if calibration is None:
+        raise InputError("this torch has no x86 quantized engine to calibrate for", path=store)
+    return dataclasses.replace(artifact, calibration=calibration)

@@ -1,4 +1,4 @@
-"""``terraseg model``: inspect the DeepLabV3+ model a configuration describes."""
+"""``terraseg model``: inspect the DeepLabV3+ model a configuration describes; calibrate one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, get_args
 import click
 
 from pipeline.model.config import BackboneName, ModelConfig
-from workflows.cli.options import config_opt, resolve_config
+from workflows.cli.options import config_opt, resolve_config, tracking_uri_opt
 
 if TYPE_CHECKING:
     from pipeline.model.complexity import Complexity
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def model() -> None:
-    """Inspect the DeepLabV3+ model."""
+    """Inspect the DeepLabV3+ model; calibrate a trained one for int8 prediction."""
 
 
 @model.command()
@@ -77,6 +77,37 @@ def describe(
         cpu_config = config.model_copy(update={"pretrained_weights": None})
         forward_ms = time_forward(build_model(cpu_config), tile, time_runs)
     click.echo(_as_json(complexity, forward_ms) if as_json else _as_table(complexity, forward_ms))
+
+
+@model.command()
+@click.argument("model_ref", metavar="MODEL")
+@click.option(
+    "--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A training store (terraseg tile) with the model's bands.",
+)  # fmt: skip
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the calibrated copy of the model.",
+)  # fmt: skip
+@click.option(
+    "--tiles", type=click.IntRange(min=1), default=32, show_default=True,
+    help="Validation tiles to observe (training tiles when the store has no validation split).",
+)  # fmt: skip
+@tracking_uri_opt
+def calibrate(
+    model_ref: str, data: Path, out_dir: Path, tiles: int, tracking_uri: str | None
+) -> None:
+    """Store int8 activation ranges with a copy of MODEL (a folder or a model URI).
+
+    Training stores them itself; this is for a model trained without them. The
+    copy in OUT predicts with ``--precision int8``.
+    """
+    from pipeline.artifact import save_artifact
+    from pipeline.prediction.runner import open_model
+    from pipeline.training.calibration import calibrate_artifact
+
+    artifact = calibrate_artifact(open_model(model_ref, tracking_uri), str(data), tiles)
+    click.echo(str(save_artifact(artifact, out_dir)))
 
 
 def _as_table(complexity: Complexity, forward_ms: float | None) -> str:
