@@ -4,8 +4,8 @@ A folder holds ``terraseg_model.json`` (architecture config, band names and
 order, normalization statistics, classes with names and colours, tile size, and
 free-form metadata such as the training run and its metrics) and ``weights.pt``
 (the model's state dict, loadable with ``torch.load(weights_only=True)``), and,
-for models that can run in int8, ``int8_calibration.pt`` (the activation
-observers' state, see :mod:`pipeline.model.quantization`). Nothing else is
+for models that can run in int8, ``int8_calibration.pt`` (the backbone's
+activation ranges, see :mod:`pipeline.model.quantization`). Nothing else is
 looked up at prediction time.
 """
 

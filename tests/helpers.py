@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -66,5 +65,5 @@ def tiny_model_artifact(
         from pipeline.model.quantization import calibrate
 
         tiles = torch.from_numpy(calibration_tiles(4, tile, seed=seed))
-        artifact.calibration = calibrate(inference_network(copy.deepcopy(model), "cpu"), [tiles])
+        artifact.calibration = calibrate(inference_network(artifact.build_model(), "cpu"), [tiles])
     return save_artifact(artifact, folder)

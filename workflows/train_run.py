@@ -617,9 +617,9 @@ def _finish(rc: RunConfig, state: RunState) -> dict[str, Any]:
         state_dict=best["model"],
         input_dtype=rc.info.input_dtype,
         metadata={"epoch": state.best_epoch, "metrics": best_metrics, "store": rc.info.path},
-        calibration=calibrate_on_store(
-            rc.model_config, best["model"], rc.info, rc.config.int8_calibration
-        ),
+    )
+    artifact.calibration = calibrate_on_store(
+        artifact.build_model(), rc.info, rc.config.int8_calibration
     )
     model_dir = save_artifact(artifact, out / "model")
     curves = plot_curves(history, out / "plots" / "curves.png")

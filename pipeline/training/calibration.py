@@ -5,16 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pipeline.artifact import ModelArtifact
 from pipeline.errors import InputError
-from pipeline.model.config import ModelConfig
-from pipeline.model.deeplab import build_model
 from pipeline.model.inference import inference_network
 from pipeline.model.quantization import calibrate, int8_supported
 from pipeline.training.dataset import StoreInfo, ValTiles, read_store_info
@@ -24,26 +21,28 @@ logger = logging.getLogger(__name__)
 BATCH = 4  # tiles per calibration pass
 
 
-def calibrate_on_store(
-    model_config: ModelConfig, state_dict: dict[str, Any], info: StoreInfo, tiles: int
-) -> dict[str, Tensor] | None:
-    """Activation statistics of the model over ``tiles`` tiles of the store, for int8 inference.
+def calibrate_on_store(model: nn.Module, info: StoreInfo, tiles: int) -> dict[str, Tensor] | None:
+    """int8 activation ranges of ``model`` over ``tiles`` tiles of the store.
 
     The tiles are spread evenly over the validation tiles, or over the training
     tiles when the store has no validation split. Runs on CPU in float32.
 
+    Args:
+        model: The trained network in eval mode on CPU (``ModelArtifact.build_model``);
+            it is rearranged for inference in place.
+        info: The store.
+        tiles: How many tiles to observe.
+
     Returns:
-        The observer state (see :func:`pipeline.model.quantization.calibrate`), or
-        None when ``tiles`` is 0 or this torch cannot quantize for x86.
+        The ranges (see :func:`pipeline.model.quantization.calibrate`), or None when
+        ``tiles`` is 0 or this torch cannot quantize for x86.
     """
     if not tiles or not int8_supported():
         return None
     source = info if info.val else dataclasses.replace(info, val=info.train)
     dataset = ValTiles(source)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(tiles, len(dataset))).round())
-    model = build_model(model_config.model_copy(update={"pretrained_weights": None}))
-    model.load_state_dict(state_dict)
-    network = inference_network(model.eval(), "cpu")
+    network = inference_network(model, "cpu")
 
     def batches() -> Iterator[Tensor]:
         for start in range(0, len(picks), BATCH):
@@ -69,8 +68,7 @@ def calibrate_artifact(artifact: ModelArtifact, store: str, tiles: int) -> Model
             f"{artifact.band_names}",
             path=store,
         )
-    config = ModelConfig.model_validate(artifact.model_config)
-    calibration = calibrate_on_store(config, artifact.state_dict, info, max(1, tiles))
+    calibration = calibrate_on_store(artifact.build_model(), info, max(1, tiles))
     if calibration is None:
         raise InputError("this torch has no x86 quantized engine to calibrate for", path=store)
     return dataclasses.replace(artifact, calibration=calibration)

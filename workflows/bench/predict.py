@@ -124,9 +124,11 @@ def bench_predict(
 
     from pipeline.prediction.runner import inference_dtype
 
-    dtype = str(inference_dtype(precision, "cpu")).removeprefix("torch.")
+    # int8 quantizes the backbone; the rest runs as auto would
+    rest = str(inference_dtype("auto" if precision == "int8" else precision, "cpu"))
+    dtype = rest.removeprefix("torch.")
     if precision == "int8":
-        dtype = f"int8 backbone, {str(inference_dtype('auto', 'cpu')).removeprefix('torch.')} rest"
+        dtype = f"int8 backbone, {dtype} rest"
     scenes = f"{files} files of " if files > 1 else ""
     click.echo(
         f"{backbone}, {tiles} tiles of {tile} px, {overlap:.0%} overlap, {scenes}{size} x {size}"
@@ -187,7 +189,7 @@ def _bench_model(folder: Path, backbone: str, tile: int, scene: Path) -> Path:
         model.state_dict(),
     )
     tiles = torch.from_numpy(_scene_tiles(scene, artifact.normalization, tile, count=4))
-    artifact.calibration = calibrate(inference_network(model.eval(), "cpu"), [tiles])
+    artifact.calibration = calibrate(inference_network(artifact.build_model(), "cpu"), [tiles])
     return save_artifact(artifact, folder)
 
 

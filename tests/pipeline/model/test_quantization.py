@@ -11,7 +11,7 @@ from pipeline.errors import InputError
 from pipeline.model import ModelConfig, build_model
 from pipeline.model.inference import inference_network
 from pipeline.model.quantization import calibrate, int8_supported, quantize_backbone
-from pipeline.prediction.runner import batch_predictor, cached_model
+from pipeline.prediction.runner import batch_predictor
 from tests.helpers import calibration_tiles, tiny_model_artifact
 
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="no x86 quantized engine")
@@ -80,7 +80,6 @@ def test_calibration_travels_with_the_artifact_and_feeds_the_predictor(tmp_path)
 
 def test_a_model_without_calibration_is_refused_for_int8(tmp_path) -> None:
     folder = tiny_model_artifact(tmp_path / "plain")
-    cached_model.cache_clear()
     with pytest.raises(InputError, match="no int8 calibration") as error:
         batch_predictor(str(folder), "cpu", "int8", "none", 1)
     assert str(folder) in str(error.value)
