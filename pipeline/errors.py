@@ -67,3 +67,11 @@ class ModelNotFoundError(TerrasegError, LookupError):
 
 class TrainingError(TerrasegError, RuntimeError):
     """Training cannot start or cannot go on (no labels, empty split, NaN loss, bad resume)."""
+
+
+class LockedError(TerrasegError, RuntimeError):
+    """Another live run holds the lock on an output."""
+
+
+class IncompleteOutputError(TerrasegError, RuntimeError):
+    """An output's planned parts were not all written by this run; it is not committed."""
