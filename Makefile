@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.terraseg-installed
 
-.PHONY: venv test test-all lint format demo clean
+.PHONY: venv test test-all lint format docs demo clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# docs/configuration.md is generated from the configuration models; a test checks it.
+docs: $(STAMP)
+	$(BIN)/python -m workflows.config_reference > docs/configuration.md
 
 demo: $(STAMP)
 	$(BIN)/terraseg demo --out demo

@@ -26,12 +26,3 @@ def test_config_file_is_valid_and_equals_defaults(name):
     model = MODELS[name]
     config = build_config(model, load_yaml(CONFIGS / name), source=CONFIGS / name)
     assert config == model()  # the documented file states the defaults
-
-
-def test_readme_configuration_reference_is_current():
-    from workflows.config_reference import END, START, render
-
-    readme = (CONFIGS.parent / "README.md").read_text()
-    assert START in readme and END in readme
-    section = readme.split(START, 1)[1].split(END, 1)[0]
-    assert section.strip() == render().strip(), "run: python -m workflows.config_reference"
