@@ -11,6 +11,7 @@ looked up at prediction time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,23 @@ class ModelArtifact:
         model = build_model(config)
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
+
+
+def weights_digest(artifact: ModelArtifact) -> str:
+    """A content hash of the weights and the int8 calibration (16 hex digits).
+
+    Two artifacts with this digest compute the same pixels; a model folder
+    retrained in place gets a new one, so outputs made by the old weights are redone.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for part in (artifact.state_dict, artifact.calibration or {}):
+        for name in sorted(part):
+            tensor = part[name].detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def save_artifact(artifact: ModelArtifact, folder: str | Path) -> Path:

@@ -23,6 +23,7 @@ def dask_client(
     threads_per_worker: int = 1,
     memory_limit: str | None = "auto",
     tune_malloc: bool = True,
+    resources: dict[str, float] | None = None,
 ) -> Iterator[Client]:
     """Connect to ``scheduler`` or start a LocalCluster for the duration of the block.
 
@@ -35,6 +36,8 @@ def dask_client(
         memory_limit: Per-worker memory limit of the LocalCluster.
         tune_malloc: Start LocalCluster workers with :data:`WORKER_GLIBC_TUNABLES`
             (unless the variable is already set); False starts them without it.
+        resources: Dask resources each LocalCluster worker declares (e.g.
+            ``{"GPU": 1}``), so that tasks asking for them can run.
 
     Yields:
         A connected client; the LocalCluster is shut down on exit.
@@ -61,6 +64,7 @@ def dask_client(
             # the scheduler's HTTP endpoint on any free port: never clash with another cluster
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
             memory_limit=memory_limit,
+            resources=resources,
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,

@@ -33,7 +33,7 @@ class DaskExecutor:
 
     def wait_first(self, handles: Iterable[Handle]) -> set[Handle]:
         """Block until one of ``handles`` is done; return every done one."""
-        done, _ = wait(list(handles), return_when="FIRST_COMPLETED")  # type: ignore[arg-type]
+        done, _ = wait(list(handles), return_when="FIRST_COMPLETED")
         return set(done)
 
     def error(self, handle: Handle) -> BaseException | None:

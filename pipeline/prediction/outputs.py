@@ -25,8 +25,9 @@ from numpy.typing import NDArray
 
 from pipeline.chunk_writer import write_region
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
-from pipeline.files import atomic_output, partial_path, remove_path
-from pipeline.grid import Window, plan_blocks
+from pipeline.errors import IncompleteOutputError
+from pipeline.files import PARTIAL_SUFFIX, atomic_output, partial_path, remove_path
+from pipeline.grid import Window
 from pipeline.prediction.class_cog import write_class_cog
 
 COG_OPTIONS: dict[str, str | int] = {
@@ -39,24 +40,36 @@ COG_OPTIONS: dict[str, str | int] = {
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """Where one input's predictions go."""
+    """Where one input's predictions go, and the scratch store of this run's blocks."""
 
     classes: Path
     probabilities: Path | None
     scratch: Path
 
     @classmethod
-    def for_input(cls, out_dir: Path, raster: Path, probabilities: bool) -> OutputPaths:
-        """``<stem>_classes.tif`` and ``<stem>_probabilities.tif`` in ``out_dir``."""
+    def for_input(
+        cls, out_dir: Path, raster: Path, probabilities: bool, run_id: str
+    ) -> OutputPaths:
+        """``<stem>_classes.tif`` and ``<stem>_probabilities.tif`` in ``out_dir``.
+
+        The scratch store's name holds ``run_id``: blocks of another run (a dead
+        one, or one racing this) are never mixed into this run's outputs.
+        """
         return cls(
             out_dir / f"{raster.stem}_classes.tif",
             out_dir / f"{raster.stem}_probabilities.tif" if probabilities else None,
-            partial_path(out_dir / f"{raster.stem}_blocks.zarr"),
+            partial_path(out_dir / f"{raster.stem}_blocks-{run_id}.zarr"),
         )
 
     def finals(self) -> list[Path]:
         """The output files."""
         return [p for p in (self.classes, self.probabilities) if p is not None]
+
+    def stale_scratch(self) -> list[Path]:
+        """Scratch stores of other runs for the same output (left by interrupted runs)."""
+        stem = self.classes.name.removesuffix("_classes.tif")
+        pattern = f".{stem}_blocks-*{PARTIAL_SUFFIX}.zarr"
+        return [p for p in self.classes.parent.glob(pattern) if p != self.scratch]
 
 
 def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
@@ -75,26 +88,41 @@ def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
 
 
 def create_scratch(
-    paths: OutputPaths, shape: tuple[int, int], chunk: int, classes: int, dtype: str | None
+    paths: OutputPaths,
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    blocks: tuple[int, int],
+    classes: int,
+    dtype: str | None,
 ) -> None:
-    """A fresh scratch store for block results (``dtype`` None: no probabilities)."""
-    remove_path(paths.scratch)
-    root = zarr.open_group(str(paths.scratch), mode="w", zarr_format=3)
-    root.create_array(
-        "classes", shape=shape, chunks=(chunk, chunk), dtype="uint8", fill_value=IGNORE_LABEL
-    )
+    """The scratch store for block results (``dtype`` None: no probabilities).
+
+    Idempotent: a store that exists is kept, so a start task run again (after a
+    worker was lost) never removes blocks this run has written. ``chunks`` is the
+    block step per axis: every block interior covers whole chunks of its own.
+    ``blocks`` is the block count per axis: the ``written`` array records each
+    block once its interior is stored.
+    """
+    root = zarr.open_group(str(paths.scratch), mode="a", zarr_format=3)
+    arrays: dict[str, dict[str, Any]] = {
+        "written": {"shape": blocks, "chunks": (1, 1), "dtype": "uint8", "fill_value": 0},
+        "classes": {"shape": shape, "chunks": chunks, "dtype": "uint8", "fill_value": IGNORE_LABEL},
+    }
     if dtype is not None:
-        root.create_array(
-            "probabilities",
-            shape=(classes + 1, *shape),
-            chunks=(classes + 1, chunk, chunk),
-            dtype=dtype,
-            fill_value=0,
-        )
+        arrays["probabilities"] = {
+            "shape": (classes + 1, *shape),
+            "chunks": (classes + 1, *chunks),
+            "dtype": dtype,
+            "fill_value": 0,
+        }
+    for name, spec in arrays.items():
+        if name not in root:
+            root.create_array(name, **spec)
 
 
 def write_block(
     paths: OutputPaths,
+    block: tuple[int, int],
     interior: Window,
     classes: NDArray[np.uint8],
     probs: NDArray[np.float32] | None,
@@ -108,12 +136,33 @@ def write_block(
         if probability_dtype == "uint8":
             stacked = np.rint(stacked * 255.0).astype(np.uint8)
         write_region(paths.scratch, "probabilities", (0, *corner), stacked)
+    write_region(paths.scratch, "written", block, np.ones((1, 1), np.uint8))
+
+
+def missing_blocks(paths: OutputPaths) -> list[tuple[int, int]]:
+    """Blocks of the plan whose interior this run has not stored."""
+    root = zarr.open_group(str(paths.scratch), mode="r", zarr_format=3)
+    array: Any = root["written"]
+    written = np.asarray(array[...])
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(written == 0), strict=True)]
 
 
 def assemble(
     paths: OutputPaths, profile: dict[str, Any], table: ClassTable, tags: dict[str, str]
 ) -> None:
-    """Copy the scratch store into the final COGs, then remove it."""
+    """Copy the scratch store into the final COGs, then remove it.
+
+    Raises:
+        IncompleteOutputError: A block of the plan was not stored by this run
+            (nothing is written under the final names).
+    """
+    missing = missing_blocks(paths)
+    if missing:
+        raise IncompleteOutputError(
+            f"{len(missing)} blocks were not written (first: {missing[0]}); output not "
+            "committed, run again",
+            path=paths.classes,
+        )
     root = zarr.open_group(str(paths.scratch), mode="r", zarr_format=3)
     all_tags = {**tags, CLASSES_TAG: json.dumps(table.to_dict())}
     classes: Any = root["classes"]
@@ -169,7 +218,7 @@ def _write_probability_cog(
         "count": probs.shape[0],
         "dtype": str(probs.dtype),
     }
-    windows = plan_blocks((profile["height"], profile["width"]), classes.chunks[0])
+    windows = chunk_windows((profile["height"], profile["width"]), classes.chunks)
     staging = partial_path(path.with_name(path.stem + "_staging.tif"))
     try:
         with (
@@ -189,3 +238,13 @@ def _write_probability_cog(
             )
     finally:
         remove_path(staging)
+
+
+def chunk_windows(shape: tuple[int, int], chunks: tuple[int, int]) -> list[Window]:
+    """Windows of the chunks of a 2-D array, row-major (the last ones partial)."""
+    rows, cols = shape
+    return [
+        Window(r, c, min(chunks[0], rows - r), min(chunks[1], cols - c))
+        for r in range(0, rows, chunks[0])
+        for c in range(0, cols, chunks[1])
+    ]

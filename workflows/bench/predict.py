@@ -82,8 +82,8 @@ def bench_predict(
 ) -> None:
     """Megapixels per second of terraseg predict, the model alone, and a naive baseline."""
     from pipeline.prediction.config import PredictConfig
-    from pipeline.prediction.run import plan_file
-    from pipeline.prediction.runner import cached_model
+    from pipeline.prediction.inference import cached_model
+    from pipeline.prediction.job import plan_files
     from pipeline.settings import build_config
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.writer import synthesize
@@ -100,7 +100,7 @@ def bench_predict(
         config = PredictConfig(
             overlap=overlap, batch_size=batch_size, precision=precision, overwrite=True
         )
-        jobs = [plan_file(model, artifact, r, folder / "out", config) for r in rasters]
+        jobs, _ = plan_files(model, artifact, rasters, folder / "out", config)
         job = jobs[0]
         tiles = files * sum(len(job.plan.tiles(*block)) for block in job.plan.blocks)
         megapixels = files * size * size / 1e6
@@ -122,7 +122,7 @@ def bench_predict(
     speedups = [baseline / run for baseline, run in zip(baselines, runs, strict=True)]
     tuned = statistics.median(runs)
 
-    from pipeline.prediction.runner import inference_dtype
+    from pipeline.prediction.inference import inference_dtype
 
     # int8 quantizes the backbone; the rest runs as auto would
     rest = str(inference_dtype("auto" if precision == "int8" else precision, "cpu"))
@@ -266,7 +266,7 @@ def _baseline_process(job: Any, out: Path, environment: dict[str, str]) -> float
 
     env = {k: v for k, v in environment.items() if k != "GLIBC_TUNABLES"}
     code = (
-        "import pickle, sys; from pipeline.prediction.runner import open_model; "
+        "import pickle, sys; from pipeline.prediction.inference import open_model; "
         "from workflows.bench.predict import _baseline; "
         "job, out = pickle.loads(sys.stdin.buffer.read()); "
         "print(_baseline(open_model(job.model), job, out))"
@@ -335,8 +335,9 @@ def _terraseg(
     before the first run and once after each. ``baseline`` (seconds of the naive
     script) runs just before each run, outside the peak RSS.
     """
+    from pipeline.prediction.driver import predict_files
     from workflows.cluster import dask_client
-    from workflows.predict_graph import run_prediction
+    from workflows.executor import DaskExecutor
     from workflows.workers import configure_workers, worker_threads
 
     job = jobs[0]
@@ -358,7 +359,7 @@ def _terraseg(
                 with rss.paused():
                     baselines.append(baseline())
             start = time.perf_counter()
-            outcomes = run_prediction(client, jobs, progress=False)
+            outcomes = predict_files(jobs, DaskExecutor(client))
             runs.append(time.perf_counter() - start)
             for outcome in outcomes:
                 if outcome.error:
@@ -375,9 +376,15 @@ def _preload(job: Any) -> None:
 
 def _warm(job: Any) -> Any:
     """Load the model before timing (as a long batch run amortizes it); return its predictor."""
-    from pipeline.prediction.runner import batch_predictor
+    from pipeline.prediction.inference import batch_predictor
 
     config = job.config
     return batch_predictor(
-        job.model, config.device, config.precision, config.tta, config.threads, job.tracking_uri
+        job.model,
+        config.device,
+        config.precision,
+        config.tta,
+        config.threads,
+        job.tracking_uri,
+        job.weights,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 from pydantic import BaseModel
@@ -70,3 +70,15 @@ tracking_uri_opt = click.option(
     help="MLflow tracking store: a server (http://host:5000) or a database "
     "(default: MLFLOW_TRACKING_URI, else ./mlflow.db).",
 )
+
+
+def choices_of(model: type[BaseModel], name: str) -> click.Choice:
+    """A Click choice of the values a config field's ``Literal`` type allows.
+
+    The pydantic model is the one source of a setting's choices: the CLI, the
+    validation and the generated configuration reference all read them from it.
+    """
+    values = get_args(model.model_fields[name].annotation)
+    if not values or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{model.__name__}.{name} is not a Literal of strings")
+    return click.Choice(list(values))

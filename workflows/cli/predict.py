@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pipeline.prediction.config import PredictConfig
 from workflows.cli.options import (
+    choices_of,
     config_opt,
     resolve_config,
     scheduler_opt,
@@ -19,8 +21,8 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.prediction.run import FileJob
-    from workflows.predict_graph import FileOutcome
+    from pipeline.prediction.driver import FileOutcome
+    from pipeline.prediction.job import FileJob
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +62,13 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 )
 @click.option(
     "--window",
-    type=click.Choice(["spline", "gaussian", "hann", "flat"]),
+    type=choices_of(PredictConfig, "window"),
     default=None,
     help="Blending window [spline].",
 )
 @click.option(
     "--tta",
-    type=click.Choice(["none", "flips", "d4"]),
+    type=choices_of(PredictConfig, "tta"),
     default=None,
     help="Test-time augmentation [none].",
 )
@@ -91,13 +93,13 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 )
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=choices_of(PredictConfig, "device"),
     default=None,
     help="Where to run [auto].",
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+    type=choices_of(PredictConfig, "precision"),
     default=None,
     help="Inference precision [auto: bf16 on CUDA and on CPUs with native bf16, else fp32]; "
     "int8: the backbone in int8 on x86 CPUs, with the calibration stored at training.",
@@ -140,48 +142,62 @@ def predict(
     result is written as a COG with the input's grid, CRS and nodata. Outputs
     that are complete and made by the same model from the same input are skipped.
     """
-    from pipeline.errors import TerrasegError
-    from pipeline.prediction.config import PredictConfig
-    from pipeline.prediction.run import check_distinct_outputs, needs_work, plan_file
-    from pipeline.prediction.runner import cached_model, check_precision, resolve_device
+    from pipeline.prediction.driver import FileOutcome
+    from pipeline.prediction.inference import cached_model, check_device, check_precision
+    from pipeline.prediction.job import plan_files
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
-    from workflows.cluster import dask_client
-    from workflows.predict_graph import FileOutcome, run_prediction
-    from workflows.workers import configure_workers, worker_threads
 
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
-    out_dir = out_dir.resolve()
-    paths = expand_inputs(inputs)
+    device = check_device(config.device)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = cached_model(reference, tracking_uri)
-    check_precision(artifact, reference, config.precision, resolve_device(config.device))
-    planned: list[FileJob] = []
-    outcomes: list[FileOutcome] = []
-    for path in paths:
-        try:
-            planned.append(plan_file(reference, artifact, path, out_dir, config, tracking_uri))
-        except TerrasegError as exc:
-            outcomes.append(FileOutcome(path, error=str(exc)))
-    check_distinct_outputs(planned)  # before any work, skipped outputs included
-    jobs: list[FileJob] = []
-    for job in planned:
-        if needs_work(job):
-            jobs.append(job)
-        else:
-            outcomes.append(FileOutcome(job.raster.path, outputs=job.paths.finals(), skipped=True))
-    if jobs:
-        workers = devices or 1
-        device = resolve_device(config.device)
-        threads = worker_threads(device, workers, config.threads)
-        with dask_client(scheduler, workers=workers, threads_per_worker=threads) as client:
-            configure_workers(client, device, config.threads)
-            resources = {"GPU": 1.0} if device == "cuda" else None
-            outcomes += run_prediction(
-                client, jobs, progress=show_progress(ctx), resources=resources
-            )
+    check_precision(artifact, reference, config.precision, device)
+    paths = expand_inputs(inputs)
+    jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
+    outcomes = [FileOutcome(path, error=error) for path, error in errors.items()]
+    outcomes += _run(ctx, jobs, device, devices, scheduler, config.threads)
     _report(outcomes)
+
+
+def _run(
+    ctx: click.Context,
+    jobs: list[FileJob],
+    device: str,
+    devices: int | None,
+    scheduler: str | None,
+    threads: int | None,
+) -> list[FileOutcome]:
+    """Predict ``jobs`` on a LocalCluster or the given scheduler, with a progress bar."""
+    from tqdm import tqdm
+
+    from pipeline.executor import InProcessExecutor
+    from pipeline.prediction.driver import predict_files
+    from pipeline.prediction.job import needs_work
+    from workflows.cluster import dask_client
+    from workflows.executor import DaskExecutor
+    from workflows.workers import configure_workers, worker_threads
+
+    todo = [job for job in jobs if needs_work(job)]
+    if not todo:  # all current: no cluster to start (the driver still takes the locks)
+        return predict_files(jobs, InProcessExecutor())
+    workers = devices or 1
+    per_worker = worker_threads(device, workers, threads)
+    gpus = {"GPU": 1.0} if device == "cuda" else None
+    total = sum(job.plan.shape[0] * job.plan.shape[1] for job in todo)
+    bar = tqdm(
+        total=total,
+        desc="predicting",
+        unit="px",
+        unit_scale=True,
+        leave=False,
+        disable=not show_progress(ctx),
+    )
+    cluster = dask_client(scheduler, workers=workers, threads_per_worker=per_worker, resources=gpus)
+    with cluster as client, bar:
+        configure_workers(client, device, threads)
+        return predict_files(jobs, DaskExecutor(client), resources=gpus, progress=bar.update)
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:

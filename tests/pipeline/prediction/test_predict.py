@@ -4,12 +4,14 @@ import rasterio
 from dask.distributed import Client, LocalCluster
 
 from pipeline.errors import InputError
+from pipeline.executor import InProcessExecutor
 from pipeline.grid import axis_offsets
 from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.run import needs_work, plan_file, predict_file
-from pipeline.prediction.runner import cached_model
+from pipeline.prediction.driver import predict_files
+from pipeline.prediction.inference import cached_model
+from pipeline.prediction.job import needs_work, plan_file
 from tests.helpers import tiny_model_artifact, tiny_scenes
-from workflows.predict_graph import run_prediction
+from workflows.executor import DaskExecutor
 
 CONFIG = PredictConfig(
     probabilities=True, probability_dtype="float32", block_size=96, batch_size=4, threads=1
@@ -28,6 +30,16 @@ def scenes(tmp_path_factory):
 
 def plan(model, path, out, config=CONFIG):
     return plan_file(model, cached_model(model), path, out, config)
+
+
+def predict_file(job):
+    (outcome,) = predict_files([job], InProcessExecutor())
+    assert outcome.error is None, outcome.error
+    return outcome.outputs
+
+
+def run_prediction(client, jobs, **options):
+    return predict_files(jobs, DaskExecutor(client), **options)
 
 
 def read(path, band=None):
@@ -100,12 +112,10 @@ def test_dask_cluster_and_real_scheduler_are_bit_identical(
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        local = run_prediction(
-            client, [plan(model, p, tmp_path / "local") for p in scenes.scenes], progress=False
-        )
+        local = run_prediction(client, [plan(model, p, tmp_path / "local") for p in scenes.scenes])
     with Client(dask_scheduler_address) as client:
         remote = run_prediction(
-            client, [plan(model, p, tmp_path / "remote") for p in scenes.scenes], progress=False
+            client, [plan(model, p, tmp_path / "remote") for p in scenes.scenes]
         )
     for one, two, three in zip(sequential, local, remote, strict=True):
         assert two.error is None and three.error is None
@@ -128,7 +138,7 @@ def test_a_file_failing_mid_run_is_reported_while_the_files_around_it_complete(
         Client(cluster) as client,
     ):
         # a window of 2 blocks: the next file's blocks start before a file's last one is done
-        outcomes = run_prediction(client, jobs, window=2, progress=False)
+        outcomes = run_prediction(client, jobs, window=2)
     assert outcomes[1].error and "damaged.tif" in outcomes[1].error
     assert outcomes[1].outputs == []
     assert sorted(p.name for p in out.iterdir()) == sorted(

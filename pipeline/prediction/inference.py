@@ -27,6 +27,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_device(device: str) -> str:
+    """Resolve ``device`` and refuse CUDA where torch sees no GPU, before any work.
+
+    Raises:
+        ConfigError: ``cuda`` was asked for and no CUDA device is visible.
+    """
+    import torch
+
+    resolved = resolve_device(device)
+    if resolved == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda, but torch sees no CUDA device (CPU-only torch build, no GPU, "
+            "or CUDA_VISIBLE_DEVICES empty); use --device cpu or auto"
+        )
+    return resolved
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX).
 
@@ -101,8 +118,14 @@ def open_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact
 
 
 @lru_cache(maxsize=2)
-def cached_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact:
-    """:func:`open_model`, once per process (each Dask worker loads a model once)."""
+def cached_model(
+    reference: str, tracking_uri: str | None = None, weights: str | None = None
+) -> ModelArtifact:
+    """:func:`open_model`, once per process and weights (each Dask worker loads it once).
+
+    ``weights`` is the content hash the driver saw: a model folder retrained in
+    place while workers live is loaded again, not served from the cache.
+    """
     logger.info("loading model %s in process %d", reference, os.getpid())
     return open_model(reference, tracking_uri)
 
@@ -117,6 +140,7 @@ def batch_predictor(
     tta: str,
     threads: int | None = None,
     tracking_uri: str | None = None,
+    weights: str | None = None,
 ) -> BatchPredictor:
     """A function from normalized tiles (N, bands, T, T) to probabilities (N, classes, T, T).
 
@@ -127,7 +151,7 @@ def batch_predictor(
     int8 conversion's tracing patches torch globally, so it must not run twice at once.
     """
     with _building:
-        return _build_predictor(reference, device, precision, tta, threads, tracking_uri)
+        return _build_predictor(reference, device, precision, tta, threads, tracking_uri, weights)
 
 
 @lru_cache(maxsize=4)
@@ -138,6 +162,7 @@ def _build_predictor(
     tta: str,
     threads: int | None,
     tracking_uri: str | None,
+    weights: str | None,
 ) -> BatchPredictor:
     """:func:`batch_predictor` without the lock (cached per settings)."""
     import torch
@@ -147,7 +172,7 @@ def _build_predictor(
     if threads is not None:
         torch.set_num_threads(threads)
 
-    artifact = cached_model(reference, tracking_uri)
+    artifact = cached_model(reference, tracking_uri, weights)
     device = resolve_device(device)
     model: Any = inference_network(artifact.build_model(device), device)
     if precision == "int8":

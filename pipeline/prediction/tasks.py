@@ -1,0 +1,112 @@
+"""The tasks of one raster's prediction, as the block graph names them.
+
+Each function is one node kind of :mod:`pipeline.prediction.graph`: ``start``
+creates the scratch store, ``infer`` reads a block's extent and accumulates its
+tiles, ``right`` and ``below`` pick out the spill strips its neighbours need,
+``write`` completes a block's interior with its neighbours' spill and stores it,
+and ``assemble`` turns the scratch store into the final COGs once every block is
+stored. Every task can run again (Dask recomputes work lost with a worker) without
+undoing what the run has already written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.prediction.blocks import (
+    Accumulator,
+    BlockParts,
+    accumulate_block,
+    class_map,
+    finish_block,
+)
+from pipeline.prediction.inference import batch_predictor, cached_model, resolve_device
+from pipeline.prediction.inputs import read_normalized
+from pipeline.prediction.job import FileJob
+from pipeline.prediction.outputs import assemble, create_scratch, write_block
+
+Spill = tuple[Accumulator | None, Accumulator | None]  # below, diagonally below-right
+
+
+def start_file(job: FileJob) -> None:
+    """Create the file's scratch store if it does not exist yet."""
+    probs = job.config.probability_dtype if job.config.probabilities else None
+    rows, cols = job.plan.rows, job.plan.cols
+    chunks = (
+        rows.bounds[1] if rows.count > 1 else job.plan.shape[0],
+        cols.bounds[1] if cols.count > 1 else job.plan.shape[1],
+    )
+    blocks = (rows.count, cols.count)
+    create_scratch(job.paths, job.plan.shape, chunks, blocks, job.num_classes, probs)
+
+
+def infer_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
+    """Read a block's extent, infer its tiles and accumulate weighted probabilities."""
+    config = job.config
+    artifact = cached_model(job.model, job.tracking_uri, job.weights)
+    predict = batch_predictor(
+        job.model,
+        config.device,
+        config.precision,
+        config.tta,
+        config.threads,
+        job.tracking_uri,
+        job.weights,
+    )
+    image, valid = read_normalized(job.raster, job.plan.extent(*block), artifact)
+    return accumulate_block(
+        job.plan,
+        block,
+        image,
+        valid,
+        predict,
+        num_classes=job.num_classes,
+        tile=job.tile,
+        overlap=config.overlap_pixels(job.tile),
+        window=config.window,
+        batch_size=config.batch_for(resolve_device(config.device)),
+    )
+
+
+def right_spill(parts: BlockParts) -> Accumulator | None:
+    """A block's spill into its right neighbour."""
+    return parts.right
+
+
+def below_spill(parts: BlockParts) -> Spill:
+    """A block's spill into the next block row: below and diagonally below-right."""
+    return parts.down, parts.diagonal
+
+
+def write_block_interior(
+    started: None,
+    job: FileJob,
+    block: tuple[int, int],
+    parts: BlockParts,
+    left: Accumulator | None,
+    up: Spill | None,
+    up_left: Spill | None,
+) -> int:
+    """Complete a block's interior with its neighbours' spill, store it, return its pixels.
+
+    Args:
+        started: The file's ``start`` result: the scratch store exists.
+        job: The file.
+        block: (row, col) index of the block.
+        parts: The block's own accumulators.
+        left: The left neighbour's spill into this block.
+        up: The upper neighbour's spill into the next row: this block takes its first part.
+        up_left: The upper-left neighbour's: this block takes its diagonal part.
+    """
+    total = finish_block(parts.own, left, up[0] if up else None, up_left[1] if up_left else None)
+    classes, probs = class_map(total, job.config.probabilities)
+    interior = job.plan.interior(*block)
+    write_block(job.paths, block, interior, classes, probs, job.config.probability_dtype)
+    return interior.height * interior.width
+
+
+def assemble_file(job: FileJob) -> list[Path]:
+    """Check that every block is stored, then write the COGs; return their paths."""
+    artifact = cached_model(job.model, job.tracking_uri, job.weights)
+    assemble(job.paths, job.raster.profile, artifact.classes, job.tags)
+    return job.paths.finals()
