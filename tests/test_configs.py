@@ -9,7 +9,7 @@ from pipeline.prediction.config import PredictConfig
 from pipeline.settings import build_config, load_yaml
 from pipeline.synth.config import SynthConfig
 from pipeline.tiling import TileConfig
-from pipeline.vectorize import VectorizeConfig
+from pipeline.vectorize.config import VectorizeConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {

@@ -12,19 +12,16 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.classes import class_table
+from pipeline.classes import CLASSES_TAG, class_table
 from pipeline.errors import ConfigError, CRSError, InputError, OutputExistsError
-from pipeline.gpkg import polygon_layers
-from pipeline.vectorize import (
-    CLASSES_TAG,
-    VectorizeConfig,
-    block_plan,
-    polygonize_block,
-    read_raster_info,
-    remove_collinear,
-)
-from pipeline.vectorize_file import vectorize_rasters
-from pipeline.vectorize_merge import EdgeMerger
+from pipeline.executor import InProcessExecutor
+from pipeline.vectorize.blocks import block_plan, polygonize_block
+from pipeline.vectorize.config import VectorizeConfig
+from pipeline.vectorize.driver import vectorize_rasters
+from pipeline.vectorize.geometry import remove_collinear
+from pipeline.vectorize.gpkg import polygon_layers
+from pipeline.vectorize.merge import EdgeMerger
+from pipeline.vectorize.rasters import read_raster_info
 from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
 
 PIXEL_AREA = 0.25  # 0.5 m pixels
@@ -35,7 +32,9 @@ def config(**values: object) -> VectorizeConfig:
 
 
 def run(path: Path, out: Path, **values: object) -> Path:
-    vectorize_rasters([read_raster_info(path)], out, config(**values), overwrite=True)
+    vectorize_rasters(
+        [read_raster_info(path)], out, config(**values), InProcessExecutor(), overwrite=True
+    )
     return out
 
 
@@ -218,7 +217,7 @@ def test_drop_background_and_confidence(tmp_path: Path) -> None:
     prob_path = write_classmap(tmp_path / "p.tif", probs)
     info = read_raster_info(raster, confidence=prob_path)
     out = tmp_path / "c.gpkg"
-    vectorize_rasters([info], out, config(block_size=16, drop_background=True))
+    vectorize_rasters([info], out, config(block_size=16, drop_background=True), InProcessExecutor())
     table = pyogrio.read_dataframe(out, layer="polygons")
     assert 0 not in set(table.class_id)
     assert np.allclose(table.confidence, 0.5 + 0.1 * table.class_id)
@@ -232,7 +231,9 @@ def test_geopackage_has_crs_index_schema_and_style(tmp_path: Path) -> None:
                          (2, "road", (90, 90, 90)), (3, "water", (0, 0, 255))])  # fmt: skip
     raster = write_classmap(tmp_path / "r.tif", rings((40, 40)) % 3)
     out = tmp_path / "r.gpkg"
-    vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+    vectorize_rasters(
+        [read_raster_info(raster, table)], out, config(block_size=16), InProcessExecutor()
+    )
     info = pyogrio.read_info(out, layer="polygons")
     assert info["crs"] == "EPSG:32633"
     assert info["geometry_type"] == "Polygon"
@@ -262,7 +263,7 @@ def test_layer_per_class_and_several_rasters(tmp_path: Path) -> None:
     second = write_classmap(tmp_path / "b.tif", blobs((32, 32), 3, seed=1))
     out = tmp_path / "m.gpkg"
     infos = [read_raster_info(first), read_raster_info(second)]
-    vectorize_rasters(infos, out, config(block_size=16, layer_per_class=True))
+    vectorize_rasters(infos, out, config(block_size=16, layer_per_class=True), InProcessExecutor())
     assert polygon_layers(out) == ["class_0", "class_1", "class_2", "class_3", "class_4"]
     sources = set(pyogrio.read_dataframe(out, layer="class_1").source)
     assert sources == {"a.tif", "b.tif"}
@@ -274,7 +275,9 @@ def test_several_rasters_on_the_same_block_grid_keep_their_own_polygons(tmp_path
     for values in ({}, {"layer_per_class": True}):
         out = tmp_path / "m.gpkg"
         infos = [read_raster_info(first), read_raster_info(second)]
-        vectorize_rasters(infos, out, config(block_size=16, **values), overwrite=True)
+        vectorize_rasters(
+            infos, out, config(block_size=16, **values), InProcessExecutor(), overwrite=True
+        )
         for raster in (first, second):
             alone = run(raster, tmp_path / "alone.gpkg", block_size=16)
             got = []
@@ -331,7 +334,9 @@ def test_error_in_a_late_block_is_raised_as_itself_and_nothing_is_left(tmp_path:
     table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
     out = tmp_path / "out" / "f.gpkg"
     with pytest.raises(InputError, match="not class ids"):
-        vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+        vectorize_rasters(
+            [read_raster_info(raster, table)], out, config(block_size=16), InProcessExecutor()
+        )
     assert list(out.parent.iterdir()) == []
 
 
@@ -340,7 +345,9 @@ def test_classes_missing_values_are_listed_and_nothing_is_left(tmp_path: Path) -
     table = class_table([(0, "a", (0, 0, 0)), (1, "b", (1, 1, 1))])
     out = tmp_path / "out" / "r.gpkg"
     with pytest.raises(ConfigError, match="values 2, 3, 4 are not in the classes file"):
-        vectorize_rasters([read_raster_info(raster, table)], out, config(block_size=16))
+        vectorize_rasters(
+            [read_raster_info(raster, table)], out, config(block_size=16), InProcessExecutor()
+        )
     assert list(out.parent.iterdir()) == []
 
 
@@ -349,7 +356,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "r.gpkg"
     out.write_text("keep me")
     with pytest.raises(OutputExistsError):
-        vectorize_rasters([read_raster_info(raster)], out, config())
+        vectorize_rasters([read_raster_info(raster)], out, config(), InProcessExecutor())
     assert out.read_text() == "keep me"
 
 
@@ -362,5 +369,8 @@ def test_rasters_in_different_crs_are_refused(tmp_path: Path) -> None:
         dst.crs = "EPSG:32632"
     with pytest.raises(CRSError, match="CRS differs"):
         vectorize_rasters(
-            [read_raster_info(first), read_raster_info(second)], tmp_path / "x.gpkg", config()
+            [read_raster_info(first), read_raster_info(second)],
+            tmp_path / "x.gpkg",
+            config(),
+            InProcessExecutor(),
         )

@@ -141,15 +141,17 @@ def _megapixels(raster: Path) -> float:
 
 def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:
     """Vectorize on a LocalCluster of ``workers`` processes (cluster start not timed)."""
-    from pipeline.vectorize import VectorizeConfig, read_raster_info
+    from pipeline.vectorize.config import VectorizeConfig
+    from pipeline.vectorize.driver import vectorize_rasters
+    from pipeline.vectorize.rasters import read_raster_info
     from workflows.cluster import dask_client
-    from workflows.vectorize_graph import vectorize_on_cluster
+    from workflows.executor import DaskExecutor
 
     config = VectorizeConfig.model_validate({"block_size": block_size})
     info = read_raster_info(raster)
     with TreeRSS() as rss, dask_client(workers=workers, memory_limit=None) as client:
         start = time.perf_counter()
-        vectorize_on_cluster(client, [info], out, config, overwrite=True, progress=False)
+        vectorize_rasters([info], out, config, DaskExecutor(client), overwrite=True)
         seconds = time.perf_counter() - start
     count, areas = areas_per_class(out, "class_id")
     name = f"terraseg vectorize ({workers} workers)"

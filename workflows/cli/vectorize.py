@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,7 +16,42 @@ from workflows.cli.options import (
     workers_opt,
 )
 
+if TYPE_CHECKING:
+    from pipeline.vectorize.rasters import RasterInfo
+
 raster_path = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class BlockBars:
+    """One progress bar per raster, fed by the driver's block progress calls."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, info: RasterInfo, done: int, total: int) -> None:
+        """Start a bar at a raster's first call, advance it, close it at its last block."""
+        from tqdm import tqdm
+
+        if done == 0 or self.bar is None:
+            self.close()
+            label = f"vectorize {info.source}"
+            self.bar = tqdm(total=total, desc=label, unit="block", disable=not self.enabled)
+        self.bar.update(done - self.bar.n)
+        if done == total:
+            self.close()
+
+    def close(self) -> None:
+        """Close the open bar, if any."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> BlockBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @click.command(short_help="Polygonize class maps into one GeoPackage.")
@@ -71,10 +107,11 @@ def vectorize(
     equals one pass over the whole raster.
     """
     from pipeline.classes import read_classes
-    from pipeline.vectorize import VectorizeConfig, read_raster_info
-    from pipeline.vectorize_file import check_output
+    from pipeline.vectorize.config import VectorizeConfig
+    from pipeline.vectorize.driver import check_output, vectorize_rasters
+    from pipeline.vectorize.rasters import read_raster_info
     from workflows.cluster import dask_client
-    from workflows.vectorize_graph import vectorize_on_cluster
+    from workflows.executor import DaskExecutor
 
     if confidences and len(confidences) != len(rasters):
         raise click.UsageError(
@@ -95,9 +132,9 @@ def vectorize(
     table = read_classes(classes) if classes else None
     probs: list[Path | None] = list(confidences) or [None] * len(rasters)
     infos = [read_raster_info(r, table, p) for r, p in zip(rasters, probs, strict=True)]
-    with dask_client(scheduler, workers=workers) as client:
-        summary = vectorize_on_cluster(
-            client, infos, out, config, overwrite=overwrite, progress=show_progress(ctx)
+    with dask_client(scheduler, workers=workers) as client, BlockBars(show_progress(ctx)) as bars:
+        summary = vectorize_rasters(
+            infos, out, config, DaskExecutor(client), overwrite=overwrite, progress=bars
         )
     counts = ", ".join(f"{name}: {n}" for name, n in summary.per_class.items()) or "none"
     click.echo(

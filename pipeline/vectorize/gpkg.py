@@ -38,7 +38,7 @@ def polygon_schema(with_confidence: bool) -> pa.Schema:
 def feature_batch(
     features: Mapping[str, Any], names: Mapping[int, str], source: str, schema: pa.Schema
 ) -> pa.RecordBatch:
-    """Build an Arrow batch from finalized features (see :func:`pipeline.vectorize.finalize`)."""
+    """Build an Arrow batch from finalized features (see :mod:`pipeline.vectorize.features`)."""
     ids = np.asarray(features["class_id"], np.int32)
     n = len(ids)
     columns: dict[str, Any] = {

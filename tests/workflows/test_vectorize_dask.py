@@ -5,10 +5,13 @@ from pathlib import Path
 
 from dask.distributed import Client
 
-from pipeline.vectorize import VectorizeConfig, block_plan, read_raster_info
-from pipeline.vectorize_file import run_blocks_in_process
+from pipeline.executor import InProcessExecutor
+from pipeline.vectorize.blocks import block_plan
+from pipeline.vectorize.config import VectorizeConfig
+from pipeline.vectorize.driver import block_results
+from pipeline.vectorize.rasters import read_raster_info
 from tests.vectorize_data import blobs, write_classmap
-from workflows.vectorize_graph import dask_block_mapper
+from workflows.executor import DaskExecutor
 
 
 def test_block_results_stream_in_order_with_few_futures_held(
@@ -19,13 +22,12 @@ def test_block_results_stream_in_order_with_few_futures_held(
     windows = block_plan(info, config)  # 7 rows of 8 blocks
     (tmp_path / "local").mkdir()
     (tmp_path / "dask").mkdir()
-    local = list(run_blocks_in_process(info, windows, config, str(tmp_path / "local")))
+    local = list(block_results(InProcessExecutor(), info, windows, config, str(tmp_path / "local")))
     with Client(dask_scheduler_address) as client:
         held = []
         results = []
-        for result in dask_block_mapper(client, progress=False)(
-            info, windows, config, str(tmp_path / "dask")
-        ):
+        executor = DaskExecutor(client)
+        for result in block_results(executor, info, windows, config, str(tmp_path / "dask")):
             held.append(len(client.futures))
             results.append(result)
         # Two rows of blocks ahead, not the whole raster (+1: releases are asynchronous).

@@ -1,0 +1,21 @@
+"""Settings of ``terraseg vectorize``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.classes import IGNORE_LABEL
+from pipeline.settings import StrictModel
+
+
+class VectorizeConfig(StrictModel):
+    """Settings of ``terraseg vectorize`` (see ``configs/vectorize.yaml``)."""
+
+    block_size: int = Field(2048, ge=16)
+    min_area: float = Field(0.0, ge=0)
+    fill_holes: float = Field(0.0, ge=0)
+    simplify: float = Field(0.0, ge=0)
+    drop_background: bool = False
+    background_id: int = Field(0, ge=0, lt=IGNORE_LABEL)
+    layer_per_class: bool = False
+    layer: str = Field("polygons", min_length=1)

@@ -1,0 +1,223 @@
+"""The vectorize driver: from class-map rasters to one GeoPackage, with tasks on an executor.
+
+The block tasks (:func:`pipeline.vectorize.blocks.polygonize_block`) run on the
+executor given (:class:`pipeline.executor.InProcessExecutor` in process, a
+``DaskExecutor`` on a cluster) and write their final polygons to scratch files next to
+the output. The driver takes their results in window order, at most two rows of
+blocks (and at least two tasks per worker thread) ahead, and merges the edge pieces
+one block at a time (:mod:`pipeline.vectorize.merge`), writing each polygon closed by
+a block to a scratch file too, so it holds only the groups that cross the line
+between done and pending blocks. Everything is then streamed into the GeoPackage in a
+fixed order (rasters as given; per block its final polygons, then the merged polygons
+that the block closed; see :mod:`pipeline.vectorize.layers`), so the file does not
+depend on which worker ran what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+from pipeline.classes import ensure_ids_known
+from pipeline.errors import CRSError, OutputExistsError
+from pipeline.executor import Executor, ordered_map
+from pipeline.files import atomic_output, partial_path, remove_path
+from pipeline.grid import Window
+from pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
+from pipeline.vectorize.config import VectorizeConfig
+from pipeline.vectorize.features import finalize, save_features
+from pipeline.vectorize.geometry import top_range
+from pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
+from pipeline.vectorize.layers import RasterParts, VectorizeSummary, write_layers
+from pipeline.vectorize.merge import EdgeMerger
+from pipeline.vectorize.pieces import Pieces
+from pipeline.vectorize.rasters import RasterInfo
+
+# Called after each block of a raster with (raster, blocks done, blocks planned),
+# and once with 0 blocks done before the first.
+BlockProgress = Callable[[RasterInfo, int, int], None]
+
+
+def vectorize_rasters(
+    infos: Sequence[RasterInfo],
+    out: str | Path,
+    config: VectorizeConfig,
+    executor: Executor,
+    *,
+    overwrite: bool = False,
+    progress: BlockProgress | None = None,
+) -> VectorizeSummary:
+    """Vectorize class-map rasters into one GeoPackage.
+
+    Args:
+        infos: The rasters (see :func:`pipeline.vectorize.rasters.read_raster_info`),
+            all in one CRS.
+        out: The GeoPackage to write.
+        config: Settings.
+        executor: Runs the block tasks. On a cluster, the scratch folder next to
+            ``out`` must be on a file system the workers share with this process,
+            like the rasters themselves.
+        overwrite: Replace ``out`` if it exists.
+        progress: Told about every block taken (see :data:`BlockProgress`).
+
+    Returns:
+        A summary of the written layers and polygons.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        CRSError: The rasters are not all in the same CRS.
+        ConfigError: A raster holds values missing from its class table.
+    """
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    _check_one_crs(infos)
+    workdir = partial_path(out).with_suffix(".blocks")
+    remove_path(workdir)
+    workdir.mkdir(parents=True)
+    try:
+        with atomic_output(out) as temporary:
+            parts = [
+                RasterParts(
+                    info,
+                    _raster_files(info, config, executor, workdir / f"raster-{k}", progress),
+                )
+                for k, info in enumerate(infos)
+            ]
+            summary = write_layers(temporary, parts, config)
+        summary.path = out
+        return summary
+    finally:
+        remove_path(workdir)
+
+
+def check_output(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless asked to.
+
+    Args:
+        out: The GeoPackage to write.
+        overwrite: Whether replacing it was asked for.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+    """
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
+
+
+def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
+    from rasterio.crs import CRS
+
+    first = CRS.from_wkt(infos[0].crs_wkt)
+    for info in infos[1:]:
+        if CRS.from_wkt(info.crs_wkt) != first:
+            raise CRSError(
+                f"CRS differs from {infos[0].source}; one GeoPackage layer holds one CRS "
+                "(reproject first or vectorize separately)",
+                path=info.path,
+            )
+
+
+def block_results(
+    executor: Executor,
+    info: RasterInfo,
+    windows: Sequence[Window],
+    config: VectorizeConfig,
+    workdir: str,
+) -> Generator[BlockResult, None, None]:
+    """Run :func:`polygonize_block` over ``windows`` on ``executor``; yield results in order.
+
+    At most two rows of blocks (and at least two tasks per worker thread) are
+    submitted ahead of the result being taken; each task is released as soon as its
+    result is taken, and tasks still queued are cancelled when the generator is
+    closed.
+
+    Args:
+        executor: Runs the tasks.
+        info: The raster.
+        windows: Its blocks, in the order of :func:`block_plan`.
+        config: Settings.
+        workdir: The raster's scratch folder (block files are named by window).
+
+    Yields:
+        One result per window, in the order of ``windows``.
+    """
+    token = _token(repr(info), config.model_dump_json(), workdir)
+    per_row = sum(1 for w in windows if w.row_off == windows[0].row_off)
+    ahead = max(2 * per_row, 2 * executor.threads, 1)
+
+    def key(window: Window) -> str:
+        return f"polygonize_block-{token}-{window.row_off}-{window.col_off}"
+
+    yield from ordered_map(
+        executor, _polygonize, windows, info, config, workdir, key=key, ahead=ahead
+    )
+
+
+def _polygonize(
+    window: Window, info: RasterInfo, config: VectorizeConfig, workdir: str
+) -> BlockResult:
+    """:func:`polygonize_block` with the window first (the item of :func:`ordered_map`)."""
+    return polygonize_block(info, window, config, workdir)
+
+
+def _token(*parts: str) -> str:
+    """A short deterministic name for ``parts`` (task keys)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _raster_files(
+    info: RasterInfo,
+    config: VectorizeConfig,
+    executor: Executor,
+    workdir: Path,
+    progress: BlockProgress | None,
+) -> Iterator[str]:
+    """Merge a raster's blocks one by one; yield the scratch files of finished polygons.
+
+    ``workdir`` is the raster's own scratch folder (block files are named by window).
+
+    Raises:
+        ConfigError: The raster holds values missing from its class table (raised
+            once all its blocks have been read).
+    """
+    merger = EdgeMerger(info.shape, config.block_size)
+    holes = HoleFilter(active=config.fill_holes > 0)
+    values: set[int] = set()
+    workdir.mkdir()
+    windows = block_plan(info, config)
+    if progress is not None:
+        progress(info, 0, len(windows))
+    with closing(block_results(executor, info, windows, config, str(workdir))) as stream:
+        for done, result in enumerate(stream, 1):
+            window = result.window
+            values.update(result.values)
+            if result.final_file:
+                holes.add(Batch(result.final_file, *result.final_tops))
+            closed = merger.add_block(result.edges, window)
+            del result
+            name = f"merged-{window.row_off}-{window.col_off}.pkl"
+            _close(closed, info, config, holes, workdir / name)
+            if progress is not None:
+                progress(info, done, len(windows))
+            # Blocks still to come start at this row, or at the next one after the last column.
+            next_top = window.row_off if window.col_end < info.shape[1] else window.row_end
+            yield from holes.release(merger.open_top, next_top)
+    if info.classes is not None:
+        ensure_ids_known(info.classes, values, path=info.path)
+
+
+def _close(
+    closed: Pieces, info: RasterInfo, config: VectorizeConfig, holes: HoleFilter, file: Path
+) -> None:
+    """Post-process the polygons closed by a block and queue them as one batch."""
+    kept, anchors, filled = post_process_merged(closed, info, config)
+    holes.add_holes(filled)
+    if not len(kept):
+        return
+    features = finalize(kept, info, simplified=config.simplify > 0)
+    if anchors is not None:
+        features["anchor"] = anchors  # before hole filling: a filled polygon may cover its own
+    save_features(file, features)
+    holes.add(Batch(str(file), *top_range(kept.geoms)))

@@ -1,0 +1,207 @@
+"""Class-map rasters: what a block task needs to know about one, and reading its blocks."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import shapely
+from affine import Affine
+
+from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
+from pipeline.errors import CRSError, InputError, RasterReadError
+from pipeline.grid import Window
+from pipeline.vectorize.geometry import equal_area, to_crs
+
+SHAPES_DTYPES = {"uint8", "int16", "uint16", "int32", "float32"}  # rasterio.features.shapes
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a block task needs to know about one class-map raster (picklable)."""
+
+    path: str
+    shape: tuple[int, int]
+    transform: tuple[float, ...]
+    crs_wkt: str
+    geographic: bool
+    nodata: float | None
+    is_float: bool
+    pixel_area_m2: float
+    pixel_size: float
+    metre_factor: float  # CRS linear unit in metres (1 when geographic: lengths come from LAEA)
+    classes: ClassTable | None
+    confidence: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The raster's file name, written to the ``source`` column."""
+        return Path(self.path).name
+
+    @property
+    def affine(self) -> Affine:
+        """The pixel-to-CRS transform."""
+        return Affine(*self.transform[:6])
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of the raster in its CRS."""
+        rows, cols = self.shape
+        a, b, c, d, e, f = self.transform[:6]
+        xs = [c + col * a + row * b for row in (0, rows) for col in (0, cols)]
+        ys = [f + col * d + row * e for row in (0, rows) for col in (0, cols)]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+def read_raster_info(
+    path: str | Path, classes: ClassTable | None = None, confidence: str | Path | None = None
+) -> RasterInfo:
+    """Read the grid, CRS and class table of a class-map raster.
+
+    The class table is ``classes`` when given, else the ``TERRASEG_CLASSES`` tag,
+    else the colour table (ids named ``class_<id>``), else none.
+
+    Args:
+        path: The class map.
+        classes: Its class table, when known from elsewhere.
+        confidence: A probability raster on the same grid, for mean confidence.
+
+    Returns:
+        The raster's description.
+
+    Raises:
+        RasterReadError: The raster cannot be opened.
+        InputError: The raster holds floats and no class table is known, or the
+            confidence raster is on another grid.
+        CRSError: The raster has no CRS.
+    """
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"cannot open raster ({exc})", path=path) from None
+    with src:
+        table = classes or _tagged_classes(src) or _colortable_classes(src)
+        is_float = np.dtype(src.dtypes[0]).kind == "f"
+        if is_float and table is None:
+            raise InputError(
+                "float raster without a classes file; pass --classes FILE to name its ids",
+                path=path,
+            )
+        if src.crs is None:
+            raise CRSError("raster has no CRS; assign one (e.g. gdal_edit.py -a_srs)", path=path)
+        if confidence is not None:
+            _check_same_grid(src, confidence)
+        geographic = bool(src.crs.is_geographic)
+        metre = 1.0 if geographic else float(src.crs.linear_units_factor[1])
+        return RasterInfo(
+            path=str(path),
+            shape=(src.height, src.width),
+            transform=tuple(src.transform)[:6],
+            crs_wkt=src.crs.to_wkt(),
+            geographic=geographic,
+            nodata=src.nodata,
+            is_float=is_float,
+            pixel_area_m2=_pixel_area_m2(src, metre),
+            pixel_size=math.sqrt(abs(src.transform.determinant)),
+            metre_factor=metre,
+            classes=table,
+            confidence=None if confidence is None else str(confidence),
+        )
+
+
+def _tagged_classes(src: Any) -> ClassTable | None:
+    text = src.tags().get(CLASSES_TAG)
+    if not text:
+        return None
+    try:
+        return ClassTable.model_validate(json.loads(text))
+    except ValueError:
+        raise InputError(f"tag {CLASSES_TAG} is not a valid class table", path=src.name) from None
+
+
+def _colortable_classes(src: Any) -> ClassTable | None:
+    from pipeline.classes import class_table
+
+    try:
+        cmap = src.colormap(1)
+    except ValueError:
+        return None
+    entries = [(i, f"class_{i}", tuple(rgba[:3])) for i, rgba in cmap.items() if i < IGNORE_LABEL]
+    # GDAL pads colour tables to 256 entries; keep ids with a non-black colour or id 0.
+    entries = [e for e in entries if e[0] == 0 or e[2] != (0, 0, 0)]
+    return class_table(entries) if entries else None
+
+
+def _check_same_grid(src: Any, confidence: str | Path) -> None:
+    try:
+        with rasterio.open(confidence) as conf:
+            same = conf.shape == src.shape and conf.transform.almost_equals(src.transform)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"cannot open confidence raster ({exc})", path=confidence) from None
+    if not same:
+        raise InputError(
+            f"confidence raster is not on the grid of {Path(src.name).name}", path=confidence
+        )
+
+
+def _pixel_area_m2(src: Any, metre: float) -> float:
+    """Area of one pixel in m²; at the raster centre, in an equal-area CRS, if geographic."""
+    if not src.crs.is_geographic:
+        return float(abs(src.transform.determinant)) * metre * metre
+    row, col = src.height // 2, src.width // 2
+    pixel = shapely.box(col, row, col + 1, row + 1)
+    (geom,) = to_crs(np.array([pixel], object), src.transform)
+    (projected,) = equal_area(np.array([geom], object), src.crs.to_wkt(), src.bounds)
+    return float(shapely.area(projected))
+
+
+def read_block(info: RasterInfo, window: Window) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """Read the block's class ids and the mask of pixels that belong to a class.
+
+    Args:
+        info: The raster.
+        window: The block.
+
+    Returns:
+        The class ids (in a dtype that ``rasterio.features.shapes`` takes) and the
+        mask of pixels that hold a class.
+
+    Raises:
+        InputError: A float raster holds values that are not whole numbers.
+    """
+    with rasterio.open(info.path) as src:
+        raw = src.read(1, window=window.to_rasterio())
+    valid = raw != IGNORE_LABEL
+    if info.nodata is not None and not math.isnan(info.nodata):
+        valid &= raw != info.nodata
+    if info.is_float:
+        valid &= np.isfinite(raw)
+        if np.any(raw[valid] != np.round(raw[valid])):
+            raise InputError("float raster holds values that are not class ids", path=info.path)
+        valid &= (raw >= 0) & (raw < IGNORE_LABEL)
+        raw = np.where(valid, raw, 0)
+    data = raw if raw.dtype.name in SHAPES_DTYPES and not info.is_float else raw.astype(np.int32)
+    return data, valid
+
+
+def read_confidence(info: RasterInfo, window: Window) -> np.ma.MaskedArray[Any, Any]:
+    """Read the block's confidence (0-1) from the probability raster, masked where unknown.
+
+    Args:
+        info: The raster; ``info.confidence`` must be set.
+        window: The block.
+
+    Returns:
+        Confidence as float64 in 0-1 (uint8 rasters hold it scaled to 0-255).
+    """
+    assert info.confidence is not None
+    with rasterio.open(info.confidence) as src:
+        conf = src.read(1, window=window.to_rasterio(), masked=True)
+        scale = 255.0 if np.dtype(src.dtypes[0]) == np.uint8 else 1.0
+    result: np.ma.MaskedArray[Any, Any] = conf.astype(np.float64) / scale
+    return result
