@@ -14,7 +14,7 @@ from affine import Affine
 
 from pipeline.grid import Window, plan_blocks
 from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import finalize, save_features
+from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
 from pipeline.vectorize.geometry import simplify_block, top_range
 from pipeline.vectorize.holes import fill_small_holes
 from pipeline.vectorize.pieces import OUTSIDE, GeomArray, Pieces, empty_pieces
@@ -67,7 +67,7 @@ def polygonize_block(
     finals = finals.take(shapely.area(finals.geoms) >= config.min_area / info.pixel_area_m2)
     final_file, tops = None, (0.0, 0.0)
     if len(finals):
-        final_file = str(Path(workdir) / f"block-{window.row_off}-{window.col_off}.pkl")
+        final_file = str(Path(workdir) / f"block-{window.row_off}-{window.col_off}{SCRATCH_SUFFIX}")
         save_features(final_file, finalize(finals, info, simplified=simplify_px > 0))
         tops = top_range(finals.geoms)
     return BlockResult(window, pieces.take(on_edge), final_file, len(finals), values, tops)

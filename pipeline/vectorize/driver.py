@@ -27,7 +27,7 @@ from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window
 from pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
 from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import finalize, save_features
+from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
 from pipeline.vectorize.geometry import top_range
 from pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
 from pipeline.vectorize.layers import RasterParts, VectorizeSummary, write_layers
@@ -197,7 +197,7 @@ def _raster_files(
                 holes.add(Batch(result.final_file, *result.final_tops))
             closed = merger.add_block(result.edges, window)
             del result
-            name = f"merged-{window.row_off}-{window.col_off}.pkl"
+            name = f"merged-{window.row_off}-{window.col_off}{SCRATCH_SUFFIX}"
             _close(closed, info, config, holes, workdir / name)
             if progress is not None:
                 progress(info, done, len(windows))

@@ -18,6 +18,7 @@ from pipeline.executor import InProcessExecutor
 from pipeline.vectorize.blocks import block_plan, polygonize_block
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.driver import vectorize_rasters
+from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, load_features, save_features
 from pipeline.vectorize.geometry import remove_collinear
 from pipeline.vectorize.gpkg import polygon_layers
 from pipeline.vectorize.merge import EdgeMerger
@@ -221,6 +222,47 @@ def test_drop_background_and_confidence(tmp_path: Path) -> None:
     table = pyogrio.read_dataframe(out, layer="polygons")
     assert 0 not in set(table.class_id)
     assert np.allclose(table.confidence, 0.5 + 0.1 * table.class_id)
+
+
+# --------------------------------------------------------------------------- scratch files
+
+
+class _Planted:
+    """Pickling this object plants a file when the pickle is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(self.marker),))
+
+
+def test_scratch_files_are_plain_arrow_and_round_trip(tmp_path: Path) -> None:
+    import pickle
+
+    import pyarrow as pa
+
+    data = blobs((40, 40), 3, seed=4)
+    info = read_raster_info(write_classmap(tmp_path / "b.tif", data))
+    cfg = config(block_size=16)
+    result = polygonize_block(info, block_plan(info, cfg)[0], cfg, str(tmp_path))
+    assert result.final_file is not None and result.final_file.endswith(SCRATCH_SUFFIX)
+    with pa.OSFile(result.final_file, "rb") as source:  # an ordinary Arrow IPC file
+        schema = pa.ipc.open_file(source).schema
+    assert schema.field("wkb").type == pa.binary()
+    assert len(load_features(result.final_file)["wkb"]) == result.final_count
+    features = finalize(result.edges, info, simplified=False)
+    path = tmp_path / f"edges{SCRATCH_SUFFIX}"
+    save_features(path, features)
+    back = load_features(path)
+    assert back.keys() == features.keys()
+    for key in features:
+        np.testing.assert_array_equal(back[key], features[key])
+    planted = tmp_path / "pickle.bin"
+    planted.write_bytes(pickle.dumps({"wkb": _Planted(tmp_path / "ran")}))
+    with pytest.raises(InputError, match="not a vectorize scratch file"):
+        load_features(planted)
+    assert not (tmp_path / "ran").exists()
 
 
 # --------------------------------------------------------------------------- GeoPackage
