@@ -53,7 +53,7 @@ def sections() -> list[Section]:
     from pipeline.model.config import ModelConfig
     from pipeline.prediction.config import PredictConfig
     from pipeline.synth.config import SynthConfig
-    from pipeline.tiling import TileConfig
+    from pipeline.tiling.config import TileConfig
     from pipeline.training.config import TrainConfig
     from pipeline.vectorize.config import VectorizeConfig
     from workflows.run_workflow import Step, Workflow
