@@ -19,6 +19,7 @@ from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.grid import Window
 from pipeline.vectorize.geometry import equal_area, to_crs
 
+CONFIDENCE_BAND = "confidence"  # description of the band averaged per polygon
 SHAPES_DTYPES = {"uint8", "int16", "uint16", "int32", "float32"}  # rasterio.features.shapes
 
 
@@ -37,7 +38,8 @@ class RasterInfo:
     pixel_size: float
     metre_factor: float  # CRS linear unit in metres (1 when geographic: lengths come from LAEA)
     classes: ClassTable | None
-    confidence: str | None = None
+    confidence: str | None = None  # probability raster on the same grid
+    confidence_band: int = 1  # its band described "confidence" (else its last band)
 
     @property
     def source(self) -> str:
@@ -94,8 +96,7 @@ def read_raster_info(
             )
         if src.crs is None:
             raise CRSError("raster has no CRS; assign one (e.g. gdal_edit.py -a_srs)", path=path)
-        if confidence is not None:
-            _check_same_grid(src, confidence)
+        band = 1 if confidence is None else _confidence_band(src, confidence)
         geographic = bool(src.crs.is_geographic)
         metre = 1.0 if geographic else float(src.crs.linear_units_factor[1])
         return RasterInfo(
@@ -111,6 +112,7 @@ def read_raster_info(
             metre_factor=metre,
             classes=table,
             confidence=None if confidence is None else str(confidence),
+            confidence_band=band,
         )
 
 
@@ -137,16 +139,24 @@ def _colortable_classes(src: Any) -> ClassTable | None:
     return class_table(entries) if entries else None
 
 
-def _check_same_grid(src: Any, confidence: str | Path) -> None:
+def _confidence_band(src: Any, confidence: str | Path) -> int:
+    """The band of ``confidence`` to average: the one described ``confidence``, else the last.
+
+    A probability raster of ``terraseg predict`` holds one ``p_<class>`` band per class,
+    then the ``confidence`` band (the highest class probability).
+    """
     try:
         with rasterio.open(confidence) as conf:
             same = conf.shape == src.shape and conf.transform.almost_equals(src.transform)
+            descriptions = list(conf.descriptions)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"cannot open confidence raster ({exc})", path=confidence) from None
     if not same:
         raise InputError(
             f"confidence raster is not on the grid of {Path(src.name).name}", path=confidence
         )
+    named = [i for i, text in enumerate(descriptions, 1) if text == CONFIDENCE_BAND]
+    return named[0] if named else len(descriptions)
 
 
 def _pixel_area_m2(src: Any, metre: float) -> float:
@@ -197,11 +207,13 @@ def read_confidence(info: RasterInfo, window: Window) -> np.ma.MaskedArray[Any, 
         window: The block.
 
     Returns:
-        Confidence as float64 in 0-1 (uint8 rasters hold it scaled to 0-255).
+        The band ``info.confidence_band`` as float64 in 0-1 (uint8 rasters hold it
+        scaled to 0-255).
     """
     assert info.confidence is not None
+    band = info.confidence_band
     with rasterio.open(info.confidence) as src:
-        conf = src.read(1, window=window.to_rasterio(), masked=True)
-        scale = 255.0 if np.dtype(src.dtypes[0]) == np.uint8 else 1.0
+        conf = src.read(band, window=window.to_rasterio(), masked=True)
+        scale = 255.0 if np.dtype(src.dtypes[band - 1]) == np.uint8 else 1.0
     result: np.ma.MaskedArray[Any, Any] = conf.astype(np.float64) / scale
     return result

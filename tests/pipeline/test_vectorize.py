@@ -265,6 +265,53 @@ def test_scratch_files_are_plain_arrow_and_round_trip(tmp_path: Path) -> None:
     assert not (tmp_path / "ran").exists()
 
 
+def _probability_raster(path: Path, data: np.ndarray, dtype: str, named: bool) -> np.ndarray:
+    """A probability raster laid out as predict writes it: p_<class> bands, then confidence.
+
+    Returns the confidence band as 0-1 floats, NaN where the mask hides it.
+    """
+    import rasterio
+
+    rng = np.random.default_rng(3)
+    classes = int(data.max()) + 1
+    probs = rng.dirichlet(np.ones(classes), size=data.shape).transpose(2, 0, 1)
+    bands = np.concatenate([probs, rng.random((1, *data.shape))]).astype(np.float32)
+    if dtype == "uint8":
+        bands = np.rint(bands * 255).astype(np.uint8)
+    valid = np.ones(data.shape, bool)
+    valid[5:12, 20:50] = False  # masked pixels inside polygons do not count
+    profile = {"driver": "GTiff", "height": data.shape[0], "width": data.shape[1],
+               "count": len(bands), "dtype": dtype, "crs": "EPSG:32633",
+               "transform": TRANSFORM}  # fmt: skip
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        dst.write(bands)
+        dst.write_mask(valid.astype(np.uint8) * 255)
+        if named:
+            dst.descriptions = (*(f"p_class_{i}" for i in range(classes)), "confidence")
+    scale = 255.0 if dtype == "uint8" else 1.0
+    return np.where(valid, bands[-1].astype(np.float64) / scale, np.nan)
+
+
+@pytest.mark.parametrize(("dtype", "named"), [("uint8", True), ("float32", False)])
+def test_confidence_is_the_mean_of_the_confidence_band(
+    tmp_path: Path, dtype: str, named: bool
+) -> None:
+    data = blobs((60, 70), 3, seed=9)
+    raster = write_classmap(tmp_path / "m.tif", data)
+    conf = _probability_raster(tmp_path / "p.tif", data, dtype, named)
+    info = read_raster_info(raster, confidence=tmp_path / "p.tif")
+    out = tmp_path / "c.gpkg"
+    vectorize_rasters([info], out, config(block_size=16), InProcessExecutor())
+    table = pyogrio.read_dataframe(out, layer="polygons")
+    for geom, got in zip(table.geometry.values, table.confidence, strict=True):
+        inside = rasterio.features.rasterize([geom], data.shape, transform=TRANSFORM) == 1
+        values = conf[inside & ~np.isnan(conf)]
+        if len(values):
+            assert got == pytest.approx(values.mean(), rel=1e-12, abs=1e-12)
+        else:
+            assert np.isnan(got)
+
+
 # --------------------------------------------------------------------------- GeoPackage
 
 

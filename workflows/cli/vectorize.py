@@ -75,7 +75,8 @@ class BlockBars:
 @click.option("--background-id", type=click.IntRange(0, 254), help="Id of the background class.")
 @click.option(
     "--confidence", "confidences", multiple=True, type=raster_path, metavar="PROB.tif",
-    help="Probability raster on the same grid (once per input, in order) for mean confidence.",
+    help="Probability raster on the same grid (once per input, in order): mean of its "
+    "'confidence' band (else its last band) per polygon.",
 )  # fmt: skip
 @click.option("--block-size", type=click.IntRange(min=16), help="Block size in pixels.")
 @config_opt
