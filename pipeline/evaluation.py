@@ -20,16 +20,16 @@ from pydantic import Field
 from pipeline.classes import CLASSES_TAG, ClassTable
 from pipeline.errors import InputError
 from pipeline.grid import Window, plan_blocks
-from pipeline.label_sources import (
+from pipeline.metrics import confusion_counts, scores
+from pipeline.rasters import open_raster, shared_reader
+from pipeline.settings import StrictModel
+from pipeline.tiling.labels import (
     RasterChunkLabels,
     SceneVectorLabels,
     chunk_label,
     match_label_rasters,
     read_vector_labels,
 )
-from pipeline.metrics import confusion_counts, scores
-from pipeline.rasters import open_raster, shared_reader
-from pipeline.settings import StrictModel
 
 PREDICTION_SUFFIX = "_classes"  # terraseg predict writes <name>_classes.tif
 

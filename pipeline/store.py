@@ -1,4 +1,4 @@
-"""The Zarr v3 training store: layout, chunk writes, completion marks and the tile index.
+"""The Zarr v3 training store: its layout, and reading it (tile index, scenes, arrays).
 
 Layout::
 
@@ -12,6 +12,7 @@ Layout::
 
 A scene is ``complete`` only after all its chunks are written; the root is
 ``complete`` only after every scene is, and the statistics and split are set.
+The store is written by :mod:`pipeline.tiling` and read by training.
 """
 
 from __future__ import annotations
@@ -19,28 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import zarr
-from numpy.typing import NDArray
-from zarr.codecs import ZstdCodec
 
-from pipeline.chunk_writer import write_region
 from pipeline.errors import InputError
-from pipeline.grid import Window
 
 STORE_FORMAT = "terraseg-store/1"
 SCENES = "scenes"
-
-
-def compressor(level: int = 1) -> Any:
-    """The codec of every chunk: Zstandard at level 1.
-
-    Imagery with sensor noise compresses little whatever the codec (1.5x at
-    level 1, 1.7x with Blosc-Zstd level 3 and shuffle), but level 1 costs a
-    quarter of the time, so writing keeps up with reading.
-    """
-    return ZstdCodec(level=level)
 
 
 def open_root(path: str | Path, mode: str = "a") -> zarr.Group:
@@ -66,70 +52,6 @@ def open_existing(path: str | Path) -> zarr.Group:
             "tiling did not finish; run `terraseg tile` again to complete it", path=path
         )
     return root
-
-
-def create_scene(
-    root: zarr.Group,
-    name: str,
-    *,
-    bands: int,
-    shape: tuple[int, int],
-    dtype: str,
-    tile: int,
-    attrs: dict[str, Any],
-) -> None:
-    """(Re)create a scene group with empty arrays, marked incomplete."""
-    scenes = root.require_group(SCENES)
-    if name in scenes:
-        del scenes[name]
-    group = scenes.create_group(name)
-    group.attrs.update({**attrs, "complete": False})
-    codec = compressor()
-    group.create_array(
-        "image",
-        shape=(bands, *shape),
-        chunks=(bands, tile, tile),
-        dtype=dtype,
-        compressors=codec,
-        fill_value=0,
-        dimension_names=("band", "y", "x"),
-    )
-    group.create_array(
-        "label",
-        shape=shape,
-        chunks=(tile, tile),
-        dtype="uint8",
-        compressors=codec,
-        fill_value=255,
-        dimension_names=("y", "x"),
-    )
-    group.create_array(
-        "valid",
-        shape=shape,
-        chunks=(tile, tile),
-        dtype="bool",
-        compressors=codec,
-        fill_value=False,
-        dimension_names=("y", "x"),
-    )
-
-
-def write_chunk(
-    store: str | Path,
-    scene: str,
-    window: Window,
-    image: NDArray[Any],
-    label: NDArray[np.uint8],
-    valid: NDArray[np.bool_],
-) -> None:
-    """Write one chunk-aligned window of a scene.
-
-    The chunks go straight to their files (see :mod:`pipeline.chunk_writer`).
-    """
-    corner = (window.row_off, window.col_off)
-    write_region(store, f"{SCENES}/{scene}/image", (0, *corner), image)
-    write_region(store, f"{SCENES}/{scene}/label", corner, label)
-    write_region(store, f"{SCENES}/{scene}/valid", corner, valid)
 
 
 def attributes(node: zarr.Group | zarr.Array[Any]) -> dict[str, Any]:
@@ -158,20 +80,6 @@ def scene_names(root: zarr.Group) -> list[str]:
     scenes = root[SCENES]
     assert isinstance(scenes, zarr.Group)
     return sorted(scenes.group_keys())
-
-
-def scene_is_current(
-    root: zarr.Group, name: str, source: dict[str, Any], settings: dict[str, Any]
-) -> bool:
-    """True when the scene is complete and was made from the same file with the same settings."""
-    if name not in scene_names(root):
-        return False
-    attrs = scene_group(root, name).attrs.asdict()
-    return (
-        bool(attrs.get("complete"))
-        and attrs.get("source") == source
-        and attrs.get("settings") == settings
-    )
 
 
 def tile_index(root: zarr.Group) -> pd.DataFrame:

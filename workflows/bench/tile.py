@@ -58,13 +58,12 @@ def bench_tile(
     """Tile synthetic scenes; compare MB/s of source pixels with plain reads in the same run."""
     from pipeline.classes import read_classes
     from pipeline.files import remove_path
-    from pipeline.grid import plan_blocks
     from pipeline.settings import build_config
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.writer import synthesize
-    from pipeline.tiling import TileConfig, prepare_tiling
+    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
     from workflows.cluster import dask_client
-    from workflows.tile_graph import run_tiling
+    from workflows.executor import DaskExecutor
 
     with bench_workdir(workdir) as folder:
         data = folder / f"scenes-{size}x{scenes}"
@@ -74,22 +73,8 @@ def bench_tile(
             )
             synthesize(build_config(SynthConfig, {"scenes": scenes, "size": size, "seed": 1}), data)
         images = sorted(data.glob("scene_*.tif"))
-        windows = {path: plan_blocks(_shape(path), tile_size) for path in images}
         megabytes = sum(_nbytes(path) for path in images) / 1e6
-
-        # the plain reads get the same small block cache as tiling workers
-        os.environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHEMAX_MB)
-        sequential = seconds(lambda: [_read_many((p, windows[p])) for p in images])
-        cores = os.cpu_count() or 1
-        with ThreadPoolExecutor(cores) as pool:
-            threaded = seconds(
-                lambda: list(
-                    pool.map(
-                        _read_many,
-                        [(p, windows[p][i::cores]) for p in images for i in range(cores)],
-                    )
-                )
-            )
+        sequential, threaded, cores = _plain_reads(images, tile_size)
 
         config = TileConfig.model_validate(
             {"tile_size": tile_size, "chunks_per_task": chunks_per_task}
@@ -106,7 +91,8 @@ def bench_tile(
             dask_client(None, workers=workers, threads_per_worker=threads) as client,
             TreeRSS() as rss,
         ):
-            tiled = seconds(lambda: run_tiling(client, store, plans, config, table, progress=False))
+            executor = DaskExecutor(client)
+            tiled = seconds(lambda: tile_scenes(store, plans, config, table, executor))
         remove_path(store)
 
     rows = [
@@ -117,11 +103,32 @@ def bench_tile(
     click.echo(
         f"source pixels: {megabytes:.0f} MB in {len(images)} scene(s) of {size} x {size} x 4 bands"
     )
+    _report(rows, megabytes)
+    click.echo(f"peak RSS of all terraseg processes: {rss.peak_mib:.0f} MiB")
+
+
+def _report(rows: list[tuple[str, float]], megabytes: float) -> None:
+    """One line per way of reading, then terraseg's throughput relative to plain reads."""
     for name, elapsed in rows:
         click.echo(f"{name:<40} {elapsed:8.2f} s {megabytes / elapsed:9.1f} MB/s")
+    (_, sequential), (_, threaded), (_, tiled) = rows
     ratios = f"{sequential / tiled:.2f}x sequential, {threaded / tiled:.2f}x threaded"
     click.echo(f"terraseg throughput relative to a plain read: {ratios}")
-    click.echo(f"peak RSS of all terraseg processes: {rss.peak_mib:.0f} MiB")
+
+
+def _plain_reads(images: list[Path], tile_size: int) -> tuple[float, float, int]:
+    """Seconds to read every tile window of ``images`` in one thread, then in one per core."""
+    from pipeline.grid import plan_blocks
+
+    windows = {path: plan_blocks(_shape(path), tile_size) for path in images}
+    # the plain reads get the same small block cache as tiling workers
+    os.environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHEMAX_MB)
+    sequential = seconds(lambda: [_read_many((p, windows[p])) for p in images])
+    cores = os.cpu_count() or 1
+    jobs = [(p, windows[p][i::cores]) for p in images for i in range(cores)]
+    with ThreadPoolExecutor(cores) as pool:
+        threaded = seconds(lambda: list(pool.map(_read_many, jobs)))
+    return sequential, threaded, cores
 
 
 def _shape(path: Path) -> tuple[int, int]:

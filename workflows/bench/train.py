@@ -80,10 +80,11 @@ def write_sample_store(
 ) -> Path:
     """Generate ``terraseg synth`` scenes and tile them in this process (no Dask cluster)."""
     from pipeline.classes import read_classes
+    from pipeline.executor import InProcessExecutor
     from pipeline.settings import build_config
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.writer import synthesize
-    from pipeline.tiling import TileConfig, prepare_tiling, tile_in_process
+    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
 
     synth = {"scenes": scenes, "size": size, "seed": seed, "resolution": resolution, "workers": 1}
     outputs = synthesize(build_config(SynthConfig, synth), folder / "scenes")
@@ -93,7 +94,7 @@ def write_sample_store(
         outputs.scenes, vector_labels=outputs.labels[0], classes=classes, config=config
     )
     store = folder / "data.zarr"
-    tile_in_process(store, plans, config, table)
+    tile_scenes(store, plans, config, table, InProcessExecutor())
     return store
 
 
@@ -101,14 +102,14 @@ def measure(config: Any, store: Path, steps: int) -> dict[str, Any]:
     """Loader alone, training fed by the loader, training fed from memory: samples/s each."""
     import torch
 
-    from pipeline.training.dataset import read_store_info
-    from workflows.train_run import (
+    from pipeline.training.components import (
         build_network,
-        init_distributed,
         make_loaders,
         make_step_context,
         resolve_model_config,
     )
+    from pipeline.training.dataset import read_store_info
+    from workflows.train_run import init_distributed
 
     torch.manual_seed(0)
     ctx = init_distributed("cpu")

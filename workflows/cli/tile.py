@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -106,9 +109,9 @@ def tile(
     from pipeline.classes import read_classes
     from pipeline.rasters import expand_inputs
     from pipeline.store import export_tile_index
-    from pipeline.tiling import TileConfig, prepare_tiling
+    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
     from workflows.cluster import dask_client
-    from workflows.tile_graph import run_tiling
+    from workflows.executor import DaskExecutor
 
     if (labels is None) == (pairs is None):
         raise click.UsageError("give exactly one of --labels PATH and --pairs IMAGES_DIR MASKS_DIR")
@@ -116,13 +119,7 @@ def tile(
         raise click.UsageError("give the rasters to tile (files, folders or globs)")
     config = resolve_config(TileConfig, config_path, options)
     out = out.resolve()
-    vector = label_rasters = None
-    if labels is not None and Path(labels).suffix.lower() in VECTOR_SUFFIXES:
-        vector = Path(labels)
-        if not vector.exists():
-            raise click.BadParameter("file does not exist", param_hint="--labels")
-    elif labels is not None:
-        label_rasters = expand_inputs([labels], what="label raster")
+    vector, label_rasters = _label_sources(labels)
     classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
     classes = read_classes(classes_path) if classes_path else None
     plans, table = prepare_tiling(
@@ -133,14 +130,50 @@ def tile(
         classes=classes,
         config=config,
     )
-    with dask_client(scheduler, workers=workers, threads_per_worker=2) as client:
-        summary = run_tiling(client, out, plans, config, table, progress=show_progress(ctx))
+    with (
+        dask_client(scheduler, workers=workers, threads_per_worker=2) as client,
+        progress_bar(show_progress(ctx)) as progress,
+    ):
+        summary = tile_scenes(out, plans, config, table, DaskExecutor(client), progress=progress)
     if export_index is not None:
         export_tile_index(out, export_index)
     logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
     click.echo(
         json.dumps({"store": str(out), **{k: v for k, v in summary.items() if k != "statistics"}})
     )
+
+
+def _label_sources(labels: str | None) -> tuple[Path | None, list[Path] | None]:
+    """``--labels`` as a vector file or as label rasters (a file, folder or glob)."""
+    from pipeline.rasters import expand_inputs
+
+    if labels is None:
+        return None, None
+    if Path(labels).suffix.lower() in VECTOR_SUFFIXES:
+        if not Path(labels).exists():
+            raise click.BadParameter("file does not exist", param_hint="--labels")
+        return Path(labels), None
+    return None, expand_inputs([labels], what="label raster")
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback of :func:`pipeline.tiling.tile_scenes` that draws a tqdm bar."""
+    from tqdm import tqdm
+
+    bar: tqdm[Any] | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="tiling", unit="window", disable=not enabled, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _classes_beside(path: str | Path | None) -> Path | None:

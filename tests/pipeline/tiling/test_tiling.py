@@ -17,9 +17,9 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from pipeline.classes import read_classes
 from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.store import export_tile_index, open_existing, tile_index
-from pipeline.tiling import TileConfig, assign_splits, prepare_tiling
+from pipeline.tiling import TileConfig, assign_splits, prepare_tiling, tile_scenes
 from tests.helpers import tiny_scenes
-from workflows.tile_graph import run_tiling
+from workflows.executor import DaskExecutor
 
 CONFIG = TileConfig(tile_size=64, split_block=1, val_fraction=0.25)
 
@@ -43,7 +43,7 @@ def synth(tmp_path_factory):
 def tile(client, out, images, config=CONFIG, **sources):
     classes = sources.pop("classes", None)
     plans, table = prepare_tiling(images, classes=classes, config=config, **sources)
-    return run_tiling(client, out, plans, config, table, progress=False)
+    return tile_scenes(out, plans, config, table, DaskExecutor(client))
 
 
 def scene_arrays(store, name):

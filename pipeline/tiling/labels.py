@@ -1,4 +1,4 @@
-"""Label sources for tiling: vector polygons, label rasters, and image/mask tile pairs.
+"""Label sources for tiling and evaluation: vector polygons, label rasters, image/mask tile pairs.
 
 Vector labels are read and checked once, reprojected to each raster's CRS, and
 indexed, so that each chunk task receives only the polygons that touch its
@@ -107,33 +107,48 @@ def read_vector_labels(
     values = frame[class_column]
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].copy()
     if pd.api.types.is_integer_dtype(values.dtype):
-        ids = frame[class_column].astype(int)
-        if classes is None:
-            found = sorted({0, *ids.unique().tolist()})
-            classes = class_table(
-                [
-                    (i, "background" if i == 0 else f"class_{i}", PALETTE[i % len(PALETTE)])
-                    for i in found
-                ]
-            )
-        ensure_ids_known(classes, ids.unique().tolist(), path=path)
+        ids, classes = _ids_from_integers(frame[class_column], classes, path)
     else:
-        if classes is None:
-            raise InputError(
-                f"column {class_column!r} holds names; pass --classes FILE to give them ids",
-                path=path,
-            )
-        names = frame[class_column].astype(str)
-        unknown = sorted(set(names) - set(classes.names))
-        if unknown:
-            raise InputError(
-                f"class names not in the classes file: {', '.join(unknown)} "
-                f"(known: {', '.join(classes.names)})",
-                path=path,
-            )
-        ids = names.map({c.name: c.id for c in classes.classes})
+        ids, classes = _ids_from_names(frame[class_column], classes, class_column, path)
     frame["class_id"] = ids.astype(np.int32).to_numpy()
     return frame[["class_id", "geometry"]], classes
+
+
+def _ids_from_integers(
+    column: pd.Series[Any], classes: ClassTable | None, path: str | Path
+) -> tuple[pd.Series[Any], ClassTable]:
+    """Class ids as given; without a class table, one of ``class_<id>`` for the ids found."""
+    ids = column.astype(int)
+    if classes is None:
+        found = sorted({0, *ids.unique().tolist()})
+        classes = class_table(
+            [
+                (i, "background" if i == 0 else f"class_{i}", PALETTE[i % len(PALETTE)])
+                for i in found
+            ]
+        )
+    ensure_ids_known(classes, ids.unique().tolist(), path=path)
+    return ids, classes
+
+
+def _ids_from_names(
+    column: pd.Series[Any], classes: ClassTable | None, class_column: str, path: str | Path
+) -> tuple[pd.Series[Any], ClassTable]:
+    """Class ids of class names, which must all be in the class table."""
+    if classes is None:
+        raise InputError(
+            f"column {class_column!r} holds names; pass --classes FILE to give them ids",
+            path=path,
+        )
+    names = column.astype(str)
+    unknown = sorted(set(names) - set(classes.names))
+    if unknown:
+        raise InputError(
+            f"class names not in the classes file: {', '.join(unknown)} "
+            f"(known: {', '.join(classes.names)})",
+            path=path,
+        )
+    return names.map({c.name: c.id for c in classes.classes}), classes
 
 
 class SceneVectorLabels:

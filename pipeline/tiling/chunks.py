@@ -1,0 +1,90 @@
+"""The task of one window: read its pixels, build its label, write both, summarize them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.classes import IGNORE_LABEL, ClassTable
+from pipeline.grid import Window, axis_offsets
+from pipeline.rasters import read_window, shared_reader
+from pipeline.tiling.labels import ChunkLabels, chunk_label
+from pipeline.tiling.plan import ScenePlan
+from pipeline.tiling.stats import BandSummary
+from pipeline.tiling.store import write_chunk
+
+TileKey = tuple[int, int]  # (row, col) of a tile's upper-left pixel
+
+
+@dataclass
+class ChunkSummary:
+    """What window tasks report: band statistics and per-tile pixel counts, mergeable."""
+
+    bands: BandSummary
+    tiles: dict[TileKey, NDArray[np.int64]]  # (row, col) -> 256 label counts + valid count
+
+    def merge(self, other: ChunkSummary) -> ChunkSummary:
+        """The summary of both parts."""
+        tiles = dict(self.tiles)
+        for key, counts in other.tiles.items():
+            tiles[key] = tiles[key] + counts if key in tiles else counts
+        return ChunkSummary(self.bands.merge(other.bands), tiles)
+
+
+def merge_summaries(*summaries: ChunkSummary) -> ChunkSummary:
+    """The summary of all parts (at least one), merged in order."""
+    result = summaries[0]
+    for summary in summaries[1:]:
+        result = result.merge(summary)
+    return result
+
+
+def tile_window(
+    store: str, plan: ScenePlan, window: Window, labels: ChunkLabels, classes: ClassTable, tile: int
+) -> ChunkSummary:
+    """Read one window of a raster, build its label, write both; summarize it.
+
+    Nodata pixels (nodata value, mask or alpha) get the ignore label. The summary
+    holds band statistics of valid pixels and, for every tile of the scene's tile
+    plan that overlaps this window, the label counts and valid pixels of the overlap.
+
+    Args:
+        store: The store's path.
+        plan: The scene's plan, without vector labels.
+        window: A chunk-aligned window of the scene.
+        labels: The window's labels (see :meth:`ScenePlan.window_labels`).
+        classes: The class table.
+        tile: The tile size.
+
+    Returns:
+        The window's summary.
+    """
+    src = shared_reader(plan.image, (plan.source["size"], plan.source["mtime_ns"]))
+    image, valid = read_window(src, window, plan.bands)
+    label = chunk_label(
+        labels, window, transform=plan.affine, crs=src.crs, shape=plan.shape, classes=classes
+    )
+    label = np.where(valid, label, np.uint8(IGNORE_LABEL)).astype(np.uint8)
+    write_chunk(store, plan.name, window, image, label, valid)
+    return ChunkSummary(
+        BandSummary.of(image, valid), _tile_counts(plan, window, label, valid, tile)
+    )
+
+
+def _tile_counts(
+    plan: ScenePlan, window: Window, label: NDArray[np.uint8], valid: NDArray[np.bool_], tile: int
+) -> dict[TileKey, NDArray[np.int64]]:
+    counts = {}
+    height, width = min(tile, plan.shape[0]), min(tile, plan.shape[1])
+    tile_rows = [r for r in axis_offsets(plan.shape[0], tile) if window.overlaps_rows(r, height)]
+    tile_cols = [c for c in axis_offsets(plan.shape[1], tile) if window.overlaps_cols(c, width)]
+    for candidate in [Window(r, c, height, width) for r in tile_rows for c in tile_cols]:
+        part = candidate.intersection(window)
+        assert part is not None  # the candidates overlap the window by construction
+        rows, cols = part.relative_to(window).slices()
+        histogram = np.bincount(label[rows, cols].ravel(), minlength=256).astype(np.int64)
+        valid_count = np.int64(np.count_nonzero(valid[rows, cols]))
+        counts[(candidate.row_off, candidate.col_off)] = np.append(histogram, valid_count)
+    return counts

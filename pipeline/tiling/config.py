@@ -1,0 +1,37 @@
+"""The settings of ``terraseg tile``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.settings import StrictModel
+
+
+class TileConfig(StrictModel):
+    """Settings of ``terraseg tile``."""
+
+    tile_size: int = Field(512, ge=16, description="Tile and chunk size in pixels.")
+    val_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Share of split blocks for validation."
+    )
+    split_block: int = Field(4, ge=1, description="Split blocks are this many tiles on a side.")
+    seed: int = Field(0, ge=0, description="Seed of the split.")
+    class_column: str = Field(
+        "class", description="Column of the vector labels with class ids or names."
+    )
+    all_touched: bool = Field(
+        False, description="Burn every pixel a polygon touches, not only centres."
+    )
+    labels_cover: Literal["complete", "partial"] = Field(
+        "complete",
+        description="complete: unlabelled pixels are background; partial: they are ignored.",
+    )
+    chunks_per_task: int = Field(
+        2, ge=1, description="Chunks per side of a task's window; more amortizes per-write costs."
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that change a scene's content (a scene made otherwise is redone)."""
+        return self.model_dump(include={"tile_size", "class_column", "all_touched", "labels_cover"})
