@@ -111,9 +111,15 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
                "--block-size", "128", "--threads", "1"]  # fmt: skip
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
-    scratch = out / ".scene_000_blocks.partial.zarr" / "classes" / "c"
-    while time.monotonic() < deadline and not (scratch.exists() and any(scratch.rglob("*"))):
+
+    def blocks_written():
+        return any(
+            any(s.rglob("*")) for s in out.glob(".scene_000_blocks-*.partial.zarr/classes/c")
+        )
+
+    while time.monotonic() < deadline and not blocks_written():
         time.sleep(0.05)
+    assert process.poll() is None  # killed mid-run, not after
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "scene_000_classes.tif").exists()
@@ -121,7 +127,7 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with rasterio.open(out / "scene_000_classes.tif") as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-    assert not (out / ".scene_000_blocks.partial.zarr").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["scene_000_classes.tif"]  # no scratch, no lock
 
 
 def test_bench_predict_over_several_files(tmp_path):
