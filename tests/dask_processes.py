@@ -77,11 +77,11 @@ def worker_pids(address: str, holding: Callable[[str], bool] | None = None) -> l
     from dask.distributed import Client
 
     with Client(address, timeout=30) as client:
-        workers = client.scheduler_info()["workers"]
+        pids = client.run(os.getpid)  # worker address -> pid
         if holding is None:
-            return [int(info["pid"]) for info in workers.values()]
+            return [int(pid) for pid in pids.values()]
         held = client.run_on_scheduler(_keys_by_worker)
-    return [int(workers[w]["pid"]) for w, keys in held.items() if any(holding(k) for k in keys)]
+    return [int(pids[w]) for w, keys in held.items() if w in pids and any(holding(k) for k in keys)]
 
 
 def _keys_by_worker(dask_scheduler: object) -> dict[str, list[str]]:

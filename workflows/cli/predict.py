@@ -143,7 +143,7 @@ def predict(
     that are complete and made by the same model from the same input are skipped.
     """
     from pipeline.prediction.driver import FileOutcome
-    from pipeline.prediction.inference import cached_model, check_device, check_precision
+    from pipeline.prediction.inference import check_device, check_precision, open_model
     from pipeline.prediction.job import plan_files
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
@@ -152,7 +152,7 @@ def predict(
     config = resolve_config(PredictConfig, config_path, options)
     device = check_device(config.device)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
-    artifact = cached_model(reference, tracking_uri)
+    artifact = open_model(reference, tracking_uri)  # read afresh: it may have been retrained
     check_precision(artifact, reference, config.precision, device)
     paths = expand_inputs(inputs)
     jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
