@@ -213,7 +213,7 @@ class TestBadInput:
 def test_registered_model_by_alias_predicts_like_its_folder(
     scenes, tmp_path, sqlite_store_uri, monkeypatch
 ):
-    from workflows.tracking import start_tracking
+    from workflows.mlflow_tracking import start_tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store_uri)
     folder = tiny_model_artifact(tmp_path / "model", seed=3)
@@ -229,3 +229,18 @@ def test_registered_model_by_alias_predicts_like_its_folder(
     with rasterio.open(by_alias[0]) as src:
         assert src.tags()["TERRASEG_MODEL"] == "models:/seg-predict@prod"
         assert src.tags()["TERRASEG_MODEL_VERSION"] == uri  # the alias, resolved to its version
+
+
+@pytest.mark.parametrize("size", ["768x1536", "1536x768"])
+def test_blocks_of_different_heights_and_widths(tmp_path, size):
+    """A 1536 x 768 raster with 256-px tiles has blocks of 576 rows and 384 columns:
+    the scratch store's chunks follow each axis, so every block writes chunks of its own."""
+    model = str(tiny_model_artifact(tmp_path / "model", tile=256))
+    scene = tiny_scenes(tmp_path / "s", scenes=1, size=size, resolution=1.0).scenes[0]
+    job = plan(model, scene, tmp_path / "out", CONFIG.model_copy(update={"block_size": 1024}))
+    rows, cols = job.plan.rows.bounds, job.plan.cols.bounds
+    assert rows[1] != cols[1]  # the case: unequal block steps
+    classes, _ = predict_file(job)
+    with rasterio.open(scene) as src, rasterio.open(classes) as out:
+        valid = src.dataset_mask() > 0
+        np.testing.assert_array_equal(out.read(1) == 255, ~valid)
