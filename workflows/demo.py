@@ -20,10 +20,13 @@ SCENES = TRAINING_SCENES + 1  # the last one is held back
 
 def demo_workflow(tracking_uri: str = "sqlite:///mlflow.db") -> Workflow:
     """Synthesize, tile, train and register, predict the held-back scene, vectorize, evaluate."""
+    return Workflow(steps=[*_data_steps(), _train_step(tracking_uri), *_use_steps(tracking_uri)])
+
+
+def _data_steps() -> list[Step]:
+    """Synthesize the scenes and tile the training ones."""
     train_scenes = [f"data/scene_{i:03d}.tif" for i in range(TRAINING_SCENES)]
-    held_back = f"data/scene_{SCENES - 1:03d}.tif"
-    prediction = f"predictions/scene_{SCENES - 1:03d}_classes.tif"
-    steps = [
+    return [
         Step(
             name="synth",
             command="synth",
@@ -44,32 +47,44 @@ def demo_workflow(tracking_uri: str = "sqlite:///mlflow.db") -> Workflow:
             },
             outputs=["dataset.zarr"],
         ),
-        Step(
-            name="train",
-            command="train",
-            options={
-                "data": "dataset.zarr",
-                "out": "runs/demo",
-                "backbone": "mobilenetv2",
-                "width-multiplier": 0.5,
-                "crop-size": 128,
-                "batch-size": 8,
-                "samples-per-epoch": 768,
-                "epochs": 10,
-                "optimizer": "adamw",
-                "lr": 0.002,
-                "schedule": "cosine",
-                "num-workers": 1,
-                "threads": 1,
-                "seed": 7,
-                "experiment": "terraseg-demo",
-                "register": MODEL_NAME,
-                "alias": "candidate",
-                "tracking-uri": tracking_uri,
-                "overwrite": True,
-            },
-            outputs=["runs/demo/summary.json"],
-        ),
+    ]
+
+
+def _train_step(tracking_uri: str) -> Step:
+    """Train a small MobileNetV2 model and register it as a candidate."""
+    return Step(
+        name="train",
+        command="train",
+        options={
+            "data": "dataset.zarr",
+            "out": "runs/demo",
+            "backbone": "mobilenetv2",
+            "width-multiplier": 0.5,
+            "crop-size": 128,
+            "batch-size": 8,
+            "samples-per-epoch": 768,
+            "epochs": 10,
+            "optimizer": "adamw",
+            "lr": 0.002,
+            "schedule": "cosine",
+            "num-workers": 1,
+            "threads": 1,
+            "seed": 7,
+            "experiment": "terraseg-demo",
+            "register": MODEL_NAME,
+            "alias": "candidate",
+            "tracking-uri": tracking_uri,
+            "overwrite": True,
+        },
+        outputs=["runs/demo/summary.json"],
+    )
+
+
+def _use_steps(tracking_uri: str) -> list[Step]:
+    """Predict the held-back scene with the registered model, vectorize and evaluate it."""
+    held_back = f"data/scene_{SCENES - 1:03d}.tif"
+    prediction = f"predictions/scene_{SCENES - 1:03d}_classes.tif"
+    return [
         Step(
             name="predict",
             command="predict",
@@ -97,7 +112,6 @@ def demo_workflow(tracking_uri: str = "sqlite:///mlflow.db") -> Workflow:
             outputs=["metrics.json"],
         ),
     ]
-    return Workflow(steps=steps)
 
 
 def quicklooks(out: Path) -> list[Path]:

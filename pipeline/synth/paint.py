@@ -203,22 +203,28 @@ class ScenePainter:
 
         building = classes == BUILDING
         if building.any():
-            roofs = [
-                (part, i + 1)
-                for i, (part, _, _) in enumerate(r for ct in contents for r in ct.roofs)
-            ]
-            flat = [(roof, bright) for ct in contents for _, roof, bright in ct.roofs]
-            index = _burn(roofs, region, res, np.int32)
-            colour_of = (
-                np.vstack([np.zeros((1, 4), np.float32), ROOF_REFLECTANCE[[r for r, _ in flat]]])
-                if flat
-                else np.zeros((1, 4), np.float32)
-            )
-            bright_of = np.concatenate([[1.0], [b for _, b in flat]]).astype(np.float32)
-            grain = 1 + 0.03 * self._noise(9, region, 2.0, 1)
-            for band in range(4):
-                out[band][building] = (colour_of[index, band] * bright_of[index] * grain)[building]
+            self._paint_roofs(out, building, region, contents)
         return out
+
+    def _paint_roofs(
+        self, out: F32, building: NDArray[np.bool_], region: Window, contents: list[CellContent]
+    ) -> None:
+        """Paint the roofs of ``contents`` over the building pixels of ``out``."""
+        res = self.spec.resolution
+        roofs = [
+            (part, i + 1) for i, (part, _, _) in enumerate(r for ct in contents for r in ct.roofs)
+        ]
+        flat = [(roof, bright) for ct in contents for _, roof, bright in ct.roofs]
+        index = _burn(roofs, region, res, np.int32)
+        colour_of = (
+            np.vstack([np.zeros((1, 4), np.float32), ROOF_REFLECTANCE[[r for r, _ in flat]]])
+            if flat
+            else np.zeros((1, 4), np.float32)
+        )
+        bright_of = np.concatenate([[1.0], [b for _, b in flat]]).astype(np.float32)
+        grain = 1 + 0.03 * self._noise(9, region, 2.0, 1)
+        for band in range(4):
+            out[band][building] = (colour_of[index, band] * bright_of[index] * grain)[building]
 
     def _road_kinds(self, region: Window) -> NDArray[np.uint8]:
         res = self.spec.resolution

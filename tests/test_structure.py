@@ -1,0 +1,115 @@
+"""The layout holds: layers, no import cycles, one hop per stage, short functions.
+
+Read from the source's syntax trees, so the rules hold for every module, including
+the ones no test imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "workflows")
+STAGES = {"tile": "tiling", "train": "training", "predict": "prediction", "vectorize": "vectorize"}
+MAX_FUNCTION_LINES = 60
+
+
+def modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the two packages."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES = modules()
+
+
+def _type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imported(path: Path, *, top_level_only: bool) -> set[str]:
+    """Modules of the two packages that ``path`` imports (resolved to existing modules)."""
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+                names.add(node.module)
+            elif isinstance(node, ast.If) and _type_checking(node):
+                continue
+            elif not top_level_only or isinstance(node, ast.If | ast.Try | ast.With):
+                visit(
+                    [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+                )
+
+    visit(tree.body)
+    return {n for n in names if n in MODULES}
+
+
+def test_the_library_never_imports_orchestration():
+    offenders = {
+        name: sorted(n for n in imported(path, top_level_only=False) if n.startswith("workflows"))
+        for name, path in MODULES.items()
+        if name.startswith("pipeline")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_import_cycles():
+    graph = {name: imported(path, top_level_only=True) - {name} for name, path in MODULES.items()}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+    def walk(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                walk(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            walk(name, [name])
+    assert cycles == []
+
+
+@pytest.mark.parametrize(("command", "package"), STAGES.items())
+def test_each_stage_is_one_hop_from_its_command_to_its_package(command, package):
+    assert (ROOT / "pipeline" / package / "__init__.py").is_file()
+    used = imported(ROOT / "workflows" / "cli" / f"{command}.py", top_level_only=False)
+    assert any(name.split(".")[:2] == ["pipeline", package] for name in used), used
+
+
+def function_lengths() -> list[tuple[str, int]]:
+    lengths = []
+    for name, path in MODULES.items():
+        if name.startswith("workflows.bench"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                lengths.append((f"{name}.{node.name}", node.end_lineno - node.lineno + 1))
+    return lengths
+
+
+def test_no_function_is_longer_than_60_lines():
+    lengths = function_lengths()
+    assert len(lengths) > 500  # the walk does see the code
+    assert [(f, n) for f, n in lengths if n > MAX_FUNCTION_LINES] == []
