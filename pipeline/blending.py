@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +42,8 @@ def _gaussian(u: F32) -> F32:
 def _flat(u: F32) -> F32:
     return np.ones_like(u)
 
+
+WindowName = Literal["spline", "gaussian", "hann", "flat"]  # the one list of window names
 
 BLEND_WINDOWS: dict[str, Callable[[F32], F32]] = {
     "spline": _spline,

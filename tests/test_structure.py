@@ -113,3 +113,24 @@ def test_no_function_is_longer_than_60_lines():
     lengths = function_lengths()
     assert len(lengths) > 500  # the walk does see the code
     assert [(f, n) for f, n in lengths if n > MAX_FUNCTION_LINES] == []
+
+
+def test_every_choice_list_has_one_source():
+    """Registries are keyed by exactly the names their config ``Literal`` declares, and the
+    CLI offers exactly those (the CLI reads them from the config models)."""
+    from typing import get_args
+
+    from click.testing import CliRunner
+
+    from pipeline.blending import BLEND_WINDOWS, WindowName
+    from pipeline.model.backbones import BACKBONES
+    from pipeline.model.config import BackboneName
+    from pipeline.prediction.config import PredictConfig
+    from workflows.cli.main import cli
+
+    assert list(BLEND_WINDOWS) == list(get_args(WindowName))
+    assert set(BACKBONES) == set(get_args(BackboneName))
+    usage = CliRunner().invoke(cli, ["predict", "--help"]).output
+    for name in ("window", "tta", "device", "precision"):
+        values = get_args(PredictConfig.model_fields[name].annotation)
+        assert f"[{'|'.join(values)}]" in usage.replace("\n", "").replace(" ", "")

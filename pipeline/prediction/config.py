@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from pipeline.blending import WindowName
 from pipeline.settings import StrictModel
 
 
@@ -15,9 +16,7 @@ class PredictConfig(StrictModel):
     overlap: float = Field(
         0.25, ge=0.0, lt=0.5, description="Tile overlap as a fraction of the tile size."
     )
-    window: Literal["spline", "gaussian", "hann", "flat"] = Field(
-        "spline", description="Blending window."
-    )
+    window: WindowName = Field("spline", description="Blending window.")
     tta: Literal["none", "flips", "d4"] = Field("none", description="Test-time augmentation.")
     batch_size: int | None = Field(
         None,

@@ -22,11 +22,12 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 import numpy as np
 
+from pipeline.model.config import BackboneName
 from workflows.bench_utils import TreeRSS, bench_workdir
 
 
@@ -34,7 +35,7 @@ from workflows.bench_utils import TreeRSS, bench_workdir
 @click.option("--size", type=click.IntRange(min=256), default=2048, show_default=True)
 @click.option(
     "--backbone",
-    type=click.Choice(["mobilenetv2", "resnet50", "resnet101", "xception65"]),
+    type=click.Choice(get_args(BackboneName)),
     default="mobilenetv2",
     show_default=True,
 )

@@ -14,16 +14,18 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
+
+from pipeline.model.config import BackboneName
 
 
 @click.command("train")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
               help="A store from `terraseg tile` (default: generate a small one).")  # fmt: skip
-@click.option("--backbone", type=click.Choice(["mobilenetv2", "resnet50", "resnet101",
-              "xception65"]), default="mobilenetv2", show_default=True)  # fmt: skip
+@click.option("--backbone", type=click.Choice(get_args(BackboneName)), default="mobilenetv2",
+              show_default=True)  # fmt: skip
 @click.option("--width-multiplier", type=float, default=1.0, show_default=True)
 @click.option("--crop-size", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=8, show_default=True)
