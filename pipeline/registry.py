@@ -374,7 +374,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def describe_model(uri: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
-    """What ``terraseg models show`` prints: registry entry, source run, bands, classes.
+    """What ``terraseg registry show`` prints: registry entry, source run, bands, classes.
 
     Args:
         uri: Any accepted model URI; ``NAME``, ``NAME@ALIAS`` and ``NAME/VERSION``

@@ -14,8 +14,7 @@ from pipeline.artifact import ModelArtifact, Normalization, save_artifact
 from pipeline.classes import default_class_table
 from pipeline.model.config import ModelConfig
 from pipeline.model.deeplab import DeepLabV3Plus, build_model
-from pipeline.tracking import Tracker, flatten
-from workflows.tracking import code_version
+from pipeline.training.tracker import Tracker, code_version, flatten
 
 TINY_CONFIG = ModelConfig(
     backbone="mobilenetv2", width_multiplier=0.25, in_channels=4, num_classes=5

@@ -1,5 +1,6 @@
-"""Training DeepLabV3+ on a terraseg Zarr store: data, losses, metrics, schedule, loop.
+"""Training DeepLabV3+ on a terraseg Zarr store: data, losses, metrics, schedule, loop, driver.
 
-Everything here runs in one process; ``workflows.train_run`` adds the distributed
-set-up, the output folder and the tracker.
+:func:`pipeline.training.session.run_training` runs one process's share of a run
+given its place in the process group and a tracker; ``workflows.train_run``
+starts the processes, joins the group and opens the MLflow tracker.
 """

@@ -12,9 +12,11 @@ from mlflow import MlflowClient
 
 from pipeline.errors import ConfigError, TrackingError
 from pipeline.registry import load_model
-from pipeline.tracking import NullTracker
+from pipeline.training.config import TrainConfig
+from pipeline.training.tracker import NullTracker
 from tests.mlflow_helpers import BANDS, Trained, reference_softmax, sample_images
-from workflows.tracking import make_tracker, start_tracking
+from workflows.mlflow_tracking import start_tracking
+from workflows.train_run import tracker_for_rank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,8 +156,9 @@ def test_a_file_that_is_not_a_database_fails(tmp_path: Path) -> None:
         pass
 
 
-def test_other_ranks_do_not_talk_to_mlflow() -> None:
-    with make_tracker(False, "http://127.0.0.1:9", "tests") as tracker:
+def test_other_ranks_do_not_talk_to_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with tracker_for_rank(TrainConfig(), is_main=False) as tracker:
         assert isinstance(tracker, NullTracker)
 
 

@@ -19,8 +19,8 @@ COMMANDS: dict[str, str] = {
     "demo": "workflows.cli.demo:demo",
     "evaluate": "workflows.cli.evaluate:evaluate",
     "model": "workflows.cli.model:model",
-    "models": "workflows.cli.models:models",
     "predict": "workflows.cli.predict:predict",
+    "registry": "workflows.cli.registry:registry",
     "run": "workflows.cli.run:run",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
@@ -28,11 +28,17 @@ COMMANDS: dict[str, str] = {
     "vectorize": "workflows.cli.vectorize:vectorize",
 }
 
+# Former command name -> current name; runs the current command, hidden from --help.
+ALIASES: dict[str, str] = {
+    "models": "registry",  # `terraseg models list|show|promote` before the rename
+}
+
 
 class TerrasegGroup(LazyGroup):
     """The command group: commands load lazily; library errors become one line."""
 
     registry = COMMANDS
+    aliases = ALIASES
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; print a library error as one line and exit 1."""

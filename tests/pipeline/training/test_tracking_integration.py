@@ -11,7 +11,7 @@ from pipeline.artifact import load_artifact
 from pipeline.registry import load_model
 from tests.pipeline.training.test_train import tiny
 from workflows.cli.main import cli
-from workflows.train_run import run
+from workflows.train_run import launch
 
 
 def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, monkeypatch):
@@ -24,7 +24,7 @@ def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, mon
             "tracking.alias": "candidate",
         }
     )
-    summary = run(config, store, tmp_path / "run", progress=False)
+    summary = launch(config, store, tmp_path / "run", progress=False)
 
     client = mlflow.MlflowClient(store_uri)
     version = client.get_model_version_by_alias(name, "candidate")

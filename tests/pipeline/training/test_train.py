@@ -10,16 +10,18 @@ from pipeline.artifact import load_artifact
 from pipeline.errors import TrainingError
 from pipeline.model.inference import inference_network
 from pipeline.model.quantization import quantize_backbone
-from pipeline.tracking import NullTracker
-from pipeline.training import loop
+from pipeline.training import loop, records
 from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.components import build_network, resolve_model_config
 from pipeline.training.config import TrainConfig
 from pipeline.training.dataset import TrainCrops, read_store_info
 from pipeline.training.loop import StepContext, train_step
 from pipeline.training.losses import SegmentationLoss
 from pipeline.training.optim import build_optimizer
+from pipeline.training.session import run_training
+from pipeline.training.tracker import NullTracker
 from workflows.cli.main import cli
-from workflows.train_run import build_network, init_distributed, resolve_model_config, run
+from workflows.train_run import init_distributed, launch
 
 TINY = {
     "model": {"backbone": "mobilenetv2", "width_multiplier": 0.25},
@@ -42,6 +44,12 @@ def tiny(**changes):
     return TrainConfig.model_validate(data)
 
 
+def train_with(tracker, config, store, out):
+    """One process's training, reporting to ``tracker``."""
+    place = init_distributed(config.accelerator)
+    return run_training(config, store, out, place=place, tracker=tracker, progress=False)
+
+
 def test_tiny_model_loss_decreases(store):
     config = tiny(**{"optimizer.name": "adamw", "optimizer.lr": 0.01})
     info = read_store_info(store, 0.05)
@@ -58,7 +66,7 @@ def test_tiny_model_loss_decreases(store):
 
 def test_train_writes_checkpoints_model_and_summary(store, tmp_path):
     out = tmp_path / "run"
-    summary = run(tiny(), store, out, progress=False)
+    summary = launch(tiny(), store, out, progress=False)
     assert summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
     assert set(summary["val_iou"]) == {"background", "building", "road", "water", "vegetation"}
     for name in ("checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "summary.json",
@@ -97,13 +105,13 @@ class Interrupt(NullTracker):
 
 def test_resume_equals_uninterrupted_training(store, tmp_path):
     config = tiny(**{"model.dropout": 0.1, "overlays": 0})
-    run(config, store, tmp_path / "straight", progress=False)
+    launch(config, store, tmp_path / "straight", progress=False)
     tracker = Interrupt(at=1)
     with pytest.raises(KeyboardInterrupt):
-        run(config, store, tmp_path / "resumed", progress=False, tracker=tracker)
+        train_with(tracker, config, store, tmp_path / "resumed")
     assert "statistics.red.mean" in tracker.params and "optimizer.lr" in tracker.params
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
-    run(config, store, tmp_path / "resumed", resume=True, progress=False)
+    launch(config, store, tmp_path / "resumed", resume=True, progress=False)
     straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert resumed["state"]["epoch"] == 2 and resumed["step"] == straight["step"]
@@ -126,29 +134,29 @@ def _edit_tiles(store, tmp_path, edit):
 def test_store_without_labels(store, tmp_path):
     copy = _edit_tiles(store, tmp_path, lambda t: {**t, "class_counts": [0] * 5})
     with pytest.raises(TrainingError, match="no labelled pixels"):
-        run(tiny(), copy, tmp_path / "run", progress=False)
+        launch(tiny(), copy, tmp_path / "run", progress=False)
 
 
 def test_empty_training_split(store, tmp_path):
     copy = _edit_tiles(store, tmp_path, lambda t: {**t, "split": "val"})
     with pytest.raises(TrainingError, match="training split is empty"):
-        run(tiny(), copy, tmp_path / "run", progress=False)
+        launch(tiny(), copy, tmp_path / "run", progress=False)
 
 
 def test_resume_with_other_classes_or_bands(store, tmp_path):
     out = tmp_path / "run"
-    run(tiny(epochs=1, overlays=0), store, out, progress=False)
+    launch(tiny(epochs=1, overlays=0), store, out, progress=False)
     copy = tmp_path / "renamed.zarr"
     shutil.copytree(store, copy)
     root = zarr.open_group(str(copy), mode="r+")
     root.attrs["classes"] = [{**c, "name": f"x{c['id']}"} for c in root.attrs["classes"]]
     with pytest.raises(TrainingError, match="classes differ from the checkpoint"):
-        run(tiny(), copy, out, resume=True, progress=False)
+        launch(tiny(), copy, out, resume=True, progress=False)
     checkpoint = load_checkpoint(out / "checkpoints" / "last.pt")
     checkpoint["model_config"]["in_channels"] = 3
     torch.save(checkpoint, out / "checkpoints" / "last.pt")
     with pytest.raises(TrainingError, match="band count differs from the checkpoint: store 4"):
-        run(tiny(), store, out, resume=True, progress=False)
+        launch(tiny(), store, out, resume=True, progress=False)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypatch):
@@ -163,7 +171,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(store, tmp_path, monkeypa
     monkeypatch.setattr(loop, "micro_loss", diverging)
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match="loss became nan at epoch 2, step 3") as info:
-        run(tiny(overlays=0), store, out, progress=False)
+        launch(tiny(overlays=0), store, out, progress=False)
     assert "the last good checkpoint is kept" in str(info.value)
     assert str(out / "checkpoints" / "last.pt") in str(info.value)
     assert load_checkpoint(out / "checkpoints" / "last.pt")["state"]["epoch"] == 1
@@ -224,14 +232,11 @@ class Recorder(NullTracker):
 
 
 def test_tracker_receives_params_metrics_plots_and_model(store, tmp_path, monkeypatch):
-    import workflows.train_run as train_run
-
-    real = train_run.scores
+    real = records.scores
     mious = iter([0.5, 0.6, 0.55, 0.58, 0.7])
-    monkeypatch.setattr(train_run, "scores", lambda m: {**real(m), "mean_iou": next(mious)})
+    monkeypatch.setattr(records, "scores", lambda m: {**real(m), "mean_iou": next(mious)})
     tracker = Recorder()
-    summary = run(tiny(epochs=5, patience=2), store, tmp_path / "run", progress=False,
-                  tracker=tracker)  # fmt: skip
+    summary = train_with(tracker, tiny(epochs=5, patience=2), store, tmp_path / "run")
     # early stopping: best at epoch 2, no better mIoU in epochs 3 and 4
     assert summary["epochs"] == 4 and summary["best_epoch"] == 2
     assert summary["model_uri"] == "runs:/x/model" and tracker.models == [

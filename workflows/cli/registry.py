@@ -1,4 +1,8 @@
-"""``terraseg models``: list, show and promote models in the MLflow model registry."""
+"""``terraseg registry``: list, show and promote models in the MLflow model registry.
+
+``terraseg models`` is the former name of this group; it still works and is not
+listed in ``terraseg --help``.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ as_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 
 @click.group()
-def models() -> None:
+def registry() -> None:
     """Registered models: list, show, promote (set an alias such as ``production``)."""
 
 
-@models.command("list")
+@registry.command("list")
 @tracking_uri_opt
 @as_json_opt
 def list_(tracking_uri: str | None, as_json: bool) -> None:
@@ -37,7 +41,7 @@ def list_(tracking_uri: str | None, as_json: bool) -> None:
         )
 
 
-@models.command()
+@registry.command()
 @click.argument("model_ref", metavar="NAME[@ALIAS|/VERSION]")
 @tracking_uri_opt
 @as_json_opt
@@ -82,7 +86,7 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-@models.command()
+@registry.command()
 @click.argument("name")
 @click.argument("version", type=click.IntRange(min=1))
 @click.argument("alias")

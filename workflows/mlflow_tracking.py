@@ -1,23 +1,21 @@
 """The MLflow run context: what the trainer reports to, on the main rank only.
 
-``with make_tracker(is_main, tracking_uri, experiment, ...) as tracker:`` checks the
+``with start_tracking(tracking_uri, experiment, ...) as tracker:`` checks the
 tracking store first (a server that does not answer fails in seconds, naming the
-URI), starts a run and yields an :class:`MlflowTracker`; other ranks get a
-:class:`~pipeline.tracking.NullTracker`. The run ends FINISHED, or FAILED when the
-block raises. ``tracker.log_model(folder)`` logs a model artifact folder as a
-``pyfunc`` model named ``model`` (``runs:/RUN_ID/model``) and, with ``register``,
-registers it as a new version and points ``alias`` at it.
+URI), starts a run and yields an :class:`MlflowTracker`. The run ends FINISHED, or
+FAILED when the block raises. ``tracker.log_model(folder)`` logs a model artifact
+folder as a ``pyfunc`` model named ``model`` (``runs:/RUN_ID/model``) and, with
+``register``, registers it as a new version and points ``alias`` at it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +32,11 @@ from pipeline.registry import (
     resolve_tracking_uri,
     use_tracking_uri,
 )
-from pipeline.tracking import NullTracker, Tracker
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["MlflowTracker", "check_tracking_reachable", "make_tracker", "start_tracking"]
+__all__ = ["MlflowTracker", "check_tracking_reachable", "start_tracking"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +46,7 @@ _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
 
 
 class MlflowTracker:
-    """A :class:`~pipeline.tracking.Tracker` that records into one MLflow run.
+    """A :class:`~pipeline.training.tracker.Tracker` that records into one MLflow run.
 
     Create it with :func:`start_tracking`; the run must be MLflow's active run when
     :meth:`log_model` is called.
@@ -170,53 +167,6 @@ def start_tracking(
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             logger.info("MLflow run %s in %s (%s)", run.info.run_id, experiment, redact(uri))
             yield MlflowTracker(mlflow_client, run.info.run_id, register, alias)
-
-
-def make_tracker(
-    is_main: bool,
-    tracking_uri: str | None,
-    experiment: str,
-    run_name: str | None = None,
-    register: str | None = None,
-    alias: str | None = None,
-) -> AbstractContextManager[Tracker]:
-    """:func:`start_tracking` on the main rank, a :class:`NullTracker` on the others."""
-    if not is_main:
-        return nullcontext(NullTracker())
-    return start_tracking(tracking_uri, experiment, run_name, register, alias)
-
-
-def code_version() -> dict[str, str]:
-    """Parameters naming the code: terraseg, torch and MLflow versions, and the git commit."""
-    import mlflow
-    import torch
-
-    version = {
-        "code.terraseg": __version__,
-        "code.torch": str(torch.__version__),
-        "code.mlflow": mlflow.__version__,
-    }
-    commit = _git(["rev-parse", "HEAD"])
-    if commit:
-        version["code.git_commit"] = commit
-        version["code.git_dirty"] = str(bool(_git(["status", "--porcelain", "--untracked=no"])))
-    return version
-
-
-def _git(args: list[str]) -> str:
-    """Output of a git command in the source folder; empty outside a git checkout."""
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip()
 
 
 def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:

@@ -1,13 +1,16 @@
 """What the trainer reports to an experiment tracker, independent of MLflow.
 
-The training loop calls these methods on rank 0 only. ``workflows`` provides the
+The training session calls these methods on rank 0 only. ``workflows`` provides the
 MLflow implementation; :class:`NullTracker` records nothing.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any, Protocol
+
+from pipeline import __version__
 
 
 class Tracker(Protocol):
@@ -53,3 +56,36 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def code_version() -> dict[str, str]:
+    """Parameters naming the code: terraseg, torch and MLflow versions, and the git commit."""
+    import mlflow
+    import torch
+
+    version = {
+        "code.terraseg": __version__,
+        "code.torch": str(torch.__version__),
+        "code.mlflow": mlflow.__version__,
+    }
+    commit = _git(["rev-parse", "HEAD"])
+    if commit:
+        version["code.git_commit"] = commit
+        version["code.git_dirty"] = str(bool(_git(["status", "--porcelain", "--untracked=no"])))
+    return version
+
+
+def _git(args: list[str]) -> str:
+    """Output of a git command in the source folder; empty outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip()

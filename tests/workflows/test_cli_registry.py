@@ -8,8 +8,8 @@ from tests.mlflow_helpers import Trained
 from workflows.cli.main import cli
 
 
-def _run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, ["models", *args])
+def _run(*args: str, group: str = "registry") -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [group, *args])
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -39,3 +39,15 @@ def test_an_unreachable_server_via_the_environment(monkeypatch) -> None:  # type
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     code, _, err = _run("list")
     assert code == 1 and "cannot reach the MLflow tracking server at http://127.0.0.1:9" in err
+
+
+def test_the_former_name_models_still_works_and_is_hidden(trained: Trained) -> None:
+    uri, name = trained.tracking_uri, trained.name
+    former = _run("show", f"{name}/1", "--tracking-uri", uri, group="models")
+    current = _run("show", f"{name}/1", "--tracking-uri", uri)
+    assert former[:2] == current[:2] and former[0] == 0  # exit code and stdout
+    code, out, _ = _run("--help", group="models")
+    assert code == 0 and "promote" in out
+    listed = CliRunner().invoke(cli, ["--help"]).stdout
+    commands = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line}
+    assert {"model", "registry"} <= commands and "models" not in commands

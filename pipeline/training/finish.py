@@ -1,0 +1,62 @@
+"""The end of a run on rank 0: the best model as an artifact, calibrated for int8, and a summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.artifact import ModelArtifact, save_artifact
+from pipeline.training.calibration import calibrate_on_store
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.plots import plot_curves
+from pipeline.training.state import RunContext, RunState
+
+
+def finish(run: RunContext, state: RunState) -> dict[str, Any]:
+    """Export the best checkpoint's model, plot the learning curves, and summarize.
+
+    Args:
+        run: The run's config, store, folder and tracker.
+        state: The progress at the last epoch.
+
+    Returns:
+        The summary, also written to ``OUT/summary.json``: best epoch, best
+        validation mean IoU, per-class IoU, throughput, paths and the model URI.
+    """
+    out, history = run.out, state.history
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    best_metrics = next(h for h in history if h["epoch"] == state.best_epoch)
+    artifact = ModelArtifact(
+        model_config=run.model_config.model_dump(mode="json"),
+        band_names=run.info.band_names,
+        normalization=run.info.normalization,
+        classes=run.info.classes,
+        tile_size=run.info.tile_size,
+        state_dict=best["model"],
+        input_dtype=run.info.input_dtype,
+        metadata={"epoch": state.best_epoch, "metrics": best_metrics, "store": run.info.path},
+    )
+    artifact.calibration = calibrate_on_store(
+        artifact.build_model(), run.info, run.config.int8_calibration
+    )
+    model_dir = save_artifact(artifact, out / "model")
+    curves = plot_curves(history, out / "plots" / "curves.png")
+    run.tracker.log_artifact(curves, "plots")
+    model_uri = run.tracker.log_model(model_dir)
+    names = run.info.classes.names
+    summary = {
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_val_mean_iou": state.best_miou,
+        "val_iou": {n: best_metrics[f"val/iou/{n}"] for n in names},
+        "val_pixel_accuracy": best_metrics["val/pixel_accuracy"],
+        "last_train_loss": history[-1]["train/loss"],
+        "images_per_s": history[-1]["train/images_per_s"],
+        "data_wait": history[-1]["train/data_wait"],
+        "model": str(model_dir),
+        "model_uri": model_uri,
+        "checkpoints": str(out / "checkpoints"),
+        "out": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

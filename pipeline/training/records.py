@@ -1,0 +1,156 @@
+"""What rank 0 records of a run: the output folder, per-epoch metrics, checkpoints, plots.
+
+Output folder::
+
+    OUT/config.yaml               the full training config
+    OUT/metrics.jsonl             one line of metrics per epoch
+    OUT/checkpoints/last.pt       model, optimizer, scheduler, scaler, epoch, RNG, config
+    OUT/checkpoints/best.pt       the same at the best validation mean IoU
+    OUT/plots/*.png               confusion matrix, validation overlays, learning curves
+    OUT/model/                    the best model as a terraseg model artifact
+    OUT/summary.json              what the command prints at the end
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+import yaml
+from torch import nn
+
+from pipeline.training.checkpoint import save_checkpoint
+from pipeline.training.loop import StepContext
+from pipeline.training.metrics import scores
+from pipeline.training.plots import plot_confusion, plot_overlays
+from pipeline.training.state import RunContext, RunState, make_checkpoint
+from pipeline.training.tracker import NullTracker, code_version, flatten
+
+logger = logging.getLogger(__name__)
+
+
+def start_outputs(run: RunContext, state: RunState) -> None:
+    """Create the output folder; write the config and the history so far; log parameters.
+
+    Args:
+        run: The run's config, store, folder and tracker.
+        state: The progress restored from a checkpoint (empty for a new run).
+    """
+    out, config, info = run.out, run.config, run.info
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    config_path = out / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in state.history))
+    params = flatten(config.model_dump(mode="json"))
+    params["data.store"] = info.path
+    for band in info.statistics:
+        for key in ("mean", "std", "p2", "p98"):
+            params[f"statistics.{band['band']}.{key}"] = band[key]
+    if not isinstance(run.tracker, NullTracker):
+        params |= code_version()
+    run.tracker.log_params(params)
+    run.tracker.log_artifact(config_path)
+
+
+def epoch_metrics(
+    epoch: int, train: dict[str, float], result: dict[str, Any], names: list[str]
+) -> dict[str, Any]:
+    """Flat metrics of one epoch, as logged to the tracker and metrics.jsonl.
+
+    Args:
+        epoch: The epoch (1-based).
+        train: The training statistics of the epoch (``loss``, ``lr``, ...).
+        result: Validation scores from :func:`~pipeline.training.metrics.scores`.
+        names: Class names, in class order.
+
+    Returns:
+        ``epoch``, ``train/*``, ``val/*`` and ``val/{iou,accuracy,f1}/CLASS`` values.
+    """
+    metrics: dict[str, Any] = {"epoch": epoch}
+    metrics |= {f"train/{k}": v for k, v in train.items()}
+    for key in ("mean_iou", "pixel_accuracy", "mean_accuracy", "mean_f1"):
+        metrics[f"val/{key}"] = result[key]
+    for kind in ("iou", "accuracy", "f1"):
+        for name, value in zip(names, result[kind], strict=True):
+            metrics[f"val/{kind}/{name}"] = value
+    return metrics
+
+
+def end_epoch(
+    run: RunContext,
+    step_ctx: StepContext,
+    raw: nn.Module,
+    state: RunState,
+    epoch: int,
+    train_stats: dict[str, float],
+    matrix: np.ndarray[Any, Any],
+    samples: list[Any],
+) -> bool:
+    """Record the epoch, checkpoint it, and say whether early stopping ends the run.
+
+    Every rank updates ``state`` from the same summed confusion matrix, so all
+    ranks stop together; rank 0 alone writes and reports.
+
+    Args:
+        run: The run's config, store, folder, rank and tracker.
+        step_ctx: The optimizer, schedule and scaler (for the checkpoint).
+        raw: The unwrapped model (for the checkpoint).
+        state: Progress, updated in place.
+        epoch: The epoch that ended.
+        train_stats: Its training statistics.
+        matrix: The validation confusion matrix summed over ranks.
+        samples: Validation ``(image, label, prediction)`` triples for overlays.
+
+    Returns:
+        True when ``patience`` epochs passed without a better mean IoU.
+    """
+    result = scores(matrix)
+    metrics = epoch_metrics(epoch, train_stats, result, run.info.classes.names)
+    miou = result["mean_iou"] if np.isfinite(result["mean_iou"]) else 0.0
+    improved = miou > state.best_miou
+    if improved:
+        state.best_miou, state.best_epoch = miou, epoch
+    state.epoch = epoch
+    state.history.append(metrics)
+    if run.place.is_main:
+        _write_epoch(run, step_ctx, raw, state, metrics, improved)
+        if improved:
+            _plot_best(run, epoch, matrix, samples)
+        finite = {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
+        run.tracker.log_metrics(finite, step=epoch)
+        logger.info("epoch %d: loss %.4f, val mIoU %.4f", epoch, train_stats["loss"], miou)
+    patience = run.config.patience
+    return patience > 0 and epoch - state.best_epoch >= patience
+
+
+def _write_epoch(
+    run: RunContext,
+    step_ctx: StepContext,
+    raw: nn.Module,
+    state: RunState,
+    metrics: dict[str, Any],
+    improved: bool,
+) -> None:
+    with (run.out / "metrics.jsonl").open("a") as stream:
+        stream.write(json.dumps(metrics) + "\n")
+    folder = run.out / "checkpoints"
+    last = folder / "last.pt"
+    save_checkpoint(last, make_checkpoint(run, step_ctx, raw, state))
+    if improved:
+        shutil.copyfile(last, folder / ".best.pt.tmp")
+        os.replace(folder / ".best.pt.tmp", folder / "best.pt")
+
+
+def _plot_best(run: RunContext, epoch: int, matrix: Any, samples: list[Any]) -> None:
+    plots = run.out / "plots"
+    title = f"validation, epoch {epoch}"
+    paths = [plot_confusion(matrix, run.info.classes.names, plots / "confusion.png", title)]
+    if samples:
+        paths.append(plot_overlays(samples, run.info.classes, plots / "overlays.png", title))
+    for path in paths:
+        run.tracker.log_artifact(path, "plots")

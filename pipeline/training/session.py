@@ -1,0 +1,147 @@
+"""The training driver: one process's share of a run, in phases.
+
+Config, data, model (new or resumed), loop, finish. The caller joins the process
+group first and passes this process's :class:`~pipeline.training.components.Placement`
+and a :class:`~pipeline.training.tracker.Tracker`; ``workflows.train_run`` does
+both for the CLI. Rank 0 alone logs, tracks and writes files; metrics are computed
+from confusion matrices summed over ranks, so every rank takes the same decisions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.errors import TrainingError
+from pipeline.training.checkpoint import check_compatible, load_checkpoint
+from pipeline.training.components import (
+    Placement,
+    build_network,
+    make_loaders,
+    make_step_context,
+    resolve_model_config,
+)
+from pipeline.training.config import TrainConfig
+from pipeline.training.dataset import read_store_info
+from pipeline.training.finish import finish
+from pipeline.training.loop import (
+    NonFiniteLossError,
+    StepContext,
+    all_reduce_sum,
+    train_one_epoch,
+    validate,
+)
+from pipeline.training.records import end_epoch, start_outputs
+from pipeline.training.sampler import WeightedCropSampler
+from pipeline.training.state import RunContext, RunState, restore_progress
+from pipeline.training.tracker import Tracker
+
+
+def run_training(
+    config: TrainConfig,
+    data: Path,
+    out: Path,
+    *,
+    place: Placement,
+    tracker: Tracker,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a DeepLabV3+ on the store ``data``; write checkpoints, plots and the model to ``out``.
+
+    Args:
+        config: The training config.
+        data: The Zarr store written by ``terraseg tile``.
+        out: The run folder.
+        place: This process's rank, the number of ranks and the device; the
+            process group is joined when there is more than one rank.
+        tracker: Where rank 0 reports parameters, metrics, plots and the model.
+        resume: Continue from ``out/checkpoints/last.pt``.
+        progress: Show a progress bar (on rank 0).
+
+    Returns:
+        On rank 0, the summary: best epoch, best validation mean IoU, per-class
+        IoU, paths. ``{}`` on the other ranks.
+
+    Raises:
+        TrainingError: The store cannot be trained on, the checkpoint does not match
+            it, or the loss became NaN (the last good checkpoint is kept).
+    """
+    info = read_store_info(data, config.data.min_valid_fraction)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(out / "checkpoints" / "last.pt")
+        check_compatible(checkpoint, info.classes.names, len(info.band_names), data)
+    model_config = resolve_model_config(config, info)
+    config = config.model_copy(update={"model": model_config})  # saved with bands and classes
+    train_loader, val_loader, sampler, steps = make_loaders(config, info, place)
+    raw, trained = build_network(
+        model_config, config, place, checkpoint["model"] if checkpoint else None
+    )
+    step_ctx = make_step_context(config, info, place, trained, steps)
+    state = RunState()
+    if checkpoint is not None:
+        restore_progress(checkpoint, step_ctx, state)
+    run = RunContext(config, info, model_config, out, place, tracker)
+    if place.is_main:
+        start_outputs(run, state)
+    loaders = (train_loader, val_loader)
+    _loop(run, step_ctx, raw, state, loaders, sampler, steps, progress and place.is_main)
+    if not place.is_main:
+        return {}
+    return finish(run, state)
+
+
+def _loop(
+    run: RunContext,
+    step_ctx: StepContext,
+    raw: nn.Module,
+    state: RunState,
+    loaders: tuple[DataLoader[Any], DataLoader[Any]],
+    sampler: WeightedCropSampler,
+    steps: int,
+    progress: bool,
+) -> None:
+    """Train and validate from the epoch after ``state.epoch`` to the last, or early stop."""
+    config, place = run.config, run.place
+    train_loader, val_loader = loaders
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        sampler.set_epoch(epoch)
+        try:
+            train_stats = train_one_epoch(
+                step_ctx,
+                train_loader,
+                steps=steps,
+                accumulate=config.optimizer.accumulate,
+                epoch=epoch,
+                progress=progress,
+            )
+        except NonFiniteLossError as exc:
+            raise nan_error(exc, epoch, run.out / "checkpoints" / "last.pt") from None
+        keep = config.overlays if place.is_main else 0
+        matrix, samples = validate(raw, val_loader, run.info.num_classes, step_ctx, keep)
+        summed = all_reduce_sum(matrix, place.world).cpu().numpy()
+        if end_epoch(run, step_ctx, raw, state, epoch, train_stats, summed, samples):
+            break
+
+
+def nan_error(exc: NonFiniteLossError, epoch: int, last: Path) -> TrainingError:
+    """The error that stops a run whose loss is no longer finite.
+
+    Args:
+        exc: What the training step raised.
+        epoch: The epoch it happened in.
+        last: The last checkpoint, kept as it is.
+
+    Returns:
+        A one-line error naming the step, the checkpoint and what to change.
+    """
+    kept = "the last good checkpoint is kept" if last.is_file() else "no checkpoint was written"
+    return TrainingError(
+        f"loss became {exc.value} at epoch {epoch}, step {exc.step} (optimizer steps from the "
+        f"start); stopped, {kept}; lower optimizer.lr or set optimizer.grad_clip",
+        path=last,
+    )
