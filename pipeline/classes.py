@@ -113,7 +113,9 @@ def write_classes(table: ClassTable, path: str | Path) -> None:
     """Write ``table`` as a classes YAML file."""
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(table.to_dict(), sort_keys=False))
+    from pipeline.files import write_text
+
+    write_text(path, yaml.safe_dump(table.to_dict(), sort_keys=False))
 
 
 def default_class_table() -> ClassTable:

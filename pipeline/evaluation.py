@@ -19,6 +19,7 @@ from pydantic import Field
 
 from pipeline.classes import CLASSES_TAG, ClassTable
 from pipeline.errors import InputError
+from pipeline.files import write_json
 from pipeline.grid import Window, plan_blocks
 from pipeline.metrics import confusion_counts, scores
 from pipeline.rasters import open_raster, shared_reader
@@ -81,9 +82,8 @@ class Evaluation:
         }
 
     def write_json(self, path: Path) -> None:
-        """Write :meth:`report` as JSON (NaN as null)."""
-        text = json.dumps(self.report(), indent=2).replace("NaN", "null")
-        path.write_text(text + "\n")
+        """Write :meth:`report` as strict JSON (NaN as null) through a temporary name."""
+        write_json(path, self.report())
 
 
 def prediction_classes(path: Path, given: ClassTable | None) -> ClassTable:

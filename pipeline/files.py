@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -48,3 +51,30 @@ def remove_path(path: str | Path) -> None:
             shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary name: a full disk leaves no half file."""
+    with atomic_output(path) as temporary:
+        temporary.write_text(text)
+
+
+def finite(data: Any) -> Any:
+    """``data`` with NaN and infinities as ``None`` (strict JSON has no NaN)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [finite(value) for value in data]
+    return data
+
+
+def json_text(data: Any, *, indent: int | None = None) -> str:
+    """Strict JSON of ``data``: non-finite numbers become ``null``."""
+    return json.dumps(finite(data), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write strict JSON through a temporary name (see :func:`json_text`)."""
+    write_text(path, json_text(data, indent=indent) + "\n")

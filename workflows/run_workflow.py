@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import Field
 
+from pipeline.files import write_json
 from pipeline.settings import StrictModel, build_config, load_yaml
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ STAMPS = ".terraseg-run"
 class Step(StrictModel):
     """One stage of a workflow: a terraseg command, its arguments and options, its outputs."""
 
-    name: str = Field(description="Unique name of the step (used for its stamp).")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Unique name of the step (letters, digits, _ . -; names its stamp file).",
+    )
     command: str = Field(description="The terraseg command, e.g. tile, train, predict, vectorize.")
     args: list[str] = Field(default_factory=list, description="Positional arguments.")
     options: dict[str, Any] = Field(
@@ -172,9 +176,7 @@ def run_workflow(
                 start = time.perf_counter()
                 execute(line)
                 seconds = time.perf_counter() - start
-                stamp_file.write_text(
-                    json.dumps({"stamp": stamp, "command": line, "seconds": seconds})
-                )
+                write_json(stamp_file, {"stamp": stamp, "command": line, "seconds": seconds})
                 results.append(StepResult(step.name, False, seconds))
             previous = stamp
     return results

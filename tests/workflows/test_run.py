@@ -200,3 +200,16 @@ def test_bad_workflow_file(tmp_path):
     path.write_text("steps:\n  - {name: a, command: tile, option: {}}\n")
     with pytest.raises(ConfigError, match=r"steps\.0\.option: unknown key"):
         load_workflow(path)
+
+
+def test_a_step_name_cannot_reach_outside_the_work_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from workflows.cli.main import cli
+
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text("steps:\n  - name: ../../x\n    command: synth\n    args: [data]\n")
+    result = CliRunner().invoke(cli, ["run", str(workflow)])
+    assert result.exit_code == 1
+    assert "steps.0.name" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path.parent.parent / "x.json").exists()
