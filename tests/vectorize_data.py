@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import rasterio
 from rasterio.transform import from_origin
 from scipy import ndimage
@@ -41,3 +43,15 @@ def rings(shape: tuple[int, int]) -> np.ndarray:
     ring = np.maximum(abs(rows - centre[0]), abs(cols - centre[1])) // 4 % 3
     checker = ((rows // 3 + cols // 3) % 2 + 3) * (rows < shape[0] // 4)
     return np.where(checker > 0, checker, ring).astype(np.uint8)
+
+
+def gpkg_content(path: Path) -> dict[str, object]:
+    """Every polygon layer's rows (attributes and WKB, in order) and the stored styles."""
+    layers = {}
+    for name, kind in pyogrio.list_layers(path):
+        if kind is not None:
+            table = pyogrio.read_arrow(path, layer=name)[1]
+            layers[name] = table.to_pylist()
+    with sqlite3.connect(path) as db:
+        styles = db.execute("SELECT f_table_name, styleQML FROM layer_styles").fetchall()
+    return {"layers": layers, "styles": styles}

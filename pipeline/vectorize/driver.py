@@ -15,6 +15,7 @@ depend on which worker ran what.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
@@ -25,15 +26,17 @@ from pipeline.errors import CRSError, OutputExistsError
 from pipeline.executor import Executor, ordered_map
 from pipeline.files import atomic_output, partial_path, remove_path
 from pipeline.grid import Window
+from pipeline.locks import output_lock
 from pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
 from pipeline.vectorize.geometry import top_range
 from pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
 from pipeline.vectorize.layers import RasterParts, VectorizeSummary, write_layers
+from pipeline.vectorize.ledger import BlockLedger
 from pipeline.vectorize.merge import EdgeMerger
 from pipeline.vectorize.pieces import Pieces
-from pipeline.vectorize.rasters import RasterInfo
+from pipeline.vectorize.rasters import RasterInfo, unique_rasters
 
 # Called after each block of a raster with (raster, blocks done, blocks planned),
 # and once with 0 blocks done before the first.
@@ -51,6 +54,10 @@ def vectorize_rasters(
 ) -> VectorizeSummary:
     """Vectorize class-map rasters into one GeoPackage.
 
+    A raster given more than once (the same resolved path) is vectorized once. The
+    lock of ``out`` is held for the whole run, and the GeoPackage is renamed into
+    place only after every planned block of every raster reported its result.
+
     Args:
         infos: The rasters (see :func:`pipeline.vectorize.rasters.read_raster_info`),
             all in one CRS.
@@ -66,34 +73,27 @@ def vectorize_rasters(
         A summary of the written layers and polygons.
 
     Raises:
+        LockedError: Another live run is writing ``out``.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        InputError: A raster is given twice with different confidence rasters.
         CRSError: The rasters are not all in the same CRS.
         ConfigError: A raster holds values missing from its class table.
+        IncompleteOutputError: A planned block reported no result (nothing committed).
     """
     out = Path(out)
-    check_output(out, overwrite=overwrite)
+    infos = unique_rasters(infos)
     _check_one_crs(infos)
-    workdir = partial_path(out).with_suffix(".blocks")
-    remove_path(workdir)
-    workdir.mkdir(parents=True)
-    try:
-        with atomic_output(out) as temporary:
-            parts = [
-                RasterParts(
-                    info,
-                    _raster_files(info, config, executor, workdir / f"raster-{k}", progress),
-                )
-                for k, info in enumerate(infos)
-            ]
-            summary = write_layers(temporary, parts, config)
-        summary.path = out
-        return summary
-    finally:
-        remove_path(workdir)
+    with output_lock(out) as holder:
+        _refuse_existing(out, overwrite=overwrite)
+        scratch = _scratch_folder(out, holder.run_id)
+        try:
+            return _write_output(infos, out, config, executor, scratch, progress)
+        finally:
+            remove_path(scratch)
 
 
 def check_output(out: str | Path, *, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless asked to.
+    """Refuse early (before a cluster starts) an output that a run would refuse.
 
     Args:
         out: The GeoPackage to write.
@@ -101,9 +101,52 @@ def check_output(out: str | Path, *, overwrite: bool) -> None:
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        LockedError: Another live run is writing ``out``.
     """
+    _refuse_existing(out, overwrite=overwrite)
+    with output_lock(out):  # taken and given back: only to refuse at once
+        pass
+
+
+def _refuse_existing(out: str | Path, *, overwrite: bool) -> None:
     if Path(out).exists() and not overwrite:
         raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
+
+
+def _scratch_folder(out: Path, run_id: str) -> Path:
+    """A fresh scratch folder of this run beside ``out``; those of earlier runs are removed.
+
+    The run id in its name keeps block tasks of an earlier, interrupted run (which
+    may still be running on a cluster) from writing into this run's folder.
+    """
+    partial = partial_path(out).name
+    stem = partial[: len(partial) - len(out.suffix)]  # ".name.partial"
+    for stale in out.parent.glob(f"{glob.escape(stem)}.*blocks"):
+        remove_path(stale)  # under the lock: no live run owns it
+    folder = out.parent / f"{stem}.{run_id}.blocks"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _write_output(
+    infos: Sequence[RasterInfo],
+    out: Path,
+    config: VectorizeConfig,
+    executor: Executor,
+    scratch: Path,
+    progress: BlockProgress | None,
+) -> VectorizeSummary:
+    """Write the GeoPackage under a temporary name; rename it once every block reported."""
+    ledger = BlockLedger()
+    with atomic_output(out) as temporary:
+        parts = [
+            RasterParts(info, _raster_files(k, info, config, executor, scratch, ledger, progress))
+            for k, info in enumerate(infos)
+        ]
+        summary = write_layers(temporary, parts, config)
+        summary.blocks = ledger.check(infos, config)
+    summary.path = out
+    return summary
 
 
 def _check_one_crs(infos: Sequence[RasterInfo]) -> None:
@@ -168,15 +211,18 @@ def _token(*parts: str) -> str:
 
 
 def _raster_files(
+    number: int,
     info: RasterInfo,
     config: VectorizeConfig,
     executor: Executor,
-    workdir: Path,
+    scratch: Path,
+    ledger: BlockLedger,
     progress: BlockProgress | None,
 ) -> Iterator[str]:
     """Merge a raster's blocks one by one; yield the scratch files of finished polygons.
 
-    ``workdir`` is the raster's own scratch folder (block files are named by window).
+    The raster (number ``number`` of the run) gets its own folder in ``scratch``
+    (block files are named by window); each block taken is recorded in ``ledger``.
 
     Raises:
         ConfigError: The raster holds values missing from its class table (raised
@@ -185,6 +231,7 @@ def _raster_files(
     merger = EdgeMerger(info.shape, config.block_size)
     holes = HoleFilter(active=config.fill_holes > 0)
     values: set[int] = set()
+    workdir = scratch / f"raster-{number}"
     workdir.mkdir()
     windows = block_plan(info, config)
     if progress is not None:
@@ -192,6 +239,7 @@ def _raster_files(
     with closing(block_results(executor, info, windows, config, str(workdir))) as stream:
         for done, result in enumerate(stream, 1):
             window = result.window
+            ledger.report(number, window)
             values.update(result.values)
             if result.final_file:
                 holes.add(Batch(result.final_file, *result.final_tops))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.grid import Window
 from pipeline.vectorize.geometry import equal_area, to_crs
+
+logger = logging.getLogger(__name__)
 
 CONFIDENCE_BAND = "confidence"  # description of the band averaged per polygon
 SHAPES_DTYPES = {"uint8", "int16", "uint16", "int32", "float32"}  # rasterio.features.shapes
@@ -114,6 +118,31 @@ def read_raster_info(
             confidence=None if confidence is None else str(confidence),
             confidence_band=band,
         )
+
+
+def unique_rasters(infos: Sequence[RasterInfo]) -> list[RasterInfo]:
+    """``infos`` without repeats of a raster (the same resolved path), first ones kept.
+
+    Raises:
+        InputError: A raster is given twice with different confidence rasters.
+    """
+    seen: dict[Path, RasterInfo] = {}
+    for info in infos:
+        first = seen.setdefault(Path(info.path).resolve(), info)
+        if first is info:
+            continue
+        if _resolved(first.confidence) != _resolved(info.confidence):
+            raise InputError(
+                f"given twice with different confidence rasters ({first.confidence}, "
+                f"{info.confidence}); give each raster once",
+                path=info.path,
+            )
+        logger.warning("%s is given more than once; it is vectorized once", info.path)
+    return list(seen.values())
+
+
+def _resolved(path: str | None) -> Path | None:
+    return None if path is None else Path(path).resolve()
 
 
 def _tagged_classes(src: Any) -> ClassTable | None:

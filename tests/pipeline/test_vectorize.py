@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.classes import CLASSES_TAG, class_table
-from pipeline.errors import ConfigError, CRSError, InputError, OutputExistsError
+from pipeline.errors import (
+    ConfigError,
+    CRSError,
+    IncompleteOutputError,
+    InputError,
+    LockedError,
+    OutputExistsError,
+)
 from pipeline.executor import InProcessExecutor
+from pipeline.locks import lock_path, output_lock
 from pipeline.vectorize.blocks import block_plan, polygonize_block
 from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import vectorize_rasters
+from pipeline.vectorize.driver import block_results, check_output, vectorize_rasters
 from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, load_features, save_features
 from pipeline.vectorize.geometry import remove_collinear
 from pipeline.vectorize.gpkg import polygon_layers
@@ -405,6 +414,63 @@ def test_geographic_raster_area_in_square_metres(tmp_path: Path) -> None:
     for geom, area in zip(table.geometry.values, table.area_m2, strict=True):
         dense = shapely.segmentize(geom, 1e-4)
         assert area == pytest.approx(abs(geod.geometry_area_perimeter(dense)[0]), rel=1e-3)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def test_a_raster_given_twice_is_vectorized_once(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "b.tif", blobs((40, 50), 3, seed=6))
+    alone = features(run(raster, tmp_path / "alone.gpkg", block_size=16))
+    again = tmp_path / "sub" / ".." / "b.tif"  # another spelling of the same file
+    (tmp_path / "sub").mkdir()
+    infos = [read_raster_info(raster), read_raster_info(again)]
+    out = tmp_path / "twice.gpkg"
+    summary = vectorize_rasters(infos, out, config(block_size=16), InProcessExecutor())
+    assert features(out) == alone
+    assert summary.polygons == len(alone)
+
+
+def test_a_raster_given_twice_with_different_confidence_is_refused(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "r.tif", rings((20, 20)))
+    first = write_classmap(tmp_path / "p1.tif", np.ones((20, 20), np.float32))
+    second = write_classmap(tmp_path / "p2.tif", np.ones((20, 20), np.float32))
+    infos = [read_raster_info(raster, confidence=p) for p in (first, second)]
+    with pytest.raises(InputError, match="different confidence"):
+        vectorize_rasters(infos, tmp_path / "o.gpkg", config(), InProcessExecutor())
+
+
+def test_a_locked_output_is_refused_at_once(tmp_path: Path) -> None:
+    raster = write_classmap(tmp_path / "r.tif", rings((20, 20)))
+    out = tmp_path / "out" / "r.gpkg"
+    with output_lock(out):  # held by a live process: this one
+        with pytest.raises(LockedError, match="another terraseg run"):
+            check_output(out, overwrite=False)
+        with pytest.raises(LockedError, match="another terraseg run"):
+            vectorize_rasters([read_raster_info(raster)], out, config(), InProcessExecutor())
+        assert [p.name for p in out.parent.iterdir()] == [lock_path(out).name]
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_block_without_result_leaves_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.vectorize.driver as driver
+
+    def losing_one(*args: object) -> Iterator[object]:
+        results = list(block_results(*args))  # type: ignore[arg-type]
+        yield from results[:5] + results[6:]  # block 5 reports nothing
+
+    first = write_classmap(tmp_path / "a.tif", rings((40, 40)))
+    second = write_classmap(tmp_path / "b.tif", rings((40, 40)))
+    monkeypatch.setattr(driver, "block_results", losing_one)
+    out = tmp_path / "out" / "r.gpkg"
+    infos = [read_raster_info(first), read_raster_info(second)]
+    with pytest.raises(IncompleteOutputError, match="1 of 9 blocks") as raised:
+        vectorize_rasters(infos, out, config(block_size=16), InProcessExecutor())
+    assert raised.value.path == str(first)
+    assert "row 16, column 32" in str(raised.value)
+    assert list(out.parent.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- errors

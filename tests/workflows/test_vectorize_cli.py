@@ -8,27 +8,14 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.classes import class_table, write_classes
-from tests.vectorize_data import blobs, rings, write_classmap
+from pipeline.locks import output_lock
+from tests.vectorize_data import blobs, gpkg_content, rings, write_classmap
 from workflows.cli.main import cli
 
 
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["-q", *args])
     return result.exit_code, result.output
-
-
-def content(path: Path) -> dict[str, object]:
-    """Every layer's rows (attributes and WKB) and the stored styles."""
-    import sqlite3
-
-    layers = {}
-    for name, kind in pyogrio.list_layers(path):
-        if kind is not None:
-            table = pyogrio.read_arrow(path, layer=name)[1]
-            layers[name] = table.to_pylist()
-    with sqlite3.connect(path) as db:
-        styles = db.execute("SELECT f_table_name, styleQML FROM layer_styles").fetchall()
-    return {"layers": layers, "styles": styles}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +42,7 @@ def test_real_scheduler_gives_same_file_as_local_cluster(
         *common,
     )
     assert code == 0, output
-    assert content(local) == content(remote)
+    assert gpkg_content(local) == gpkg_content(remote)
     assert not list(tmp_path.glob(".*"))  # no scratch or partial files left
 
 
@@ -74,6 +61,39 @@ def test_config_file_and_overrides(
     )  # fmt: skip
     assert code == 0, output
     assert [n for n, k in pyogrio.list_layers(out) if k] == ["a", "b", "c"]
+
+
+def test_a_raster_given_twice_gives_the_polygons_once(
+    classmap: Path, tmp_path: Path, dask_scheduler_address: str
+) -> None:
+    once, twice = tmp_path / "once.gpkg", tmp_path / "twice.gpkg"
+    same = classmap.parent / "." / classmap.name  # the same file, spelled differently
+    for out, rasters in ((once, [classmap]), (twice, [classmap, same])):
+        code, output = invoke(
+            "vectorize", *map(str, rasters), "-o", str(out), "--block-size", "32",
+            "--scheduler", dask_scheduler_address,
+        )  # fmt: skip
+        assert code == 0, output
+    assert gpkg_content(twice) == gpkg_content(once)
+    (polygons,) = gpkg_content(once)["layers"].values()  # type: ignore[attr-defined]
+    assert f"{len(polygons)} polygons" in output
+
+
+def test_an_output_another_run_writes_is_refused_before_a_cluster_starts(
+    classmap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workflows.cluster
+
+    def no_cluster(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(workflows.cluster, "dask_client", no_cluster)
+    out = tmp_path / "o.gpkg"
+    with output_lock(out) as holder:
+        code, output = invoke("vectorize", str(classmap), "-o", str(out))
+    assert code == 1 and output.strip().count("\n") == 0
+    assert "another terraseg run" in output and f"pid {holder.pid}" in output
+    assert not out.exists()
 
 
 def test_bad_config_key_is_one_line(classmap: Path, tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ def vectorize(
     """Polygonize class-map RASTERS into one GeoPackage with class, area and source.
 
     Blocks run as Dask tasks; polygons cut by block lines are merged, so the result
-    equals one pass over the whole raster.
+    equals one pass over the whole raster. A raster given twice is vectorized once;
+    a second run writing the same GeoPackage is refused while the first one runs.
     """
     from pipeline.classes import read_classes
     from pipeline.vectorize.config import VectorizeConfig
