@@ -21,11 +21,13 @@ Post-processing follows one-pass semantics:
   simplified result depends (slightly) on the block size; no gaps or overlaps open.
 
 Modules: :mod:`~pipeline.vectorize.config` (settings), :mod:`~pipeline.vectorize.rasters`
-(what a task needs to know about a raster), :mod:`~pipeline.vectorize.blocks` (the block
-task), :mod:`~pipeline.vectorize.geometry` and :mod:`~pipeline.vectorize.holes`
-(geometry operations), :mod:`~pipeline.vectorize.merge` (joining edge pieces),
-:mod:`~pipeline.vectorize.features` (attributes and scratch files),
+(what a task needs to know about a raster, reading its blocks), :mod:`~pipeline.vectorize.pieces`
+(polygons in pixel coordinates), :mod:`~pipeline.vectorize.blocks` (the block task),
+:mod:`~pipeline.vectorize.geometry` and :mod:`~pipeline.vectorize.holes` (geometry
+operations), :mod:`~pipeline.vectorize.merge` (joining edge pieces),
+:mod:`~pipeline.vectorize.features` (attributes and Arrow scratch files),
 :mod:`~pipeline.vectorize.layers` and :mod:`~pipeline.vectorize.gpkg` (the GeoPackage),
-and :mod:`~pipeline.vectorize.driver` (the one driver, written against
+:mod:`~pipeline.vectorize.ledger` (the blocks that reported, checked before commit) and
+:mod:`~pipeline.vectorize.driver` (the one driver, written against
 :class:`pipeline.executor.Executor`).
 """
