@@ -12,12 +12,46 @@ stream of two threads in a Dask worker thread on 2 cores.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from dask.distributed import WorkerPlugin
+
 if TYPE_CHECKING:
-    from dask.distributed import Client
+    from dask.distributed import Client, Worker
 
 CPU_THREADS_PER_STREAM = 1
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """A LocalCluster for one device plan: workers, threads each, resources each declares."""
+
+    workers: int
+    threads_per_worker: int
+    resources: dict[str, float] | None  # declared by every worker; tasks may ask for them
+
+
+def local_cluster_plan(
+    device: str, devices: int | None, torch_threads: int | None = None, gpus: int | None = None
+) -> ClusterPlan:
+    """The LocalCluster that runs prediction on ``device``.
+
+    On CUDA: one worker per GPU (``devices`` of the ``gpus`` visible, default all),
+    each declaring one ``GPU`` resource, which inference tasks ask for, and two
+    threads, so that a block is read (a task without the resource) while another is
+    inferred. On CPU: ``devices`` worker processes (default 1) with one inference
+    stream per ``torch_threads`` cores.
+    """
+    if device == "cuda":
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        workers = min(devices or gpus, gpus) or 1
+        return ClusterPlan(workers, 2, {"GPU": 1.0})
+    workers = devices or 1
+    return ClusterPlan(workers, worker_threads(device, workers, torch_threads), None)
 
 
 def worker_threads(device: str, workers: int, torch_threads: int | None = None) -> int:
@@ -32,20 +66,39 @@ def worker_threads(device: str, workers: int, torch_threads: int | None = None) 
     return max(1, (os.cpu_count() or 1) // workers // per_stream)
 
 
-def pin_worker(index: int, device: str, threads: int | None = None) -> None:
-    """Give worker ``index`` its own GPU, or set the torch threads of its CPU streams.
+class InferenceSetup(WorkerPlugin):
+    """Prepares each worker for inference, including workers that join or restart later.
 
-    Runs on the worker before any model is loaded there.
+    On CUDA it records the worker's GPU (:func:`pipeline.prediction.devices.assign_gpu`),
+    which every inference task makes current in its own thread; on CPU it sets the
+    torch threads of the worker's inference streams.
     """
-    import torch
 
-    if device == "cuda" and torch.cuda.is_available():
-        torch.cuda.set_device(index % torch.cuda.device_count())
-        return
-    torch.set_num_threads(threads or CPU_THREADS_PER_STREAM)
+    def __init__(self, device: str, names: list[str], gpus: int, threads: int | None) -> None:
+        self.device, self.names, self.gpus, self.threads = device, names, gpus, threads
+
+    def setup(self, worker: Worker) -> None:
+        """Run in the worker process when the plugin is registered or the worker starts."""
+        import torch
+
+        from pipeline.prediction.devices import assign_gpu, gpu_for_worker
+
+        if self.device == "cuda":
+            assign_gpu(gpu_for_worker(str(worker.name), self.names, self.gpus))
+            return
+        torch.set_num_threads(self.threads or CPU_THREADS_PER_STREAM)
 
 
-def configure_workers(client: Client, device: str, threads: int | None = None) -> None:
-    """Run :func:`pin_worker` on every worker of ``client``, numbered in address order."""
-    for index, address in enumerate(sorted(client.scheduler_info()["workers"])):
-        client.run(pin_worker, index, device, threads, workers=[address])
+def configure_workers(
+    client: Client, device: str, threads: int | None = None, gpus: int | None = None
+) -> None:
+    """Register :class:`InferenceSetup` on ``client``'s workers (and any that join later)."""
+    if device == "cuda" and gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    names = [str(info.get("name", address)) for address, info in
+             client.scheduler_info()["workers"].items()]  # fmt: skip
+    client.register_plugin(
+        InferenceSetup(device, names, gpus or 0, threads), name="terraseg-inference"
+    )

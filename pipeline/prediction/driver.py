@@ -31,6 +31,7 @@ from pipeline.prediction.tasks import (
     assemble_file,
     below_spill,
     infer_block,
+    read_block,
     right_spill,
     start_file,
     write_block_interior,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 TASKS: dict[NodeKind, Callable[..., Any]] = {
     "start": start_file,
+    "read": read_block,
     "infer": infer_block,
     "right": right_spill,
     "below": below_spill,

@@ -1,9 +1,10 @@
 """The block graph of one raster's prediction: which task needs which, as data.
 
 For a plan of ``rows`` x ``cols`` blocks the graph holds, in row-major block
-order: one ``start`` (the scratch store), and per block an ``infer`` (its tiles,
-each inferred exactly once), a ``right`` and a ``below`` spill picker where a
-neighbour consumes them, and a ``write`` that completes and stores the block's
+order: one ``start`` (the scratch store), and per block a ``read`` (its extent's
+pixels; no accelerator needed, so on a GPU worker it overlaps another block's
+inference), an ``infer`` (its tiles, each inferred exactly once), a ``right``
+and a ``below`` spill picker where a neighbour consumes them, and a ``write`` that completes and stores the block's
 interior from its own accumulators and the spill of its left, upper and
 upper-left neighbours. Every node comes after the nodes it needs, so running the
 list in order is a valid schedule, in one process or on a cluster.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-NodeKind = Literal["start", "infer", "right", "below", "write"]
+NodeKind = Literal["start", "read", "infer", "right", "below", "write"]
 NodeId = tuple[NodeKind, int, int]
 START: NodeId = ("start", 0, 0)
 
@@ -58,8 +59,10 @@ def block_graph(rows: int, cols: int) -> list[Node]:
     nodes = [Node("start", (0, 0), (Slot.JOB,))]
     for i in range(rows):
         for j in range(cols):
+            read: NodeId = ("read", i, j)
             infer: NodeId = ("infer", i, j)
-            nodes.append(Node("infer", (i, j), (Slot.JOB, Slot.BLOCK)))
+            nodes.append(Node("read", (i, j), (Slot.JOB, Slot.BLOCK)))
+            nodes.append(Node("infer", (i, j), (Slot.JOB, Slot.BLOCK, read)))
             if j + 1 < cols:
                 nodes.append(Node("right", (i, j), (infer,)))
             if i + 1 < rows:

@@ -1,8 +1,8 @@
 """The tasks of one raster's prediction, as the block graph names them.
 
 Each function is one node kind of :mod:`pipeline.prediction.graph`: ``start``
-creates the scratch store, ``infer`` reads a block's extent and accumulates its
-tiles, ``right`` and ``below`` pick out the spill strips its neighbours need,
+creates the scratch store, ``read`` reads a block's extent, ``infer`` accumulates
+its tiles, ``right`` and ``below`` pick out the spill strips its neighbours need,
 ``write`` completes a block's interior with its neighbours' spill and stores it,
 and ``assemble`` turns the scratch store into the final COGs once every block is
 stored. Every task can run again (Dask recomputes work lost with a worker) without
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from pipeline.prediction.blocks import (
     Accumulator,
     BlockParts,
@@ -20,12 +23,14 @@ from pipeline.prediction.blocks import (
     class_map,
     finish_block,
 )
+from pipeline.prediction.devices import use_assigned_gpu
 from pipeline.prediction.inference import batch_predictor, cached_model, resolve_device
 from pipeline.prediction.inputs import read_normalized
 from pipeline.prediction.job import FileJob
 from pipeline.prediction.outputs import assemble, create_scratch, write_block
 
 Spill = tuple[Accumulator | None, Accumulator | None]  # below, diagonally below-right
+Pixels = tuple[NDArray[np.float32], NDArray[np.bool_]]  # normalized image, valid mask
 
 
 def start_file(job: FileJob) -> None:
@@ -40,10 +45,22 @@ def start_file(job: FileJob) -> None:
     create_scratch(job.paths, job.plan.shape, chunks, blocks, job.num_classes, probs)
 
 
-def infer_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
-    """Read a block's extent, infer its tiles and accumulate weighted probabilities."""
-    config = job.config
+def read_block(job: FileJob, block: tuple[int, int]) -> Pixels:
+    """The normalized pixels and valid mask of a block's extent."""
     artifact = cached_model(job.model, job.tracking_uri, job.weights)
+    return read_normalized(job.raster, job.plan.extent(*block), artifact)
+
+
+def infer_block(job: FileJob, block: tuple[int, int], pixels: Pixels) -> BlockParts:
+    """Infer a block's tiles and accumulate weighted probabilities over its extent.
+
+    On CUDA the worker's GPU is made current in this task's thread first (see
+    :mod:`pipeline.prediction.devices`).
+    """
+    config = job.config
+    device = resolve_device(config.device)
+    if device == "cuda":
+        use_assigned_gpu()
     predict = batch_predictor(
         job.model,
         config.device,
@@ -53,7 +70,7 @@ def infer_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
         job.tracking_uri,
         job.weights,
     )
-    image, valid = read_normalized(job.raster, job.plan.extent(*block), artifact)
+    image, valid = pixels
     return accumulate_block(
         job.plan,
         block,
@@ -64,7 +81,7 @@ def infer_block(job: FileJob, block: tuple[int, int]) -> BlockParts:
         tile=job.tile,
         overlap=config.overlap_pixels(job.tile),
         window=config.window,
-        batch_size=config.batch_for(resolve_device(config.device)),
+        batch_size=config.batch_for(device),
     )
 
 

@@ -16,7 +16,13 @@ from pipeline.prediction.driver import predict_files
 from pipeline.prediction.inference import open_model
 from pipeline.prediction.job import needs_work, plan_files
 from pipeline.prediction.outputs import missing_blocks
-from pipeline.prediction.tasks import assemble_file, infer_block, start_file, write_block_interior
+from pipeline.prediction.tasks import (
+    assemble_file,
+    infer_block,
+    read_block,
+    start_file,
+    write_block_interior,
+)
 from tests.dask_processes import dask_cluster, kill, worker_pids
 from tests.helpers import tiny_model_artifact, tiny_scenes
 
@@ -88,7 +94,7 @@ def test_a_block_not_written_keeps_the_output_from_being_committed(data, tmp_pat
     model, scenes = data
     (job,) = plan(model, scenes[:1], tmp_path)
     start_file(job)
-    parts = infer_block(job, (0, 0))
+    parts = infer_block(job, (0, 0), read_block(job, (0, 0)))
     write_block_interior(None, job, (0, 0), parts, None, None, None)
     start_file(job)  # run again (a lost start task): what was written stays
     blocks = len(job.plan.blocks)

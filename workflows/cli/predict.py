@@ -177,14 +177,12 @@ def _run(
     from pipeline.prediction.job import needs_work
     from workflows.cluster import dask_client
     from workflows.executor import DaskExecutor
-    from workflows.workers import configure_workers, worker_threads
+    from workflows.workers import configure_workers, local_cluster_plan
 
     todo = [job for job in jobs if needs_work(job)]
     if not todo:  # all current: no cluster to start (the driver still takes the locks)
         return predict_files(jobs, InProcessExecutor())
-    workers = devices or 1
-    per_worker = worker_threads(device, workers, threads)
-    gpus = {"GPU": 1.0} if device == "cuda" else None
+    plan = local_cluster_plan(device, devices, threads)
     total = sum(job.plan.shape[0] * job.plan.shape[1] for job in todo)
     bar = tqdm(
         total=total,
@@ -194,10 +192,16 @@ def _run(
         leave=False,
         disable=not show_progress(ctx),
     )
-    cluster = dask_client(scheduler, workers=workers, threads_per_worker=per_worker, resources=gpus)
+    cluster = dask_client(
+        scheduler,
+        workers=plan.workers,
+        threads_per_worker=plan.threads_per_worker,
+        resources=plan.resources,
+    )
     with cluster as client, bar:
         configure_workers(client, device, threads)
-        return predict_files(jobs, DaskExecutor(client), resources=gpus, progress=bar.update)
+        gpu = {"GPU": 1.0} if device == "cuda" else None  # asked of an external cluster too
+        return predict_files(jobs, DaskExecutor(client), resources=gpu, progress=bar.update)
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:
