@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,14 +17,11 @@ from pipeline.executor import InProcessExecutor
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.driver import vectorize_rasters
 from pipeline.vectorize.rasters import read_raster_info
+from tests.dask_processes import dask_cluster, kill
 from tests.vectorize_data import blobs, gpkg_content, write_classmap
 from workflows.cli.main import cli
 
 BIN = Path(sys.executable).parent
-
-
-def _spawn(command: list[str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _wait(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
@@ -40,34 +35,8 @@ def _wait(condition: Callable[[], object], what: str, timeout: float = 60) -> No
 @pytest.fixture
 def nanny_cluster(tmp_path: Path) -> Iterator[str]:
     """A `dask scheduler` and two `dask worker --nthreads 1` (each under a nanny) on 127.0.0.1."""
-    scheduler_file = tmp_path / "scheduler.json"
-    command = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--no-dashboard", "--scheduler-file", str(scheduler_file)]
-    processes = [_spawn(command, tmp_path)]
-    try:
-        _wait(lambda: scheduler_file.exists() and scheduler_file.stat().st_size, "scheduler")
-        address = json.loads(scheduler_file.read_text())["address"]
-        for index in range(2):
-            command = [str(BIN / "dask"), "worker", address, "--nanny", "--nthreads", "1"]
-            command += ["--no-dashboard", "--local-directory", str(tmp_path / f"w{index}")]
-            processes.append(_spawn(command, tmp_path))
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
+    with dask_cluster(tmp_path / "cluster") as address:
         yield address
-    finally:
-        _stop(processes[1:])  # workers first, while the scheduler can still see them go
-        _stop(processes[:1])
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _worker_pids(client: Client) -> list[int]:
@@ -84,7 +53,7 @@ def _kill_workers(client: Client, run: subprocess.Popen[bytes], times: int) -> i
         victim = _worker_pids(client)[turn % 2]
         if run.poll() is not None:
             break
-        os.kill(victim, signal.SIGKILL)
+        kill(victim)
         kills += 1
         _wait(lambda v=victim: v not in _worker_pids(client), "worker loss seen")
     return kills
@@ -117,12 +86,17 @@ def test_killed_workers_give_the_same_geopackage_or_no_file(
     command += ["--block-size", "16", "--fill-holes", "1", "--scheduler", nanny_cluster]
     started = time.monotonic()
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with Client(nanny_cluster, timeout=60) as client:
-        scratch = out.parent
-        _wait(lambda: len(list(scratch.glob(".*.blocks/raster-0/*"))) >= 20, "blocks written")
-        refusal = _refused_while_running(raster, out, nanny_cluster)
-        kills = _kill_workers(client, run, times)
-        output = run.communicate(timeout=300)[0].decode()
+    try:
+        with Client(nanny_cluster, timeout=60) as client:
+            scratch = out.parent
+            _wait(lambda: len(list(scratch.glob(".*.blocks/raster-0/*"))) >= 20, "blocks written")
+            refusal = _refused_while_running(raster, out, nanny_cluster)
+            kills = _kill_workers(client, run, times)
+            output = run.communicate(timeout=300)[0].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
     seconds = time.monotonic() - started
     assert "another terraseg run" in refusal and refusal.strip().count("\n") == 0
     assert kills == times, f"the run ended after {seconds:.1f} s, before {times} kills"
