@@ -72,7 +72,7 @@ tracking_uri_opt = click.option(
 )
 
 
-def choices_of(model: type[BaseModel], name: str) -> click.Choice:
+def choices_of(model: type[BaseModel], name: str) -> click.Choice[str]:
     """A Click choice of the values a config field's ``Literal`` type allows.
 
     The pydantic model is the one source of a setting's choices: the CLI, the
