@@ -63,13 +63,14 @@ def dask_cluster(workdir: Path, workers: int = 2) -> Iterator[str]:
             client.wait_for_workers(workers, timeout=60)
         yield address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for group in (processes[1:], processes[:1]):  # workers first: no rescheduling chatter
+            for process in group:
+                process.terminate()
+            for process in group:
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 def worker_pids(address: str, holding: Callable[[str], bool] | None = None) -> list[int]:
