@@ -26,6 +26,7 @@ import torch.distributed as dist
 from pipeline import errors
 from pipeline.errors import TerrasegError, TrainingError
 from pipeline.training.config import TrainConfig
+from pipeline.training.records import prepare_output
 from pipeline.training.session import run_training
 from pipeline.training.tracker import NullTracker, Tracker
 
@@ -62,7 +63,13 @@ def tracker_for_rank(config: TrainConfig, is_main: bool) -> AbstractContextManag
 
 
 def launch(
-    config: TrainConfig, data: Path, out: Path, *, resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    data: Path,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train on ``config.devices`` processes of this machine, or join a torchrun group.
 
@@ -71,17 +78,19 @@ def launch(
         data: The Zarr store written by ``terraseg tile``.
         out: The run folder.
         resume: Continue from ``out/checkpoints/last.pt``.
+        overwrite: Remove a former run in ``out`` (rank 0 does, the others wait).
         progress: Show a progress bar on rank 0.
 
     Returns:
         Rank 0's summary of the run.
 
     Raises:
+        OutputExistsError: ``out`` holds a run, and neither ``resume`` nor ``overwrite``.
         TerrasegError: Whatever stopped the run, as raised by rank 0.
     """
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if torchrun or config.devices == 1:
-        return _train_here(config, data, out, resume, progress)
+        return _train_here(config, data, out, resume, overwrite, progress)
     gpus = torch.cuda.device_count() if config.accelerator != "cpu" else 0
     if (config.accelerator == "cuda" or gpus) and config.devices > gpus:
         raise TrainingError(
@@ -102,18 +111,20 @@ def launch(
         start_method="spawn",
     )
     payload = config.model_dump(mode="json", exclude_unset=True)  # defaults stay defaults
-    results = elastic_launch(launch_config, _worker)(payload, str(data), str(out), resume, progress)
+    arguments = (payload, str(data), str(out), resume, overwrite, progress)
+    results = elastic_launch(launch_config, _worker)(*arguments)
     return _unpack(results[0])
 
 
 def _worker(
-    payload: dict[str, Any], data: str, out: str, resume: bool, progress: bool
+    payload: dict[str, Any], data: str, out: str, resume: bool, overwrite: bool, progress: bool
 ) -> dict[str, Any]:
     """Entry point of a launched process; library errors come back as data, not tracebacks."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = TrainConfig.model_validate(payload)
-        return {"summary": _train_here(config, Path(data), Path(out), resume, progress)}
+        summary = _train_here(config, Path(data), Path(out), resume, overwrite, progress)
+        return {"summary": summary}
     except TerrasegError as exc:
         return {"error": type(exc).__name__, "message": exc.message, "path": exc.path}
 
@@ -182,14 +193,14 @@ def init_distributed(accelerator: str) -> Dist:
 
 
 def _train_here(
-    config: TrainConfig, data: Path, out: Path, resume: bool, progress: bool
+    config: TrainConfig, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool
 ) -> dict[str, Any]:
     """This process's share of the run: join the group, train, leave the group."""
     place = init_distributed(config.accelerator)
     if config.threads:
         torch.set_num_threads(config.threads)
-    finished = False
     try:
+        prepare_output(out, place, resume=resume, overwrite=overwrite)
         with tracker_for_rank(config, place.is_main) as tracker:
             summary = run_training(
                 config,
@@ -200,23 +211,22 @@ def _train_here(
                 resume=resume,
                 progress=progress,
             )
-        finished = True
         return summary
     finally:
         if place.world > 1 and dist.is_initialized():
-            shutdown_distributed(finished)
+            shutdown_distributed()
 
 
-def shutdown_distributed(finished: bool) -> None:
-    """Leave the process group without tearing connections down under a peer.
+def shutdown_distributed() -> None:
+    """Leave the process group; call it after this rank's last collective call.
 
-    Gloo aborts the process at exit when a ``DistributedDataParallel`` still holds the
-    group after it was destroyed, or when one rank destroys it while its peer is still
-    talking to it. Garbage is collected first so that no wrapped model outlives the
-    group, and ranks that finished wait for each other; a rank that failed does not
-    wait, since its peers may never arrive.
+    Gloo aborts the process at exit when a ``DistributedDataParallel`` still holds
+    the group after it was destroyed, so garbage is collected first and no wrapped
+    model outlives the group. No rank waits for the others here: the training
+    session ends with a barrier after the last epoch, so a rank that leaves the
+    group has no collective call in flight, and the ranks other than 0 do not
+    wait while rank 0 exports and uploads the model (a collective timeout would
+    end a successful run). A rank that failed leaves at once.
     """
     gc.collect()
-    if finished:
-        dist.barrier()
     dist.destroy_process_group()

@@ -62,6 +62,12 @@ def all_reduce_sum(tensor: Tensor, world: int) -> Tensor:
     return tensor
 
 
+def wait_for_all(world: int) -> None:
+    """Block until every process gets here (no-op in a single process)."""
+    if world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def to_device(batch: Batch, ctx: StepContext) -> Batch:
     """Move a batch to the device (image in channels_last when asked)."""
     image, label = batch

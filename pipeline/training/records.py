@@ -17,20 +17,55 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from torch import nn
 
+from pipeline.errors import OutputExistsError
 from pipeline.training.checkpoint import save_checkpoint
-from pipeline.training.loop import StepContext
+from pipeline.training.components import Placement
+from pipeline.training.loop import StepContext, all_reduce_sum
 from pipeline.training.metrics import scores
 from pipeline.training.plots import plot_confusion, plot_overlays
 from pipeline.training.state import RunContext, RunState, make_checkpoint
 from pipeline.training.tracker import NullTracker, code_version, flatten
 
 logger = logging.getLogger(__name__)
+
+
+def prepare_output(out: Path, place: Placement, *, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for a run: rank 0 checks it and removes a former run; others wait.
+
+    Every rank calls this after joining the process group and before writing
+    anything. Rank 0 alone looks at the folder and, with ``overwrite``, removes it;
+    the other ranks wait until it is done and take its verdict, so all ranks go on
+    or stop together.
+
+    Args:
+        out: The run folder.
+        place: This process's rank, the number of ranks and the device.
+        resume: The run continues the one in ``out``: nothing is checked or removed.
+        overwrite: Remove a former run in ``out``.
+
+    Raises:
+        OutputExistsError: On every rank, when ``out`` holds a training run and
+            neither ``resume`` nor ``overwrite`` is set.
+    """
+    taken = torch.zeros(1, dtype=torch.int64, device=place.device)
+    if place.is_main and not resume and (out / "checkpoints").exists():
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            taken += 1
+    all_reduce_sum(taken, place.world)  # the other ranks wait here for rank 0
+    if taken.item():
+        raise OutputExistsError(
+            "holds a training run; pass --resume to continue it or --overwrite", path=out
+        )
 
 
 def start_outputs(run: RunContext, state: RunState) -> None:

@@ -33,6 +33,7 @@ from pipeline.training.loop import (
     all_reduce_sum,
     train_one_epoch,
     validate,
+    wait_for_all,
 )
 from pipeline.training.records import end_epoch, start_outputs
 from pipeline.training.sampler import WeightedCropSampler
@@ -64,7 +65,8 @@ def run_training(
 
     Returns:
         On rank 0, the summary: best epoch, best validation mean IoU, per-class
-        IoU, paths. ``{}`` on the other ranks.
+        IoU, paths. ``{}`` on the other ranks, returned as soon as all ranks are
+        done training, without waiting for rank 0 to export the model.
 
     Raises:
         TrainingError: The store cannot be trained on, the checkpoint does not match
@@ -90,6 +92,9 @@ def run_training(
         start_outputs(run, state)
     loaders = (train_loader, val_loader)
     _loop(run, step_ctx, raw, state, loaders, sampler, steps, progress and place.is_main)
+    # The last collective call: rank 0's long work (int8 calibration, the model upload)
+    # follows with no rank waiting on it, so no collective timeout can cut it short.
+    wait_for_all(place.world)
     if not place.is_main:
         return {}
     return finish(run, state)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import get_args
@@ -171,7 +170,6 @@ def train(
     With --devices N, N processes train with DistributedDataParallel (NCCL on GPUs,
     gloo on CPU); started under torchrun, the command joins torchrun's group.
     """
-    from pipeline.errors import OutputExistsError
     from pipeline.settings import build_config, load_yaml
     from pipeline.training.config import TrainConfig
     from workflows.train_run import launch
@@ -192,11 +190,8 @@ def train(
         uri = resolve_tracking_uri(tracking_uri)
         check_tracking_reachable(uri)  # fail before any step
         os.environ["MLFLOW_TRACKING_URI"] = uri  # every training process inherits it
-    if not resume and (out / "checkpoints").exists():
-        if not overwrite:
-            raise OutputExistsError(
-                "holds a training run; pass --resume to continue it or --overwrite", path=out
-            )
-        shutil.rmtree(out)
-    summary = launch(config, data, out, resume=resume, progress=show_progress(ctx))
+    # A former run in --out is refused, or removed with --overwrite, by rank 0 once
+    # the processes have joined their group (under torchrun every rank runs this).
+    progress = show_progress(ctx)
+    summary = launch(config, data, out, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(json.dumps(summary, indent=2))

@@ -189,6 +189,11 @@ def test_cli_train_and_errors(store, tmp_path):
     assert json.loads(result.stdout)["epochs"] == 1
     result = runner.invoke(cli, ["-q", *args, "--epochs", "1"])
     assert result.exit_code == 1 and "pass --resume to continue it" in result.output
+    (out / "notes.txt").write_text("of the former run")
+    result = runner.invoke(cli, ["-q", *args, "--epochs", "1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "notes.txt").exists()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     result = runner.invoke(cli, ["-q", "train", "--data", str(store), "--out", str(out), "--resume",
                                  "--epochs", "2"])  # fmt: skip
     assert result.exit_code == 0, result.output
