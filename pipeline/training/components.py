@@ -17,6 +17,7 @@ from pipeline.training.dataset import StoreInfo, TrainCrops, ValTiles
 from pipeline.training.loop import StepContext
 from pipeline.training.losses import SegmentationLoss, class_weights
 from pipeline.training.optim import build_optimizer, build_scheduler
+from pipeline.training.precision import choose_autocast
 from pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weights
 
 
@@ -171,16 +172,15 @@ def make_step_context(
     optimizer = build_optimizer(trained, config.optimizer)
     scheduler = build_scheduler(optimizer, config.schedule, steps * config.epochs, steps)
     cuda = place.device.type == "cuda"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-    scaler = torch.amp.GradScaler("cuda") if cuda and config.precision == "fp16" else None
+    autocast = choose_autocast(config.precision, place.device)
     return StepContext(
         model=trained,
         loss_fn=loss_fn,
         optimizer=optimizer,
         scheduler=scheduler,
         device=place.device,
-        scaler=scaler,
-        autocast_dtype=dtype if cuda else None,
+        scaler=torch.amp.GradScaler(place.device.type) if autocast.scaler else None,
+        autocast_dtype=autocast.dtype,
         channels_last=cuda and config.channels_last,
         grad_clip=config.optimizer.grad_clip,
         world=place.world,

@@ -4,6 +4,11 @@ The step is written for DistributedDataParallel: the cross-entropy of each proce
 is divided by the labelled-pixel count summed over all processes and multiplied by
 the world size, so DDP's gradient averaging gives exactly the gradient of the
 global batch's mean loss, however the ignored pixels are spread over processes.
+
+Without a GradScaler a non-finite loss stops the run. With one (fp16), an
+overflow is expected now and then: the scaler skips that optimizer step and
+halves its scale, and the run goes on; only :data:`MAX_SKIPPED_STEPS` skipped
+steps in a row stop it, since lowering the scale no longer helps then.
 """
 
 from __future__ import annotations
@@ -28,13 +33,22 @@ from pipeline.training.metrics import confusion_matrix
 
 Batch = tuple[Tensor, Tensor]
 
+# Skipped fp16 steps in a row that stop a run: enough halvings to bring any scale a
+# GradScaler grows to (2**16 at the start, doubled every 2000 clean steps) below 1.
+MAX_SKIPPED_STEPS = 32
+
 
 class NonFiniteLossError(ArithmeticError):
-    """The loss became NaN or infinite; ``step`` is the optimizer step (1-based) that saw it."""
+    """The loss became NaN or infinite; ``step`` is the optimizer step (1-based) that saw it.
 
-    def __init__(self, step: int, value: float) -> None:
-        self.step, self.value = step, value
-        super().__init__(f"loss is {value} at optimizer step {step}")
+    ``skipped`` is the number of steps in a row a GradScaler skipped, when that is
+    what stopped the run (0: a non-finite loss without a scaler).
+    """
+
+    def __init__(self, step: int, value: float, skipped: int = 0) -> None:
+        self.step, self.value, self.skipped = step, value, skipped
+        what = f"{skipped} steps skipped in a row, " if skipped else ""
+        super().__init__(f"{what}loss is {value} at optimizer step {step}")
 
 
 @dataclass
@@ -52,6 +66,8 @@ class StepContext:
     grad_clip: float = 0.0
     world: int = 1
     step: int = 0  # optimizer steps done so far
+    skipped: int = 0  # optimizer steps the scaler skipped, in all
+    skipped_in_row: int = 0  # ... and since the last step it took
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,10 +120,13 @@ def train_step(ctx: StepContext, batches: list[Batch]) -> float:
     """One optimizer step over ``batches`` (gradient accumulation when more than one).
 
     Returns:
-        The mean cross-entropy of the global batch.
+        The mean cross-entropy of the global batch (not finite when the scaler
+        skipped the step for it).
 
     Raises:
-        NonFiniteLossError: The loss is NaN or infinite; no weight was changed.
+        NonFiniteLossError: Without a scaler, the loss is NaN or infinite (no
+            weight was changed); with one, :data:`MAX_SKIPPED_STEPS` steps in a
+            row were skipped.
     """
     ctx.optimizer.zero_grad(set_to_none=True)
     values = []
@@ -118,28 +137,40 @@ def train_step(ctx: StepContext, batches: list[Batch]) -> float:
             sync = ctx.model.no_sync()  # type: ignore[assignment]
         with sync:
             loss, value = micro_loss(ctx, batch)
-            if not math.isfinite(float(value)):  # the same on every rank: all stop together
+            # the value is the same on every rank: all stop, or all skip, together
+            if ctx.scaler is None and not math.isfinite(float(value)):
                 raise NonFiniteLossError(ctx.step + 1, float(value))
             scaled = loss / len(batches)
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
         values.append(float(value))
-    _optimizer_step(ctx)
-    return sum(values) / len(values)
+    mean = sum(values) / len(values)
+    if _optimizer_step(ctx):
+        ctx.skipped_in_row = 0
+        return mean
+    ctx.skipped, ctx.skipped_in_row = ctx.skipped + 1, ctx.skipped_in_row + 1
+    if ctx.skipped_in_row >= MAX_SKIPPED_STEPS:
+        raise NonFiniteLossError(ctx.step, mean, ctx.skipped_in_row)
+    return mean
 
 
-def _optimizer_step(ctx: StepContext) -> None:
+def _optimizer_step(ctx: StepContext) -> bool:
+    """Step the optimizer and the schedule; False when the scaler skipped the step."""
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
     if ctx.grad_clip > 0:
         nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
+    taken = True
     if ctx.scaler is not None:
-        ctx.scaler.step(ctx.optimizer)
+        scale = ctx.scaler.get_scale()
+        ctx.scaler.step(ctx.optimizer)  # skipped when a gradient is not finite
         ctx.scaler.update()
+        taken = ctx.scaler.get_scale() >= scale  # a skipped step lowers the scale
     else:
         ctx.optimizer.step()
     if ctx.scheduler is not None:
-        ctx.scheduler.step()
+        ctx.scheduler.step()  # the schedule counts skipped steps too
     ctx.step += 1
+    return taken
 
 
 def _groups(loader: Iterable[Batch], size: int, waits: list[float]) -> Iterator[list[Batch]]:
@@ -171,10 +202,12 @@ def train_one_epoch(
     """Train over ``loader`` once.
 
     Returns:
-        ``loss`` (mean global CE), ``lr`` (at the first step), ``images_per_s`` over all processes,
-        ``data_wait`` (share of the epoch spent waiting for the loader) and ``seconds``.
+        ``loss`` (mean global CE over the steps taken), ``lr`` (at the first step),
+        ``images_per_s`` over all processes, ``data_wait`` (share of the epoch spent
+        waiting for the loader), ``seconds``, and with a scaler ``skipped_steps``.
     """
     ctx.model.train()
+    skipped = ctx.skipped
     waits: list[float] = []
     losses: list[float] = []
     images = 0
@@ -188,13 +221,17 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:.1f}")
             bar.update(1)
     seconds = time.perf_counter() - start
-    return {
-        "loss": sum(losses) / max(1, len(losses)),
+    finite = [value for value in losses if math.isfinite(value)]
+    stats = {
+        "loss": sum(finite) / max(1, len(finite)),
         "lr": lr,
         "images_per_s": images / max(1e-9, seconds),
         "data_wait": sum(waits) / max(1e-9, seconds),
         "seconds": seconds,
     }
+    if ctx.scaler is not None:
+        stats["skipped_steps"] = float(ctx.skipped - skipped)
+    return stats
 
 
 @torch.no_grad()

@@ -145,6 +145,14 @@ def nan_error(exc: NonFiniteLossError, epoch: int, last: Path) -> TrainingError:
         A one-line error naming the step, the checkpoint and what to change.
     """
     kept = "the last good checkpoint is kept" if last.is_file() else "no checkpoint was written"
+    if exc.skipped:
+        return TrainingError(
+            f"fp16 gradients were not finite in {exc.skipped} steps in a row, up to epoch "
+            f"{epoch}, step {exc.step} (optimizer steps from the start; loss {exc.value}); "
+            f"stopped, {kept}; train in bf16 (GPUs of compute capability 8.0 or newer) or "
+            "fp32, lower optimizer.lr or set optimizer.grad_clip",
+            path=last,
+        )
     return TrainingError(
         f"loss became {exc.value} at epoch {epoch}, step {exc.step} (optimizer steps from the "
         f"start); stopped, {kept}; lower optimizer.lr or set optimizer.grad_clip",

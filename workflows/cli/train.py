@@ -111,7 +111,7 @@ from workflows.cli.options import config_opt, overwrite_opt, show_progress, trac
     "precision",
     type=click.Choice(["bf16", "fp16", "fp32"]),
     default=None,
-    help="Autocast on CUDA [bf16].",
+    help="Autocast on CUDA [bf16; fp16 with loss scaling on GPUs before compute capability 8.0].",
 )
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model.")
 @click.option(
