@@ -1,7 +1,9 @@
 """Device seams of prediction, checked on CPU: cluster resources and per-thread GPUs."""
 
 import threading
+from pathlib import Path
 
+import pytest
 from dask.distributed import Client, LocalCluster
 
 from pipeline.prediction.devices import gpu_for_worker
@@ -75,3 +77,37 @@ def test_cuda_without_a_gpu_fails_at_once_with_one_line(tmp_path):
     assert result.output.strip().startswith("Error: --device cuda, but torch sees no CUDA device")
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_gpu_check_refuses_without_cuda_in_one_line():
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["bench", "gpu"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no CUDA device is visible; run with --device cpu to try"
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_parts_on_the_cpu(tmp_path):
+    """The GPU check's code, on the CPU at small sizes: every part prints its figures."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    assert script.is_file()
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(
+        cli, ["bench", "gpu", "--device", "cpu", "--tile", "64", "--batch-size", "2", "--steps",
+              "1", "--scene-size", "512", "--backbone", "mobilenetv2", "--train-backbone",
+              "mobilenetv2", "--workdir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parts = [json.loads(line) for line in result.output.splitlines()]
+    assert [p.get("part") for p in parts] == [None, "model", "train", "predict"]
+    assert parts[3]["pipeline_mpx_s"] > 0 and parts[2]["epoch_s"] > 0
+    env = {**os.environ, "PYTHON": sys.executable}
+    refused = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "no CUDA device visible" in refused.stderr

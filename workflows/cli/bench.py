@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "tile": "workflows.bench.tile:bench_tile",
     "train": "workflows.bench.train:bench_train",
     "vectorize": "workflows.bench.vectorize:bench_vectorize",
+    "gpu": "workflows.bench.gpu:bench_gpu",
 }
 
 

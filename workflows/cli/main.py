@@ -69,3 +69,7 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     )
     ctx.ensure_object(dict)
     ctx.obj["progress"] = quiet == 0
+
+
+if __name__ == "__main__":
+    cli()
