@@ -142,3 +142,20 @@ def _write_file(path: Path, payload: bytes, array_folder: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(payload)
     os.replace(tmp, path)
+
+
+def remove_partial_files(folder: Path) -> int:
+    """Delete temporary chunk files under ``folder`` that a killed process left behind.
+
+    Only files named as :func:`_write_file` names them (``.<chunk>.<pid>-<thread>.tmp``)
+    are removed; call it when no task writes into ``folder`` any more.
+
+    Returns:
+        The number of files removed.
+    """
+    removed = 0
+    for path in folder.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -4,14 +4,16 @@ Layout::
 
     dataset.zarr/                 root attrs: classes, tile_size, statistics, split, complete
       scenes/<name>/              attrs: source identity, crs, transform, nodata, band names,
-                                         tiles (the tile index of this scene), complete
+                                         tiles (the tile index of this scene), complete,
+                                         run (id of the tiling run that wrote the scene)
         image   (bands, rows, cols) source dtype, chunked (bands, tile, tile)
         label   (rows, cols) uint8, chunked (tile, tile); 255 = ignore
         valid   (rows, cols) bool, chunked (tile, tile)
         histogram (bands, bins) int64 (integer imagery) | sample (bands, n) float64
 
-A scene is ``complete`` only after all its chunks are written; the root is
-``complete`` only after every scene is, and the statistics and split are set.
+A scene is ``complete`` only after a check that every window of its plan was
+written by the run that created it; the root is ``complete`` only after every
+scene is, and the statistics and split are set.
 The store is written by :mod:`pipeline.tiling` and read by training.
 """
 

@@ -8,29 +8,41 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.classes import IGNORE_LABEL, ClassTable
+from pipeline.errors import IncompleteOutputError
 from pipeline.grid import Window, axis_offsets
 from pipeline.rasters import read_window, shared_reader
 from pipeline.tiling.labels import ChunkLabels, chunk_label
 from pipeline.tiling.plan import ScenePlan
 from pipeline.tiling.stats import BandSummary
-from pipeline.tiling.store import write_chunk
+from pipeline.tiling.store import scene_run, write_chunk
 
 TileKey = tuple[int, int]  # (row, col) of a tile's upper-left pixel
 
 
 @dataclass
 class ChunkSummary:
-    """What window tasks report: band statistics and per-tile pixel counts, mergeable."""
+    """What window tasks report: band statistics and per-tile pixel counts, mergeable.
+
+    ``windows`` holds the upper-left corners of the windows summarized, so that a
+    scene is finished only when its summary covers every window of its plan.
+    """
 
     bands: BandSummary
     tiles: dict[TileKey, NDArray[np.int64]]  # (row, col) -> 256 label counts + valid count
+    windows: frozenset[TileKey]
 
     def merge(self, other: ChunkSummary) -> ChunkSummary:
-        """The summary of both parts."""
+        """The summary of both parts.
+
+        Raises:
+            ValueError: The parts share a window (it would be counted twice).
+        """
+        if self.windows & other.windows:
+            raise ValueError(f"windows summarized twice: {sorted(self.windows & other.windows)}")
         tiles = dict(self.tiles)
         for key, counts in other.tiles.items():
             tiles[key] = tiles[key] + counts if key in tiles else counts
-        return ChunkSummary(self.bands.merge(other.bands), tiles)
+        return ChunkSummary(self.bands.merge(other.bands), tiles, self.windows | other.windows)
 
 
 def merge_summaries(*summaries: ChunkSummary) -> ChunkSummary:
@@ -42,13 +54,23 @@ def merge_summaries(*summaries: ChunkSummary) -> ChunkSummary:
 
 
 def tile_window(
-    store: str, plan: ScenePlan, window: Window, labels: ChunkLabels, classes: ClassTable, tile: int
+    store: str,
+    plan: ScenePlan,
+    window: Window,
+    labels: ChunkLabels,
+    classes: ClassTable,
+    tile: int,
+    run_id: str,
 ) -> ChunkSummary:
     """Read one window of a raster, build its label, write both; summarize it.
 
     Nodata pixels (nodata value, mask or alpha) get the ignore label. The summary
     holds band statistics of valid pixels and, for every tile of the scene's tile
     plan that overlaps this window, the label counts and valid pixels of the overlap.
+
+    The task writes only into a scene created by its own run: run again (Dask
+    recomputes tasks of lost workers) it writes the same bytes again, and a task
+    left over from another run writes nothing.
 
     Args:
         store: The store's path.
@@ -57,10 +79,20 @@ def tile_window(
         labels: The window's labels (see :meth:`ScenePlan.window_labels`).
         classes: The class table.
         tile: The tile size.
+        run_id: The run that created the scene.
 
     Returns:
         The window's summary.
+
+    Raises:
+        IncompleteOutputError: The scene was not created by ``run_id``.
     """
+    if scene_run(store, plan.name) != run_id:
+        raise IncompleteOutputError(
+            f"scene {plan.name} is not the one run {run_id} created (the store was removed "
+            "or another run recreated it); this window is not written",
+            path=plan.image,
+        )
     src = shared_reader(plan.image, (plan.source["size"], plan.source["mtime_ns"]))
     image, valid = read_window(src, window, plan.bands)
     label = chunk_label(
@@ -69,7 +101,9 @@ def tile_window(
     label = np.where(valid, label, np.uint8(IGNORE_LABEL)).astype(np.uint8)
     write_chunk(store, plan.name, window, image, label, valid)
     return ChunkSummary(
-        BandSummary.of(image, valid), _tile_counts(plan, window, label, valid, tile)
+        BandSummary.of(image, valid),
+        _tile_counts(plan, window, label, valid, tile),
+        frozenset({(window.row_off, window.col_off)}),
     )
 
 

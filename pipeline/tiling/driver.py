@@ -1,11 +1,18 @@
 """The one driver of ``terraseg tile``: scenes to window tasks, merge trees and finish tasks.
 
-For each scene still to do, the driver submits one task per chunk-aligned window
+The driver holds the store's lock (:func:`pipeline.locks.output_lock`) for the
+whole run, so a second run on the same store refuses at once. For each scene
+still to do it submits one task per chunk-aligned window
 (:func:`pipeline.tiling.chunks.tile_window`), one at a time, so that workers start
-on the first windows while the labels of later ones are still being cut out; a
-tree of merge tasks (:data:`FAN_IN` summaries each) reduces the window summaries,
-and one task per scene writes its tile index and marks it complete. When every
-scene is finished, the driver assigns the split and the statistics of the store.
+on the first windows while the labels of later ones are still being cut out, and a
+tree of merge tasks (:data:`FAN_IN` summaries each) that reduces their summaries.
+Once every window of a scene has reported back, counted against the scene's plan,
+it submits the task that checks the merged summary covers every planned window,
+writes the scene's tile index and marks it complete. When every scene is finished,
+the driver assigns the split and the statistics of the store and marks it complete.
+
+Task keys are deterministic within a run and distinct between runs (they carry the
+run id), so a cluster never hands one run the results of another's tasks.
 
 The same driver runs in one process (:class:`pipeline.executor.InProcessExecutor`)
 and on a Dask cluster (``workflows.executor.DaskExecutor``).
@@ -16,18 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.classes import ClassTable
+from pipeline.errors import IncompleteOutputError, LockedError
 from pipeline.executor import Executor, Handle
 from pipeline.files import remove_path
+from pipeline.locks import LockHolder, lock_path, output_lock
 from pipeline.tiling.chunks import merge_summaries, tile_window
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.finish import finish_scene, finish_store
 from pipeline.tiling.plan import ScenePlan
-from pipeline.tiling.store import start_store
+from pipeline.tiling.store import remove_partial_chunks, start_store
 
 FAN_IN = 8  # summaries merged per merge task
 Progress = Callable[[int, int], None]  # called with (windows done, windows in all)
@@ -41,8 +51,13 @@ def tile_scenes(
     executor: Executor,
     *,
     progress: Progress | None = None,
+    overwrite: bool = False,
+    lock: LockHolder | None = None,
 ) -> dict[str, Any]:
     """Tile ``plans`` into ``store`` through ``executor``; skip scenes already current.
+
+    Scenes already in the store that are not among ``plans`` are kept (a warning
+    names them) unless ``overwrite`` replaces the whole store.
 
     Args:
         store: The Zarr store to write (created when missing).
@@ -52,31 +67,74 @@ def tile_scenes(
         executor: Where the tasks run.
         progress: Called with the windows done and the windows in all, after each
             batch of finished window tasks.
+        overwrite: Replace the whole store instead of adding to it.
+        lock: The caller's hold on the store's lock, when it took the lock itself
+            (before starting a cluster, say); otherwise the driver takes it.
 
     Returns:
-        A summary: scene and tile counts per split, statistics, and scenes skipped.
+        A summary: scene and tile counts per split, statistics, scenes skipped
+        (current already) and kept (in the store, not among the inputs).
 
     Raises:
+        LockedError: Another live run holds the store's lock.
+        IncompleteOutputError: A scene's windows did not all report back.
         Exception: The first failing task's error. Every task still queued is
             cancelled; a store this run created is removed, any other stays marked
             incomplete.
     """
-    created = not store.exists()
-    tasks = _Tasks(executor)
+    with ExitStack() as stack:
+        if lock is None:
+            lock = stack.enter_context(output_lock(store))
+        else:
+            _check_held(store, lock)
+        return _run(store, plans, config, classes, executor, lock.run_id, progress, overwrite)
+
+
+def _run(
+    store: Path,
+    plans: Sequence[ScenePlan],
+    config: TileConfig,
+    classes: ClassTable,
+    executor: Executor,
+    run_id: str,
+    progress: Progress | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    created = overwrite or not store.exists()
+    tasks = _Tasks(executor, str(store), config, classes, run_id)
     try:
-        todo = start_store(store, list(plans), config, classes)
-        for plan in todo:
-            tasks.submit_scene(str(store), plan, config, classes)
+        start = start_store(store, list(plans), config, classes, run_id=run_id, overwrite=overwrite)
+        for plan in start.todo:
+            tasks.submit_scene(plan)
         tasks.wait_windows(progress)
         tasks.wait_finished()
+        remove_partial_chunks(store, [plan.name for plan in start.todo])
+        summary = finish_store(str(store), config)
     except BaseException:
-        executor.cancel(tasks.outstanding())  # no task writes after this
+        executor.cancel(tasks.outstanding())  # no queued task writes after this
         if created:
             remove_path(store)  # a store this run created is not left half-made
         raise
-    summary = finish_store(str(store), config)
-    summary["skipped"] = len(plans) - len(todo)
-    return summary
+    return {**summary, "skipped": len(plans) - len(start.todo), "kept": len(start.kept)}
+
+
+def _check_held(store: Path, lock: LockHolder) -> None:
+    try:
+        holder = json.loads(lock_path(store).read_text()).get("run_id")
+    except (OSError, ValueError):
+        holder = None
+    if holder != lock.run_id:
+        raise LockedError("the lock given is not this store's current lock", path=store)
+
+
+@dataclass
+class _Scene:
+    """A scene whose windows have not all reported back yet."""
+
+    plan: ScenePlan  # without vector labels
+    token: str
+    windows: int  # planned windows not yet reported
+    merged: Handle  # the root of the merge tree
 
 
 @dataclass
@@ -84,46 +142,40 @@ class _Tasks:
     """The tasks of one run that are still wanted, and how to wait for them."""
 
     executor: Executor
-    windows: set[Handle] = field(default_factory=set)
+    store: str
+    config: TileConfig
+    classes: ClassTable
+    run_id: str
+    windows: dict[Handle, str] = field(default_factory=dict)  # window task -> scene
+    scenes: dict[str, _Scene] = field(default_factory=dict)
     finishes: list[Handle] = field(default_factory=list)
 
-    def submit_scene(
-        self, store: str, plan: ScenePlan, config: TileConfig, classes: ClassTable
-    ) -> None:
-        """Submit one scene's window tasks, their merge tree and the task that finishes it.
+    def submit_scene(self, plan: ScenePlan) -> None:
+        """Submit one scene's window tasks and their merge tree.
 
-        Task keys are deterministic: ``tile-window-<scene>-<row>-<col>-<token>``,
-        ``tile-merge-<scene>-<level>-<index>-<token>`` and ``tile-scene-<scene>-<token>``,
-        the token being a hash of the store, the scene's source and the settings.
+        Keys: ``tile-window-<scene>-<row>-<col>-<token>`` and
+        ``tile-merge-<scene>-<token>-<level>-<index>``, the token being a hash of the
+        store, the scene's source, the settings and the run id.
         """
         task_plan = plan.without_vector_labels()
-        token = scene_token(store, plan, config)
+        token = scene_token(self.store, plan, self.config, self.run_id)
         parts: list[Handle] = []
-        for window in plan.task_windows(config):
+        for window in plan.task_windows(self.config):
             part = self.executor.submit(
                 tile_window,
-                store,
+                self.store,
                 task_plan,
                 window,
-                plan.window_labels(window, config),
-                classes,
-                config.tile_size,
+                plan.window_labels(window, self.config),
+                self.classes,
+                self.config.tile_size,
+                self.run_id,
                 key=f"tile-window-{plan.name}-{window.row_off}-{window.col_off}-{token}",
             )
             parts.append(part)
-            self.windows.add(part)
+            self.windows[part] = plan.name
         merged = self._merge_tree(parts, f"{plan.name}-{token}")
-        self.finishes.append(
-            self.executor.submit(
-                finish_scene,
-                store,
-                task_plan,
-                merged,
-                config,
-                classes.num_classes,
-                key=f"tile-scene-{plan.name}-{token}",
-            )
-        )
+        self.scenes[plan.name] = _Scene(task_plan, token, len(parts), merged)
 
     def _merge_tree(self, parts: list[Handle], name: str) -> Handle:
         level = 0
@@ -138,22 +190,51 @@ class _Tasks:
         return parts[0]
 
     def wait_windows(self, progress: Progress | None) -> None:
-        """Wait for every window task; raise the first error.
+        """Wait for every window task; raise the first error; finish each scene when due.
 
         A finished task's handle is dropped at once: the merge task that needs its
         summary holds it, and nothing else does.
+
+        Raises:
+            IncompleteOutputError: A scene's windows did not all report back.
         """
         total, done_count = len(self.windows), 0
         while self.windows:
             done = self.executor.wait_first(self.windows)
-            self.windows -= done
             for handle in done:
+                name = self.windows.pop(handle)
                 error = self.executor.error(handle)
                 if error is not None:
                     raise error
+                self._reported(name)
             done_count += len(done)
             if progress is not None:
                 progress(done_count, total)
+        if self.scenes:  # a scene whose windows did not all come back is never finished
+            name, scene = next(iter(self.scenes.items()))
+            raise IncompleteOutputError(
+                f"scene {name}: {scene.windows} windows did not report back", path=scene.plan.image
+            )
+
+    def _reported(self, name: str) -> None:
+        """Count one window of scene ``name``; submit its finish task after the last."""
+        scene = self.scenes[name]
+        scene.windows -= 1
+        if scene.windows:
+            return
+        del self.scenes[name]
+        self.finishes.append(
+            self.executor.submit(
+                finish_scene,
+                self.store,
+                scene.plan,
+                scene.merged,
+                self.config,
+                self.classes.num_classes,
+                self.run_id,
+                key=f"tile-scene-{name}-{scene.token}",
+            )
+        )
 
     def wait_finished(self) -> None:
         """Wait for every scene's finish task; raise the first error."""
@@ -167,10 +248,13 @@ class _Tasks:
 
     def outstanding(self) -> list[Handle]:
         """Handles of tasks that may not have run yet."""
-        return [*self.windows, *self.finishes]
+        merges = [scene.merged for scene in self.scenes.values()]
+        return [*self.windows, *merges, *self.finishes]
 
 
-def scene_token(store: str, plan: ScenePlan, config: TileConfig) -> str:
-    """A short hash of what a scene's tasks compute: the store, the source and the settings."""
-    text = json.dumps([store, plan.name, plan.source, config.identity()], sort_keys=True)
+def scene_token(store: str, plan: ScenePlan, config: TileConfig, run_id: str) -> str:
+    """A short hash of a scene's tasks: the store, the source, the settings and the run."""
+    text = json.dumps(
+        [store, plan.name, plan.source, config.model_dump(), run_id], sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -8,8 +8,9 @@ import numpy as np
 import zarr
 
 from pipeline.classes import IGNORE_LABEL
+from pipeline.errors import IncompleteOutputError
 from pipeline.grid import Window
-from pipeline.store import array, open_root, scene_group, scene_names
+from pipeline.store import array, attributes, open_root, scene_group, scene_names
 from pipeline.tiling.chunks import ChunkSummary
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.plan import ScenePlan
@@ -18,18 +19,40 @@ from pipeline.tiling.stats import BandSummary, band_statistics, merge_all
 
 
 def finish_scene(
-    store: str, plan: ScenePlan, summary: ChunkSummary, config: TileConfig, num_classes: int
+    store: str,
+    plan: ScenePlan,
+    summary: ChunkSummary,
+    config: TileConfig,
+    num_classes: int,
+    run_id: str,
 ) -> None:
-    """Write the scene's tile index and statistics, then mark it complete.
+    """Check that every window of the scene was written, write its tile index, mark it complete.
+
+    Run again after the scene is complete (Dask recomputes tasks of lost workers,
+    even after the driver went on to assign the split), it writes nothing.
 
     Args:
         store: The store's path.
         plan: The scene's plan.
-        summary: The merged summary of every window of the scene.
+        summary: The merged summary of the scene's windows, all from this run.
         config: Tiling settings.
         num_classes: Classes counted per tile.
+        run_id: The run that created the scene.
+
+    Raises:
+        IncompleteOutputError: The summary lacks windows of the plan, or the scene
+            is not the one ``run_id`` created; the scene stays incomplete.
     """
     group = scene_group(open_root(store), plan.name)
+    attrs = attributes(group)
+    if attrs.get("run") != run_id:
+        raise IncompleteOutputError(
+            f"scene {plan.name} was recreated by another run; run {run_id} does not finish it",
+            path=plan.image,
+        )
+    if attrs.get("complete"):
+        return
+    check_scene_complete(plan, summary, config)
     tiles = [_tile_entry(window, summary, num_classes) for window in plan.tiles(config)]
     bands = summary.bands
     if bands.histogram is not None:
@@ -46,6 +69,23 @@ def finish_scene(
             "complete": True,
         }
     )
+
+
+def check_scene_complete(plan: ScenePlan, summary: ChunkSummary, config: TileConfig) -> None:
+    """Every window of the scene's plan, and every tile, is in ``summary``.
+
+    Raises:
+        IncompleteOutputError: Windows or tiles are missing (or unplanned ones present).
+    """
+    planned = {(w.row_off, w.col_off) for w in plan.task_windows(config)}
+    tiles = {(w.row_off, w.col_off) for w in plan.tiles(config)}
+    if summary.windows != planned or set(summary.tiles) != tiles:
+        missing = len(planned - summary.windows)
+        raise IncompleteOutputError(
+            f"scene {plan.name}: {missing} of {len(planned)} windows were not written by "
+            "this run, so the scene is not marked complete; run terraseg tile again",
+            path=plan.image,
+        )
 
 
 def _tile_entry(window: Window, summary: ChunkSummary, num_classes: int) -> dict[str, Any]:
@@ -65,17 +105,29 @@ def _tile_entry(window: Window, summary: ChunkSummary, num_classes: int) -> dict
 def finish_store(store: str, config: TileConfig) -> dict[str, Any]:
     """Assign the split, combine statistics over all scenes, and mark the store complete.
 
+    Every scene in the store must be complete: those of this run and those kept.
+
     Args:
         store: The store's path.
         config: Tiling settings.
 
     Returns:
         Scene and tile counts (per split) and the per-band statistics.
+
+    Raises:
+        IncompleteOutputError: A scene is not complete (the message names its raster).
     """
     root = open_root(store)
     names = scene_names(root)
     groups = {name: scene_group(root, name) for name in names}
     attrs: dict[str, dict[str, Any]] = {name: dict(g.attrs.asdict()) for name, g in groups.items()}
+    for name in names:
+        if not attrs[name].get("complete"):
+            raise IncompleteOutputError(
+                f"scene {name} is not complete, so the store is not marked complete; "
+                "run terraseg tile again",
+                path=attrs[name].get("source", {}).get("path", store),
+            )
     keys = [(n, t["row"], t["col"]) for n in names for t in attrs[n]["tiles"]]
     splits = assign_splits(keys, config.tile_size, config)
     for name in names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from pipeline.tiling.labels import (
     rasters_without_labels,
     read_vector_labels,
 )
+
+logger = logging.getLogger(__name__)
 
 Bounds = tuple[float, float, float, float]
 LabelResolver = Callable[[Path, CRS | None, Bounds], "SceneVectorLabels | Path"]
@@ -93,6 +96,16 @@ class ScenePlan:
         }
 
 
+def distinct_paths(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats of a file (same resolved path), in order; repeats are logged."""
+    first: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in first:
+            logger.warning("%s is given more than once; it is tiled once", path)
+        first.setdefault(path.resolve(), path)
+    return list(first.values())
+
+
 def unique_scene_names(paths: list[Path]) -> list[str]:
     """Unique scene names from file stems (``name``, ``name-2``, ...)."""
     names: list[str] = []
@@ -157,7 +170,8 @@ def prepare_tiling(
     """Check all inputs and plan the scenes, before any pixel is read or written.
 
     Exactly one label source is given: a vector file, label rasters, or a pair
-    of folders of image and mask tiles (then ``images`` is ignored).
+    of folders of image and mask tiles (then ``images`` is ignored). A file given
+    twice (the same resolved path) is planned once.
 
     Args:
         images: Raster files.
@@ -173,6 +187,7 @@ def prepare_tiling(
     Raises:
         TerrasegError: Any input problem, with the file named.
     """
+    images = distinct_paths(images)
     if vector_labels is not None:
         return _plan_vector_labels(images, vector_labels, classes, config)
     if classes is None:
@@ -181,7 +196,7 @@ def prepare_tiling(
         matched = match_pairs(*pairs)
         images = list(matched)
     elif label_rasters:
-        matched = match_label_rasters(images, label_rasters)
+        matched = match_label_rasters(images, distinct_paths(label_rasters))
     else:
         raise InputError("no labels given; pass --labels FILE or --pairs IMAGES MASKS")
     plans = plan_scenes(images, lambda path, crs, bounds: matched[path])

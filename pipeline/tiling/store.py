@@ -5,7 +5,9 @@ The layout, and reading a finished store, are in :mod:`pipeline.store`.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,12 @@ import zarr
 from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
-from pipeline.chunk_writer import write_region
+from pipeline.chunk_writer import remove_partial_files, write_region
 from pipeline.classes import ClassTable
+from pipeline.errors import IncompleteOutputError, OutputExistsError
+from pipeline.files import remove_path
 from pipeline.grid import Window
-from pipeline.store import SCENES, STORE_FORMAT, open_root, scene_group, scene_names
+from pipeline.store import SCENES, STORE_FORMAT, attributes, open_root, scene_group, scene_names
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.plan import ScenePlan
 
@@ -34,14 +38,53 @@ def compressor(level: int = 1) -> Any:
     return ZstdCodec(level=level)
 
 
-def start_store(
-    path: Path, plans: list[ScenePlan], config: TileConfig, classes: ClassTable
-) -> list[ScenePlan]:
-    """Open the store, drop scenes that are not inputs, and return the plans still to do.
+@dataclass(frozen=True)
+class StoreStart:
+    """What a run found in the store: the scenes it redoes and those it keeps."""
 
-    The root is marked incomplete until :func:`pipeline.tiling.finish.finish_store` runs.
+    todo: list[ScenePlan]
+    kept: list[str]
+
+
+def start_store(
+    path: Path,
+    plans: list[ScenePlan],
+    config: TileConfig,
+    classes: ClassTable,
+    *,
+    run_id: str,
+    overwrite: bool = False,
+) -> StoreStart:
+    """Open the store for a run and (re)create the scenes still to do, marked incomplete.
+
+    Runs in the driver before any task, never as a task, so that no retried task
+    can recreate a scene over chunks of its own run. Scenes already in the store
+    that are not among the inputs are kept (with a warning); an input whose scene
+    is complete and unchanged is skipped. The root stays marked incomplete until
+    :func:`pipeline.tiling.finish.finish_store` runs.
+
+    Args:
+        path: The store.
+        plans: The scenes of this run.
+        config: Tiling settings.
+        classes: The class table.
+        run_id: This run's id, written into every scene it creates.
+        overwrite: Replace the whole store instead of adding to it.
+
+    Returns:
+        The scenes to tile and the names of the scenes kept from earlier runs.
+
+    Raises:
+        OutputExistsError: ``path`` holds something else than a store this run can
+            add to (other tile size, classes or band count).
+        IncompleteOutputError: A scene that is not among the inputs was left
+            incomplete by an interrupted run.
     """
-    root = open_root(path)
+    if overwrite and path.exists():
+        logger.warning("replacing the store %s (--overwrite)", path)
+        remove_path(path)
+    root = _open_root_for_run(path)
+    kept = _kept_scenes(root, path, plans, config, classes)
     root.attrs.update(
         {
             "format": STORE_FORMAT,
@@ -50,15 +93,8 @@ def start_store(
             **classes.to_dict(),
         }
     )
-    wanted = {p.name for p in plans}
-    for stale in set(scene_names(root)) - wanted:
-        logger.info("removing scene %s: not among the inputs", stale)
-        del root[f"{SCENES}/{stale}"]
-    todo = []
-    for plan in plans:
-        if scene_is_current(root, plan.name, plan.source, config.identity()):
-            logger.info("skipping %s: already tiled and unchanged", plan.image)
-            continue
+    todo = [plan for plan in plans if _needs_tiling(root, plan, config)]
+    for plan in todo:
         create_scene(
             root,
             plan.name,
@@ -66,10 +102,96 @@ def start_store(
             shape=plan.shape,
             dtype=plan.dtype,
             tile=config.tile_size,
-            attrs=plan.attrs(config),
+            attrs={**plan.attrs(config), "run": run_id},
         )
-        todo.append(plan)
-    return todo
+    return StoreStart(todo, kept)
+
+
+def _open_root_for_run(path: Path) -> zarr.Group:
+    """The store's root; a new one where nothing is, never one written into other files."""
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        try:
+            return zarr.open_group(str(path), mode="r+", zarr_format=3)
+        except (FileNotFoundError, FileExistsError, zarr.errors.NodeNotFoundError):
+            raise _not_a_store(path) from None
+    return open_root(path)
+
+
+def _not_a_store(path: Path) -> OutputExistsError:
+    return OutputExistsError(
+        "exists and is not a terraseg training store; choose another --out, "
+        "or pass --overwrite to replace it",
+        path=path,
+    )
+
+
+def _needs_tiling(root: zarr.Group, plan: ScenePlan, config: TileConfig) -> bool:
+    if scene_is_current(root, plan.name, plan.source, config.identity()):
+        logger.info("skipping %s: already tiled and unchanged", plan.image)
+        return False
+    if plan.name in scene_names(root):
+        before = scene_group(root, plan.name).attrs.get("source")
+        was = before.get("path") if isinstance(before, dict) else None
+        if was != plan.source["path"]:
+            logger.warning("replacing scene %s (tiled from %s) with %s", plan.name, was, plan.image)
+    return True
+
+
+def _kept_scenes(
+    root: zarr.Group, path: Path, plans: list[ScenePlan], config: TileConfig, classes: ClassTable
+) -> list[str]:
+    """Scenes of earlier runs that stay; refuse a store they do not fit with this run."""
+    attrs = attributes(root)
+    names = scene_names(root)
+    if attrs.get("format") != STORE_FORMAT and (names or attrs or list(root.array_keys())):
+        raise _not_a_store(path)
+    kept = [name for name in names if name not in {p.name for p in plans}]
+    for name in kept:
+        _check_kept_scene(attributes(scene_group(root, name)), name, path)
+    if kept:
+        _check_fits(attrs, path, plans, config, classes)
+        logger.warning(
+            "adding to %s, which keeps %d scene(s) that are not among the inputs: %s "
+            "(pass --overwrite to replace the store)",
+            path,
+            len(kept),
+            ", ".join(kept),
+        )
+    return kept
+
+
+def _check_kept_scene(attrs: dict[str, Any], name: str, path: Path) -> None:
+    if not attrs.get("complete"):
+        source = attrs.get("source", {}).get("path", "its raster")
+        raise IncompleteOutputError(
+            f"scene {name} was left incomplete by an interrupted run and is not among the "
+            f"inputs; tile it again (add {source}), or pass --overwrite to replace the store",
+            path=path,
+        )
+
+
+def _check_fits(
+    attrs: dict[str, Any],
+    path: Path,
+    plans: list[ScenePlan],
+    config: TileConfig,
+    classes: ClassTable,
+) -> None:
+    """Refuse to add scenes of another tile size, class table or band count."""
+    problems = []
+    if attrs.get("tile_size") != config.tile_size:
+        problems.append(f"tile size {attrs.get('tile_size')}, not {config.tile_size}")
+    if attrs.get("classes") != classes.to_dict()["classes"]:
+        problems.append("other classes")
+    stored_bands = len(attrs.get("band_names", []))
+    if plans and stored_bands and stored_bands != len(plans[0].bands):
+        problems.append(f"{stored_bands} bands, not {len(plans[0].bands)}")
+    if problems:
+        raise OutputExistsError(
+            f"holds scenes tiled with {', '.join(problems)}; choose another --out, "
+            "or pass --overwrite to replace the store",
+            path=path,
+        )
 
 
 def scene_is_current(
@@ -136,3 +258,27 @@ def write_chunk(
     write_region(store, f"{SCENES}/{scene}/image", (0, *corner), image)
     write_region(store, f"{SCENES}/{scene}/label", corner, label)
     write_region(store, f"{SCENES}/{scene}/valid", corner, valid)
+
+
+def remove_partial_chunks(store: Path, scenes: list[str]) -> None:
+    """Delete chunk files that workers killed mid-write left in ``scenes`` (local stores)."""
+    for scene in scenes:
+        folder = store / SCENES / scene
+        if folder.is_dir() and (removed := remove_partial_files(folder)):
+            logger.info("removed %d partly written chunk files of scene %s", removed, scene)
+
+
+def scene_run(store: str | Path, scene: str) -> str | None:
+    """The id of the run that created a scene; ``None`` when there is no such scene."""
+    meta = Path(store) / SCENES / scene / "zarr.json"
+    if meta.is_file():  # a local store: one small read, no zarr round trip
+        try:
+            run = json.loads(meta.read_text()).get("attributes", {}).get("run")
+        except (OSError, ValueError):
+            return None
+        return run if isinstance(run, str) else None
+    try:
+        run = zarr.open_group(str(store), path=f"{SCENES}/{scene}", mode="r").attrs.get("run")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+    return run if isinstance(run, str) else None

@@ -3,7 +3,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.chunk_writer import ChunkLayout, write_region
+from pipeline.chunk_writer import ChunkLayout, remove_partial_files, write_region
 
 
 def _array(path, shape, chunks, dtype, fill, compressors=None):
@@ -74,3 +74,15 @@ def test_a_removed_store_is_not_recreated_by_a_late_write(tmp_path):
     with pytest.raises(FileNotFoundError):
         layout.write((0, 0), np.ones((20, 20), np.uint8))
     assert not (tmp_path / "e.zarr").exists()
+
+
+def test_partial_files_of_killed_writes_are_removed_and_chunks_kept(tmp_path):
+    _array(tmp_path / "a.zarr", (64, 64), (32, 32), "uint8", 0)
+    data = np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)
+    write_region(tmp_path / "a.zarr", "", (0, 0), data)
+    chunk = tmp_path / "a.zarr" / "c" / "1" / "1"
+    partial = chunk.with_name(f".{chunk.name}.123-456.tmp")
+    partial.write_bytes(b"half a chunk")
+    assert remove_partial_files(tmp_path / "a.zarr") == 1
+    assert not partial.exists() and chunk.exists()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"), mode="r")[...], data)

@@ -7,17 +7,22 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from workflows.cli.options import (
     config_opt,
+    overwrite_opt,
     resolve_config,
     scheduler_opt,
     show_progress,
     workers_opt,
 )
+
+if TYPE_CHECKING:
+    from pipeline.classes import ClassTable
+    from pipeline.tiling import ScenePlan, TileConfig
 
 logger = logging.getLogger(__name__)
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml"}
@@ -81,6 +86,7 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
     default=None,
     help="Also write the tile footprints with their split as a GeoPackage.",
 )
+@overwrite_opt
 @scheduler_opt
 @workers_opt
 @config_opt
@@ -94,6 +100,7 @@ def tile(
     out: Path,
     classes_path: Path | None,
     export_index: Path | None,
+    overwrite: bool,
     scheduler: str | None,
     workers: int | None,
     config_path: Path | None,
@@ -104,12 +111,14 @@ def tile(
     Each scene is stored as image (bands, rows, cols), label and valid arrays
     chunked by tile, with its CRS and transform; the store holds the classes,
     per-band statistics and a tile index with a spatially blocked split.
-    Re-running skips scenes that are complete and unchanged.
+    Re-running skips scenes that are complete and unchanged. Scenes already in
+    the store that are not among IMAGES are kept (a warning names them);
+    --overwrite replaces the whole store. One run at a time writes a store: a
+    second refuses at once, naming the first.
     """
-    from pipeline.classes import read_classes
-    from pipeline.rasters import expand_inputs
+    from pipeline.locks import output_lock
     from pipeline.store import export_tile_index
-    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+    from pipeline.tiling import TileConfig, tile_scenes
     from workflows.cluster import dask_client
     from workflows.executor import DaskExecutor
 
@@ -119,27 +128,53 @@ def tile(
         raise click.UsageError("give the rasters to tile (files, folders or globs)")
     config = resolve_config(TileConfig, config_path, options)
     out = out.resolve()
+    with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
+        plans, table = _plan(images, labels, pairs, classes_path, config)
+        with (
+            dask_client(scheduler, workers=workers, threads_per_worker=2) as client,
+            progress_bar(show_progress(ctx)) as progress,
+        ):
+            executor = DaskExecutor(client)
+            summary = tile_scenes(
+                out,
+                plans,
+                config,
+                table,
+                executor,
+                progress=progress,
+                overwrite=overwrite,
+                lock=lock,
+            )
+        if export_index is not None:
+            export_tile_index(out, export_index)
+    logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
+    click.echo(
+        json.dumps({"store": str(out), **{k: v for k, v in summary.items() if k != "statistics"}})
+    )
+
+
+def _plan(
+    images: tuple[str, ...],
+    labels: str | None,
+    pairs: tuple[Path, Path] | None,
+    classes_path: Path | None,
+    config: TileConfig,
+) -> tuple[list[ScenePlan], ClassTable]:
+    """Expand the inputs, read the classes and plan every scene (see ``prepare_tiling``)."""
+    from pipeline.classes import read_classes
+    from pipeline.rasters import expand_inputs
+    from pipeline.tiling import prepare_tiling
+
     vector, label_rasters = _label_sources(labels)
     classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
     classes = read_classes(classes_path) if classes_path else None
-    plans, table = prepare_tiling(
+    return prepare_tiling(
         expand_inputs(images) if images else [],
         vector_labels=vector,
         label_rasters=label_rasters,
         pairs=pairs,
         classes=classes,
         config=config,
-    )
-    with (
-        dask_client(scheduler, workers=workers, threads_per_worker=2) as client,
-        progress_bar(show_progress(ctx)) as progress,
-    ):
-        summary = tile_scenes(out, plans, config, table, DaskExecutor(client), progress=progress)
-    if export_index is not None:
-        export_tile_index(out, export_index)
-    logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
-    click.echo(
-        json.dumps({"store": str(out), **{k: v for k, v in summary.items() if k != "statistics"}})
     )
 
 
