@@ -103,7 +103,7 @@ def calibrate(
     copy in OUT predicts with ``--precision int8``.
     """
     from pipeline.artifact import save_artifact
-    from pipeline.prediction.runner import open_model
+    from pipeline.prediction.inference import open_model
     from pipeline.training.calibration import calibrate_artifact
 
     artifact = calibrate_artifact(open_model(model_ref, tracking_uri), str(data), tiles)

@@ -11,7 +11,7 @@ from pipeline.errors import InputError
 from pipeline.model import ModelConfig, build_model
 from pipeline.model.inference import inference_network
 from pipeline.model.quantization import calibrate, int8_supported, quantize_backbone
-from pipeline.prediction.runner import batch_predictor
+from pipeline.prediction.inference import batch_predictor
 from tests.helpers import calibration_tiles, tiny_model_artifact
 
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="no x86 quantized engine")
