@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.classes import ClassTable
-from pipeline.errors import InputError
+from pipeline.errors import InputError, WeightsError
 from pipeline.files import atomic_output
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ class ModelArtifact:
 
         config = ModelConfig(**{**self.model_config, "pretrained_weights": None})
         model = build_model(config)
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise WeightsError(
+                "the weights do not fit the architecture in the model description "
+                f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})"
+            ) from None
         return model.to(device).eval()
 
 
@@ -127,29 +133,75 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
     """Read an artifact written by :func:`save_artifact`.
 
     Raises:
-        InputError: The folder is not a terraseg model artifact.
+        InputError: The folder is not a terraseg model artifact, or a file of it is
+            damaged or inconsistent (the message names the file).
     """
-    import torch
-
     folder = Path(folder)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file() or not (folder / WEIGHTS).is_file():
         raise InputError(f"not a terraseg model (expected {MANIFEST} and {WEIGHTS})", path=folder)
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != ARTIFACT_FORMAT:
-        raise InputError(f"unsupported model format {manifest.get('format')!r}", path=folder)
-    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    manifest = _read_manifest(manifest_path)
     calibration = None
     if (folder / CALIBRATION).is_file():
-        calibration = torch.load(folder / CALIBRATION, map_location="cpu", weights_only=True)
-    return ModelArtifact(
-        model_config=manifest["model_config"],
-        band_names=manifest["band_names"],
-        normalization=Normalization(**manifest["normalization"]),
-        classes=ClassTable.model_validate({"classes": manifest["classes"]}),
-        tile_size=int(manifest["tile_size"]),
-        state_dict=state,
-        input_dtype=manifest.get("input_dtype", "uint8"),
-        metadata=manifest.get("metadata", {}),
-        calibration=calibration,
-    )
+        calibration = _read_tensors(folder / CALIBRATION)
+    weights = _read_tensors(folder / WEIGHTS)
+    try:
+        artifact = ModelArtifact(
+            model_config=dict(manifest["model_config"]),
+            band_names=list(manifest["band_names"]),
+            normalization=Normalization(**manifest["normalization"]),
+            classes=ClassTable.model_validate({"classes": manifest["classes"]}),
+            tile_size=int(manifest["tile_size"]),
+            state_dict=weights,
+            input_dtype=manifest.get("input_dtype", "uint8"),
+            metadata=manifest.get("metadata", {}),
+            calibration=calibration,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        missing = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise InputError(f"model description is incomplete or invalid: {missing}",
+                         path=manifest_path) from None  # fmt: skip
+    _check_consistent(artifact, manifest_path)
+    return artifact
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed model description; one-line errors for a damaged or foreign file."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"model description is not valid JSON ({exc})", path=path) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise InputError(f"unsupported model format {found!r}", path=path.parent)
+    return manifest
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save``, loaded without running code."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError, KeyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot load tensors (damaged or not a weights file: {reason})",
+                         path=path) from None  # fmt: skip
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError("not a dictionary of tensors", path=path)
+    return state
+
+
+def _check_consistent(artifact: ModelArtifact, manifest: Path) -> None:
+    """The description, the classes and the weights must agree."""
+    configured = artifact.model_config.get("num_classes")
+    if configured is not None and configured != artifact.classes.num_classes:
+        raise InputError(
+            f"the model has {configured} outputs but {artifact.classes.num_classes} classes "
+            "are listed",
+            path=manifest,
+        )
+    if artifact.tile_size < 16:
+        raise InputError(f"tile_size {artifact.tile_size} is too small", path=manifest)

@@ -4,9 +4,9 @@ For a plan of ``rows`` x ``cols`` blocks the graph holds, in row-major block
 order: one ``start`` (the scratch store), and per block a ``read`` (its extent's
 pixels; no accelerator needed, so on a GPU worker it overlaps another block's
 inference), an ``infer`` (its tiles, each inferred exactly once), a ``right``
-and a ``below`` spill picker where a neighbour consumes them, and a ``write`` that completes and stores the block's
-interior from its own accumulators and the spill of its left, upper and
-upper-left neighbours. Every node comes after the nodes it needs, so running the
+and a ``below`` spill picker where a neighbour consumes them, and a ``write``
+that completes and stores the block's interior from its own accumulators and the
+spill of its left, upper and upper-left neighbours. Every node comes after the nodes it needs, so running the
 list in order is a valid schedule, in one process or on a cluster.
 
 :func:`last_uses` tells a driver when it may drop a node's result: with row-major

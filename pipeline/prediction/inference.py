@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifact import ModelArtifact
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, WeightsError
 from pipeline.prediction.blocks import BatchPredictor
 from pipeline.prediction.tta import with_tta
 
@@ -69,6 +69,18 @@ def inference_dtype(precision: str, device: str) -> Any:
     if precision == "auto":
         precision = "bf16" if device == "cuda" or cpu_has_bf16() else "fp32"
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def check_weights(artifact: ModelArtifact, reference: str) -> None:
+    """Build the network once before any work, so weights that do not fit it fail here.
+
+    Raises:
+        WeightsError: The weights do not fit the architecture (the model is named).
+    """
+    try:
+        artifact.build_model("cpu")
+    except WeightsError as exc:
+        raise WeightsError(exc.message, path=reference) from None
 
 
 def check_precision(artifact: ModelArtifact, reference: str, precision: str, device: str) -> None:

@@ -143,7 +143,12 @@ def predict(
     that are complete and made by the same model from the same input are skipped.
     """
     from pipeline.prediction.driver import FileOutcome
-    from pipeline.prediction.inference import check_device, check_precision, open_model
+    from pipeline.prediction.inference import (
+        check_device,
+        check_precision,
+        check_weights,
+        open_model,
+    )
     from pipeline.prediction.job import plan_files
     from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
@@ -153,6 +158,7 @@ def predict(
     device = check_device(config.device)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
     artifact = open_model(reference, tracking_uri)  # read afresh: it may have been retrained
+    check_weights(artifact, reference)
     check_precision(artifact, reference, config.precision, device)
     paths = expand_inputs(inputs)
     jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
