@@ -6,8 +6,9 @@ pixels; no accelerator needed, so on a GPU worker it overlaps another block's
 inference), an ``infer`` (its tiles, each inferred exactly once), a ``right``
 and a ``below`` spill picker where a neighbour consumes them, and a ``write``
 that completes and stores the block's interior from its own accumulators and the
-spill of its left, upper and upper-left neighbours. Every node comes after the nodes it needs, so running the
-list in order is a valid schedule, in one process or on a cluster.
+spill of its left, upper and upper-left neighbours. Every node comes after the
+nodes it needs, so running the list in order is a valid schedule, in one process
+or on a cluster.
 
 :func:`last_uses` tells a driver when it may drop a node's result: with row-major
 order, spill lives for at most one block row, so memory depends on block size and
