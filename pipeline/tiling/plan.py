@@ -47,6 +47,7 @@ class ScenePlan:
     transform: tuple[float, ...]
     nodata: float | None
     labels: SceneVectorLabels | Path | None = field(repr=False)
+    label_source: dict[str, Any] = field(default_factory=dict)  # identity of the label file
 
     def without_vector_labels(self) -> ScenePlan:
         """This plan without its indexed vector labels: what every task of the scene receives.
@@ -91,6 +92,7 @@ class ScenePlan:
             "transform": list(self.transform[:6]),
             "nodata": self.nodata,
             "band_names": self.band_names,
+            "labels": self.label_source,
             "shape": list(self.shape),
             "smaller_than_tile": min(self.shape) < config.tile_size,
         }
@@ -143,6 +145,7 @@ def plan_scenes(images: list[Path], labels_for: LabelResolver) -> list[ScenePlan
 def _plan_scene(path: Path, name: str, labels_for: LabelResolver) -> ScenePlan:
     with open_raster(path) as src:
         bands = data_bands(src)
+        labels = labels_for(path, src.crs, tuple(src.bounds))
         return ScenePlan(
             name=name,
             image=path,
@@ -154,7 +157,8 @@ def _plan_scene(path: Path, name: str, labels_for: LabelResolver) -> ScenePlan:
             crs=src.crs.to_wkt() if src.crs else None,
             transform=tuple(src.transform),
             nodata=src.nodata,
-            labels=labels_for(path, src.crs, tuple(src.bounds)),
+            labels=labels,
+            label_source=SourceIdentity.of(labels).to_dict() if isinstance(labels, Path) else {},
         )
 
 
@@ -214,7 +218,8 @@ def _plan_vector_labels(
             raise CRSError("raster has no CRS, so vector labels cannot be placed on it", path=image)
         return SceneVectorLabels(frame, crs, bounds)
 
-    plans = plan_scenes(images, vector_for)
+    identity = SourceIdentity.of(path).to_dict()
+    plans = [replace(p, label_source=identity) for p in plan_scenes(images, vector_for)]
     overlapping = {p.image: len(p.labels) for p in plans if isinstance(p.labels, SceneVectorLabels)}
     rasters_without_labels(overlapping, path)
     return plans, classes

@@ -60,7 +60,8 @@ def start_store(
     Runs in the driver before any task, never as a task, so that no retried task
     can recreate a scene over chunks of its own run. Scenes already in the store
     that are not among the inputs are kept (with a warning); an input whose scene
-    is complete and unchanged is skipped. The root stays marked incomplete until
+    is complete and unchanged (same raster, labels, settings and class table) is
+    skipped. The root stays marked incomplete until
     :func:`pipeline.tiling.finish.finish_store` runs.
 
     Args:
@@ -85,15 +86,14 @@ def start_store(
         remove_path(path)
     root = _open_root_for_run(path)
     kept = _kept_scenes(root, path, plans, config, classes)
-    root.attrs.update(
-        {
-            "format": STORE_FORMAT,
-            "complete": False,
-            "tile_size": config.tile_size,
-            **classes.to_dict(),
-        }
-    )
-    todo = [plan for plan in plans if _needs_tiling(root, plan, config)]
+    same_classes = root.attrs.get("classes") == classes.to_dict()["classes"]
+    marks: dict[str, Any] = {
+        "format": STORE_FORMAT,
+        "complete": False,
+        "tile_size": config.tile_size,
+    }
+    root.attrs.update({**marks, **classes.to_dict()})
+    todo = [plan for plan in plans if _needs_tiling(root, plan, config, same_classes)]
     for plan in todo:
         create_scene(
             root,
@@ -125,8 +125,10 @@ def _not_a_store(path: Path) -> OutputExistsError:
     )
 
 
-def _needs_tiling(root: zarr.Group, plan: ScenePlan, config: TileConfig) -> bool:
-    if scene_is_current(root, plan.name, plan.source, config.identity()):
+def _needs_tiling(
+    root: zarr.Group, plan: ScenePlan, config: TileConfig, same_classes: bool
+) -> bool:
+    if same_classes and scene_is_current(root, plan, config):
         logger.info("skipping %s: already tiled and unchanged", plan.image)
         return False
     if plan.name in scene_names(root):
@@ -194,17 +196,20 @@ def _check_fits(
         )
 
 
-def scene_is_current(
-    root: zarr.Group, name: str, source: dict[str, Any], settings: dict[str, Any]
-) -> bool:
-    """True when the scene is complete and was made from the same file with the same settings."""
-    if name not in scene_names(root):
+def scene_is_current(root: zarr.Group, plan: ScenePlan, config: TileConfig) -> bool:
+    """True when the scene is complete and was made from the same raster and labels.
+
+    Same means the same files (path, size, modification time) and the same
+    settings; the caller checks that the class table is the store's.
+    """
+    if plan.name not in scene_names(root):
         return False
-    attrs = scene_group(root, name).attrs.asdict()
+    attrs = attributes(scene_group(root, plan.name))
     return (
         bool(attrs.get("complete"))
-        and attrs.get("source") == source
-        and attrs.get("settings") == settings
+        and attrs.get("source") == plan.source
+        and attrs.get("labels") == plan.label_source
+        and attrs.get("settings") == config.identity()
     )
 
 

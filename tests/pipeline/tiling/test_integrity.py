@@ -1,5 +1,6 @@
 """Output integrity of ``terraseg tile``: one run per store, additions, completeness checks."""
 
+import os
 import subprocess
 import sys
 
@@ -234,3 +235,21 @@ def test_a_failing_task_removes_the_store_it_created(synth, tmp_path):
     with pytest.raises(ConfigError, match=r"bad_labels\.tif"):
         tile_scenes(store, plans, CONFIG, table, InProcessExecutor())
     assert not store.exists() and not lock_path(store).exists()
+
+
+def test_changed_labels_or_classes_redo_the_scenes(tmp_path):
+    scenes = tiny_scenes(tmp_path / "scenes", nodata="holes")
+    store = tmp_path / "labels.zarr"
+
+    def tile():
+        return tile_here(store, scenes.scenes, scenes.labels[0], scenes.classes, tile_size=32)
+
+    assert tile()["skipped"] == 0
+    assert tile()["skipped"] == 2
+    stat = scenes.labels[0].stat()
+    os.utime(scenes.labels[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert tile()["skipped"] == 0  # the label file changed
+    classes = scenes.classes.read_text()
+    scenes.classes.write_text(classes.replace("building", "house"))
+    assert tile()["skipped"] == 0  # the class table changed
+    assert [c["name"] for c in open_existing(store).attrs["classes"]][1] == "house"
