@@ -80,3 +80,12 @@ def test_links_skip_urls_and_images(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("[ok](page.md#title) [web](https://example.org) ![img](x.png)\n# Title\n")
     assert _links(page) == ["page.md#title"]
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """A guarantee that names its test names one that runs."""
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    defined = set(re.findall(r"^\s*def (test_\w+)", sources, re.MULTILINE))
+    named = {name for page in PAGES for name in re.findall(r"`(test_\w+)`", page.read_text())}
+    assert len(named) > 30
+    assert sorted(named - defined) == []
