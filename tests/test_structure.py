@@ -122,9 +122,9 @@ def test_every_choice_list_has_one_source():
 
     from click.testing import CliRunner
 
-    from pipeline.blending import BLEND_WINDOWS, WindowName
     from pipeline.model.backbones import BACKBONES
     from pipeline.model.config import BackboneName
+    from pipeline.prediction.blending import BLEND_WINDOWS, WindowName
     from pipeline.prediction.config import PredictConfig
     from workflows.cli.main import cli
 

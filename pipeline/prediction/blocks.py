@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.blending import tile_weights
 from pipeline.classes import IGNORE_LABEL
 from pipeline.grid import Window
+from pipeline.prediction.blending import tile_weights
 from pipeline.prediction.plan import PredictionPlan
 
 F32 = NDArray[np.float32]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.blending import WindowName
+from pipeline.prediction.blending import WindowName
 from pipeline.settings import StrictModel
 
 

@@ -287,7 +287,7 @@ def _baseline(artifact: Any, job: Any, out: Path) -> float:
     import rasterio
     import torch
 
-    from pipeline.blending import tile_weights
+    from pipeline.prediction.blending import tile_weights
 
     model = artifact.build_model()
     start = time.perf_counter()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.blending import BLEND_WINDOWS, guard_width, profile, ramp, tile_weights
 from pipeline.grid import axis_offsets
+from pipeline.prediction.blending import BLEND_WINDOWS, guard_width, profile, ramp, tile_weights
 from pipeline.prediction.blocks import accumulate_block, class_map, finish_block
 from pipeline.prediction.plan import PredictionPlan
 
