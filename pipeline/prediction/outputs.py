@@ -5,9 +5,11 @@ interiors, so concurrent writers never touch the same chunk. When every block
 is done, the class map (uint8, nodata 255, colour table, mode overviews; see
 :mod:`pipeline.prediction.class_cog`) and optionally the probabilities (one band
 per class plus a max-probability confidence band, average overviews, an internal
-mask for nodata) are copied into COGs under temporary names and renamed. Tags
-record the model and the source, so a re-run can tell a complete, current output
-from a stale one.
+mask for nodata; uint8 bands scaled by 1/255) are copied into COGs under
+temporary names and renamed. Each COG gets a QGIS style beside it
+(:mod:`pipeline.prediction.styles`), written the same way after it. Tags record
+the model and the source, so a re-run can tell a complete, current output from a
+stale one.
 """
 
 from __future__ import annotations
@@ -22,17 +24,36 @@ import rasterio
 import rasterio.shutil
 import zarr
 from numpy.typing import NDArray
+from rasterio.enums import ColorInterp, Resampling
 
 from pipeline.chunk_writer import write_region
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.errors import IncompleteOutputError
-from pipeline.files import PARTIAL_SUFFIX, atomic_output, partial_path, remove_path
+from pipeline.files import PARTIAL_SUFFIX, atomic_output, partial_path, remove_path, write_text
 from pipeline.grid import Window
-from pipeline.prediction.class_cog import write_class_cog
+from pipeline.prediction.class_cog import COG_BLOCK, write_class_cog
+from pipeline.prediction.overviews import overview_factors
+from pipeline.prediction.styles import class_map_qml, confidence_qml, style_path
 
 COG_OPTIONS: dict[str, str | int] = {
     "compress": "deflate",
     "blocksize": 512,
+    "bigtiff": "if_safer",
+    "num_threads": "all_cpus",
+}
+
+UINT8_PROBABILITY_SCALE = 1.0 / 255.0  # stored value 255 is probability 1
+# TIFF predictors by probability type: horizontal differencing (2) for integers,
+# floating-point differencing (3) for floats.
+PROBABILITY_PREDICTORS = {"uint8": 2, "float32": 3}
+# GTiff creation options that give the COG layout from a source with overviews.
+PROBABILITY_COG_OPTIONS: dict[str, str | int | bool] = {
+    "tiled": True,
+    "blockxsize": COG_BLOCK,
+    "blockysize": COG_BLOCK,
+    "compress": "deflate",
+    "interleave": "pixel",
+    "photometric": "MINISBLACK",  # not RGB, which GDAL picks for 3 or 4 uint8 bands
     "bigtiff": "if_safer",
     "num_threads": "all_cpus",
 }
@@ -61,9 +82,17 @@ class OutputPaths:
             partial_path(out_dir / f"{raster.stem}_blocks-{run_id}.zarr"),
         )
 
-    def finals(self) -> list[Path]:
-        """The output files."""
+    def rasters(self) -> list[Path]:
+        """The COGs."""
         return [p for p in (self.classes, self.probabilities) if p is not None]
+
+    def styles(self) -> list[Path]:
+        """The QGIS style beside each COG (``<stem>_classes.qml``, ...)."""
+        return [style_path(p) for p in self.rasters()]
+
+    def finals(self) -> list[Path]:
+        """The output files: the COGs, then their styles."""
+        return [*self.rasters(), *self.styles()]
 
     def stale_scratch(self) -> list[Path]:
         """Scratch stores of other runs for the same output (left by interrupted runs)."""
@@ -73,8 +102,13 @@ class OutputPaths:
 
 
 def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
-    """True when every output exists and carries exactly these provenance tags."""
-    for path in paths.finals():
+    """True when every output exists and the COGs carry exactly these provenance tags.
+
+    A style is written after its COG: a missing one marks an interrupted run.
+    """
+    if not all(path.exists() for path in paths.styles()):
+        return False
+    for path in paths.rasters():
         if not path.exists():
             return False
         try:
@@ -177,10 +211,13 @@ def assemble(
         description="class",
         options=COG_OPTIONS,
     )
+    write_text(style_path(paths.classes), class_map_qml(table))
     if paths.probabilities is not None:
         probs: Any = root["probabilities"]
         names = [f"p_{name}" for name in table.names] + ["confidence"]
         _write_probability_cog(paths.probabilities, probs, classes, profile, all_tags, names)
+        style = confidence_qml(band=len(names), mask_band=len(names) + 1)
+        write_text(style_path(paths.probabilities), style)
     remove_path(paths.scratch)
 
 
@@ -211,33 +248,67 @@ def _write_probability_cog(
 
     They are staged in a tiled GeoTIFF a scratch chunk at a time, so that each
     chunk is read and decoded once (windows of 512 px decoded each 1152-px chunk up
-    to nine times); the mask is where the class map has a class.
+    to nine times); the mask is where the class map has a class. The staging file
+    gets its overviews, and GDAL's GTiff driver copies it with them into the COG
+    layout (``COPY_SRC_OVERVIEWS``): GDAL's COG driver would mark 3 or 4 uint8
+    bands as RGB, with no option to say otherwise.
     """
+    staging = partial_path(path.with_name(path.stem + "_staging.tif"))
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            _stage_probabilities(staging, probs, classes, profile, tags, descriptions)
+            with atomic_output(path) as tmp:
+                rasterio.shutil.copy(
+                    staging,
+                    tmp,
+                    driver="GTiff",
+                    copy_src_overviews=True,
+                    predictor=PROBABILITY_PREDICTORS[str(probs.dtype)],
+                    **PROBABILITY_COG_OPTIONS,
+                )
+    finally:
+        remove_path(staging)
+
+
+def _stage_probabilities(
+    staging: Path,
+    probs: Any,
+    classes: Any,
+    profile: dict[str, Any],
+    tags: dict[str, str],
+    descriptions: list[str],
+) -> None:
+    """Write the probabilities, their mask and their average overviews to ``staging``."""
     staging_profile = {
         **_staging_profile(profile),
         "count": probs.shape[0],
         "dtype": str(probs.dtype),
+        "photometric": "MINISBLACK",
     }
-    windows = chunk_windows((profile["height"], profile["width"]), classes.chunks)
-    staging = partial_path(path.with_name(path.stem + "_staging.tif"))
-    try:
-        with (
-            rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
-            rasterio.open(staging, "w", **staging_profile) as dst,
-        ):
-            dst.update_tags(**tags)
-            dst.descriptions = tuple(descriptions)
-            for window in windows:
-                target = window.to_rasterio()
-                dst.write(probs[(slice(None), *window.slices())], window=target)
-                valid = classes[window.slices()] != IGNORE_LABEL
-                dst.write_mask(valid.astype(np.uint8) * 255, window=target)
-        with atomic_output(path) as tmp:
-            rasterio.shutil.copy(
-                staging, tmp, driver="COG", overview_resampling="average", **COG_OPTIONS
-            )
-    finally:
-        remove_path(staging)
+    shape = (profile["height"], profile["width"])
+    with rasterio.open(staging, "w", **staging_profile) as dst:
+        dst.update_tags(**tags)
+        _describe_probabilities(dst, descriptions)
+        for window in chunk_windows(shape, classes.chunks):
+            target = window.to_rasterio()
+            dst.write(probs[(slice(None), *window.slices())], window=target)
+            valid = classes[window.slices()] != IGNORE_LABEL
+            dst.write_mask(valid.astype(np.uint8) * 255, window=target)
+        factors = overview_factors(*shape, COG_BLOCK)  # the levels GDAL's COG driver makes
+        if factors:
+            dst.build_overviews(factors, Resampling.average)
+
+
+def _describe_probabilities(dst: Any, descriptions: list[str]) -> None:
+    """Band names, grey/undefined colour interpretation, and for uint8 a scale of 1/255.
+
+    GDAL and QGIS apply the scale, so a uint8 band reads as a probability in [0, 1].
+    """
+    dst.descriptions = tuple(descriptions)
+    dst.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (dst.count - 1)
+    if dst.dtypes[0] == "uint8":
+        dst.scales = (UINT8_PROBABILITY_SCALE,) * dst.count
+        dst.offsets = (0.0,) * dst.count
 
 
 def chunk_windows(shape: tuple[int, int], chunks: tuple[int, int]) -> list[Window]:

@@ -127,7 +127,11 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with rasterio.open(out / "scene_000_classes.tif") as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-    assert sorted(p.name for p in out.iterdir()) == ["scene_000_classes.tif"]  # no scratch, no lock
+    # no scratch, no lock: the COG and its QGIS style
+    assert sorted(p.name for p in out.iterdir()) == [
+        "scene_000_classes.qml",
+        "scene_000_classes.tif",
+    ]
 
 
 def test_bench_predict_over_several_files(tmp_path):
@@ -158,4 +162,4 @@ def test_bench_predict_over_several_files(tmp_path):
         lines[6],
     )
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert outputs == ["scene_000_classes.tif", "scene_001_classes.tif"]
+    assert outputs == [f"scene_00{i}_classes.{ext}" for i in (0, 1) for ext in ("qml", "tif")]
