@@ -22,7 +22,7 @@ from pipeline.errors import InputError
 from pipeline.files import write_json
 from pipeline.grid import Window, plan_blocks
 from pipeline.metrics import confusion_counts, scores
-from pipeline.rasters import open_raster, shared_reader
+from pipeline.rasters import open_raster, read_band, shared_reader
 from pipeline.settings import StrictModel
 from pipeline.tiling.labels import (
     RasterChunkLabels,
@@ -149,7 +149,7 @@ def _truth_files(truth: Path) -> list[Path]:
 def evaluate_block(job: BlockJob) -> tuple[str, NDArray[np.int64]]:
     """The confusion matrix of one block."""
     src = shared_reader(job.prediction)
-    pred = src.read(1, window=job.window.to_rasterio())
+    pred = read_band(src, 1, job.window)
     truth = chunk_label(
         job.truth,
         job.window,

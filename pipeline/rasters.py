@@ -123,8 +123,32 @@ def read_window(
     try:
         image = src.read(bands, window=window_rio)
     except RasterioIOError as exc:
-        raise RasterReadError(f"read failed in window {window}: {exc}", path=src.name) from None
+        raise RasterReadError(_read_failure(window, exc), path=src.name) from None
     return image, valid_mask(src, window, bands, image)
+
+
+def read_band(src: Any, band: int, window: Window, *, masked: bool = False) -> Any:
+    """Read one band of ``window``; a failed read names the file and the window.
+
+    Raises:
+        RasterReadError: GDAL cannot read the window (a damaged or truncated file).
+    """
+    try:
+        return src.read(band, window=window.to_rasterio(), masked=masked)
+    except RasterioIOError as exc:
+        raise RasterReadError(_read_failure(window, exc), path=src.name) from None
+
+
+def _read_failure(window: Window, exc: BaseException) -> str:
+    where = f"rows {window.row_off}-{window.row_end}, columns {window.col_off}-{window.col_end}"
+    return f"cannot read {where} (damaged or truncated file?): {gdal_reason(exc)}"
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """The innermost message of a rasterio error's chain (GDAL's own words)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def valid_mask(

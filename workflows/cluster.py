@@ -43,10 +43,13 @@ def dask_client(
         A connected client; the LocalCluster is shut down on exit.
     """
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    # distributed logs its lifecycle at INFO; show it only when terraseg is verbose.
-    logging.getLogger("distributed").setLevel(
-        max(logging.WARNING, logging.getLogger().getEffectiveLevel())
-    )
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    # distributed logs its lifecycle at INFO, and a failed run's tear-down (a task's
+    # error, clients leaving) at ERROR: terraseg reports the failure itself in one
+    # line, so Dask's logs reach stderr only when terraseg is verbose.
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
+    if not verbose:  # the in-process scheduler's handlers log their tear-down errors here
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
     if address:
         logger.info("connecting to Dask scheduler %s", address)
         with Client(address) as client:
@@ -65,7 +68,9 @@ def dask_client(
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": False},
             memory_limit=memory_limit,
             resources=resources,
-            silence_logs=logging.ERROR,
+            # a task's failure is reported by terraseg, in one line: Dask's own "Compute
+            # Failed" log of it is kept off stderr unless terraseg is verbose
+            silence_logs=logging.ERROR if verbose else logging.CRITICAL + 1,
         ) as cluster,
         Client(cluster) as client,
     ):

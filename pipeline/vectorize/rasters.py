@@ -19,6 +19,7 @@ from affine import Affine
 from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.grid import Window
+from pipeline.rasters import read_band
 from pipeline.vectorize.geometry import equal_area, to_crs
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def read_block(info: RasterInfo, window: Window) -> tuple[npt.NDArray[Any], npt.
         InputError: A float raster holds values that are not whole numbers.
     """
     with rasterio.open(info.path) as src:
-        raw = src.read(1, window=window.to_rasterio())
+        raw = read_band(src, 1, window)
     valid = raw != IGNORE_LABEL
     if info.nodata is not None and not math.isnan(info.nodata):
         valid &= raw != info.nodata
@@ -242,7 +243,7 @@ def read_confidence(info: RasterInfo, window: Window) -> np.ma.MaskedArray[Any, 
     assert info.confidence is not None
     band = info.confidence_band
     with rasterio.open(info.confidence) as src:
-        conf = src.read(band, window=window.to_rasterio(), masked=True)
+        conf = read_band(src, band, window, masked=True)
         scale = 255.0 if np.dtype(src.dtypes[band - 1]) == np.uint8 else 1.0
     result: np.ma.MaskedArray[Any, Any] = conf.astype(np.float64) / scale
     return result
