@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from pipeline.prediction.blocks import (
     Accumulator,
+    BatchPredictor,
     BlockParts,
     accumulate_block,
     class_map,
@@ -61,15 +62,7 @@ def infer_block(job: FileJob, block: tuple[int, int], pixels: Pixels) -> BlockPa
     device = resolve_device(config.device)
     if device == "cuda":
         use_assigned_gpu()
-    predict = batch_predictor(
-        job.model,
-        config.device,
-        config.precision,
-        config.tta,
-        config.threads,
-        job.tracking_uri,
-        job.weights,
-    )
+    predict = job_predictor(job)
     image, valid = pixels
     return accumulate_block(
         job.plan,
@@ -82,6 +75,20 @@ def infer_block(job: FileJob, block: tuple[int, int], pixels: Pixels) -> BlockPa
         overlap=config.overlap_pixels(job.tile),
         window=config.window,
         batch_size=config.batch_for(device),
+    )
+
+
+def job_predictor(job: FileJob) -> BatchPredictor:
+    """The batch predictor of ``job``'s model and settings (built once per process)."""
+    config = job.config
+    return batch_predictor(
+        job.model,
+        config.device,
+        config.precision,
+        config.tta,
+        config.threads,
+        job.tracking_uri,
+        job.weights,
     )
 
 

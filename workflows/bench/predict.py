@@ -377,15 +377,6 @@ def _preload(job: Any) -> None:
 
 def _warm(job: Any) -> Any:
     """Load the model before timing (as a long batch run amortizes it); return its predictor."""
-    from pipeline.prediction.inference import batch_predictor
+    from pipeline.prediction.tasks import job_predictor
 
-    config = job.config
-    return batch_predictor(
-        job.model,
-        config.device,
-        config.precision,
-        config.tta,
-        config.threads,
-        job.tracking_uri,
-        job.weights,
-    )
+    return job_predictor(job)
