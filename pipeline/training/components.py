@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 import torch
@@ -82,6 +83,8 @@ def make_loaders(
     Returns:
         The training loader, the validation loader, the training sampler (its
         epoch is set before each epoch) and the number of optimizer steps per epoch.
+        Both loaders draw from generators of their own, never from the global one;
+        :func:`~pipeline.training.seeding.seed_epoch` seeds them.
     """
     data = config.data
     per_step = place.world * data.batch_size * config.optimizer.accumulate
@@ -93,23 +96,36 @@ def make_loaders(
     common: dict[str, Any] = {
         "num_workers": data.num_workers,
         "pin_memory": place.device.type == "cuda",
-    }
+    }  # each loader gets a generator of its own, seeded every epoch by seed_epoch
     if data.num_workers > 0:
         common |= {
             "persistent_workers": True,
             "prefetch_factor": data.prefetch_factor,
             "worker_init_fn": _worker_threads,
+            "multiprocessing_context": WORKER_START,
         }
     train = DataLoader(
         TrainCrops(info, crop, config.augment),
         batch_size=data.batch_size,
         sampler=sampler,
         drop_last=True,
+        generator=torch.Generator(),
         **common,
     )
     val_sampler = rank_share(len(info.val), place.rank, place.world)
-    val = DataLoader(ValTiles(info), batch_size=data.val_batch_size, sampler=val_sampler, **common)
+    val = DataLoader(
+        ValTiles(info),
+        batch_size=data.val_batch_size,
+        sampler=val_sampler,
+        generator=torch.Generator(),
+        **common,
+    )
     return train, val, sampler, steps
+
+
+# Loader workers fork on Linux, also in the processes that --devices N spawns: a spawned
+# process would otherwise start each worker as a new interpreter, seconds per worker.
+WORKER_START = "fork" if sys.platform == "linux" else None
 
 
 def _worker_threads(_: int) -> None:

@@ -24,6 +24,7 @@ from pipeline.errors import TrainingError
 from pipeline.store import array, attributes, open_existing, scene_group, tile_index
 from pipeline.training.augment import augment, crop_side
 from pipeline.training.config import AugmentConfig
+from pipeline.training.seeding import seed_worker_sample
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def read_store_info(path: str | Path, min_valid_fraction: float = 0.0) -> StoreI
         counts = tuple(int(c) for c in rec.class_counts)[: len(classes.classes)]
         labelled = sum(counts) / max(1, rec.height * rec.width)
         wanted = labelled >= min_valid_fraction if rec.split == "train" else labelled > 0
-        if sum(counts) > 0 and wanted:
+        if sum(counts) > 0 and wanted and rec.split in tiles:  # buffer tiles: in neither
             tiles[rec.split].append(
                 TileRef(rec.scene, rec.row, rec.col, rec.height, rec.width, counts)
             )
@@ -171,6 +172,7 @@ class TrainCrops(Dataset[tuple[Tensor, Tensor]]):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
         index, seed = key
+        seed_worker_sample(seed)  # whatever a worker draws follows the sample, not the worker
         tile = self.tiles[index]
         rng = np.random.default_rng(seed)
         side = crop_side(rng, self.crop, self.config)

@@ -37,6 +37,7 @@ from pipeline.training.loop import (
 )
 from pipeline.training.records import end_epoch, start_outputs
 from pipeline.training.sampler import WeightedCropSampler
+from pipeline.training.seeding import seed_epoch
 from pipeline.training.state import RunContext, RunState, restore_progress
 from pipeline.training.tracker import Tracker
 
@@ -114,6 +115,7 @@ def _loop(
     config, place = run.config, run.place
     train_loader, val_loader = loaders
     for epoch in range(state.epoch + 1, config.epochs + 1):
+        seed_epoch(config.seed, epoch, place.rank, loaders)  # dropout, loaders: from the epoch
         sampler.set_epoch(epoch)
         try:
             train_stats = train_one_epoch(

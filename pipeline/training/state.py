@@ -88,7 +88,9 @@ def restore_progress(checkpoint: dict[str, Any], step_ctx: StepContext, state: R
     """Put the optimizer, scaler, schedule, progress and RNG states of ``checkpoint`` back.
 
     The model's weights are loaded when it is built; see
-    :func:`~pipeline.training.components.build_network`.
+    :func:`~pipeline.training.components.build_network`. Every epoch then seeds
+    its generators from ``(seed, epoch, rank)`` (:mod:`pipeline.training.seeding`),
+    so the epochs that follow draw what they would have drawn without the stop.
     """
     step_ctx.optimizer.load_state_dict(checkpoint["optimizer"])
     if step_ctx.scaler is not None and checkpoint.get("scaler"):
