@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.terraseg-installed
 
-.PHONY: venv test test-all lint format docs demo clean
+.PHONY: venv test test-all qgis-check lint format docs demo clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""
+
+# The outputs as GIS tools open them: GDAL's command-line tools and QGIS, headless.
+# Needs Debian's gdal-bin and python3-qgis (apt-get install -y --no-install-recommends
+# gdal-bin python3-qgis); the tests of a missing tool are skipped and listed.
+qgis-check: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -rs tests/workflows/test_gis_tools.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

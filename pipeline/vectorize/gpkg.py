@@ -1,13 +1,22 @@
-"""GeoPackage output of polygons: streamed layers, spatial index, and a QGIS style per layer."""
+"""GeoPackage output of polygons: streamed layers, spatial index, and a QGIS style per layer.
+
+Files are GeoPackage 1.2 (``application_id`` "GPKG", ``user_version`` 10200), which
+GDAL 3.6 and QGIS 3.22 open without a warning; newer GDAL would write 1.4 by
+default. Styles go in a ``layer_styles`` table laid out exactly as QGIS 3.22
+creates it through GDAL (column types, the ISO-8601 ``update_time`` default, its
+``gpkg_contents`` row and feature-count triggers), each row with a QGIS style
+(QML) and the same symbology as SLD, so QGIS applies the style when the layer is
+added and other clients can read it.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +25,7 @@ import pyogrio
 from pipeline.classes import ClassTable
 
 GEOMETRY_COLUMN = "geom"
+GPKG_VERSION = "1.2"  # the newest version GDAL 3.6 and QGIS 3.22 read without a warning
 WKB_FIELD = pa.field(
     GEOMETRY_COLUMN, pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"}
 )
@@ -101,25 +111,42 @@ def _write_arrow(reader: pa.RecordBatchReader, path: str | Path, layer: str, crs
         geometry_type="Polygon",
         crs=crs_wkt,
         append=Path(path).exists(),
+        dataset_options=None if Path(path).exists() else {"VERSION": GPKG_VERSION},
         layer_options={"SPATIAL_INDEX": "YES", "FID": "fid"},
     )
 
 
 # --------------------------------------------------------------------------- QGIS style
 
-LAYER_STYLES_DDL = """
-CREATE TABLE IF NOT EXISTS layer_styles (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256),
-    f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
-    useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
-    update_time DATETIME DEFAULT CURRENT_TIMESTAMP
+# As QGIS 3.22 creates the table through GDAL 3.6 (QgsOgrProviderMetadata::saveStyle).
+LAYER_STYLES_DDL = (
+    'CREATE TABLE "layer_styles" ( "id" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+    '"f_table_catalog" TEXT(256), "f_table_schema" TEXT(256), "f_table_name" TEXT(256), '
+    '"f_geometry_column" TEXT(256), "styleName" TEXT(30), "styleQML" TEXT, "styleSLD" TEXT, '
+    '"useAsDefault" BOOLEAN, "description" TEXT, "owner" TEXT(30), "ui" TEXT(30), '
+    "\"update_time\" DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"
 )
-"""
+# GDAL keeps each table's feature count in gpkg_ogr_contents with these triggers.
+FEATURE_COUNT_TRIGGERS = [
+    f'CREATE TRIGGER "trigger_{event}_feature_count_layer_styles" AFTER {event.upper()} ON '
+    '"layer_styles" BEGIN UPDATE gpkg_ogr_contents SET feature_count = feature_count '
+    f"{sign} 1 WHERE lower(table_name) = lower('layer_styles'); END"
+    for event, sign in (("insert", "+"), ("delete", "-"))
+]
+OUTLINE_COLOR = (35, 35, 35)  # QGIS's default polygon outline
+OUTLINE_MM = 0.1
+SLD_PIXEL_MM = 0.28  # the "standardized rendering pixel" of OGC Symbology Encoding
+SLD = "http://www.opengis.net/sld"
+SE = "http://www.opengis.net/se"
+OGC = "http://www.opengis.net/ogc"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+XLINK = "http://www.w3.org/1999/xlink"
+SLD_SCHEMA = "http://schemas.opengis.net/sld/1.1.0/StyledLayerDescriptor.xsd"
 
 
 def categorized_qml(table: ClassTable, attribute: str = "class_id") -> str:
     """Return a QGIS style (QML) colouring polygons by class id with the table's colours."""
+    outline = ",".join(map(str, (*OUTLINE_COLOR, 255)))
     categories, symbols = [], []
     for k, cls in enumerate(table.classes):
         rgba = ",".join(map(str, (*cls.color, 255)))
@@ -129,16 +156,17 @@ def categorized_qml(table: ClassTable, attribute: str = "class_id") -> str:
             f'<symbol type="fill" name="{k}" alpha="1" clip_to_extent="1" force_rhr="0">'
             '<layer class="SimpleFill" enabled="1" pass="0" locked="0"><Option type="Map">'
             f'<Option name="color" type="QString" value="{rgba}"/>'
-            '<Option name="outline_color" type="QString" value="35,35,35,255"/>'
+            f'<Option name="outline_color" type="QString" value="{outline}"/>'
             '<Option name="outline_style" type="QString" value="solid"/>'
-            '<Option name="outline_width" type="QString" value="0.1"/>'
+            f'<Option name="outline_width" type="QString" value="{OUTLINE_MM}"/>'
             '<Option name="style" type="QString" value="solid"/>'
-            f'</Option><prop k="color" v="{rgba}"/><prop k="outline_color" v="35,35,35,255"/>'
-            '<prop k="outline_width" v="0.1"/><prop k="style" v="solid"/></layer></symbol>'
+            f'</Option><prop k="color" v="{rgba}"/><prop k="outline_color" v="{outline}"/>'
+            f'<prop k="outline_width" v="{OUTLINE_MM}"/><prop k="style" v="solid"/></layer>'
+            "</symbol>"
         )
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.28.0" styleCategories="Symbology">'
+        '<qgis version="3.22.0" styleCategories="Symbology">'
         f'<renderer-v2 type="categorizedSymbol" attr="{attribute}" forceraster="0" '
         'symbollevels="0" enableorderby="0">'
         f"<categories>{''.join(categories)}</categories>"
@@ -147,22 +175,93 @@ def categorized_qml(table: ClassTable, attribute: str = "class_id") -> str:
     )
 
 
-def write_styles(path: str | Path, styles: Mapping[str, str]) -> None:
-    """Store ``layer -> QML`` as the default QGIS style of each layer (``layer_styles``)."""
+def categorized_sld(table: ClassTable, layer: str, attribute: str = "class_id") -> str:
+    """Return the style of :func:`categorized_qml` as an SLD 1.1 document (as QGIS exports it).
+
+    One rule per class: a filter ``attribute = id``, titled with the class name,
+    filling with the class colour inside a thin dark outline.
+    """
+    stroke = f"{OUTLINE_MM / SLD_PIXEL_MM:.2f}"
+    rules = "".join(
+        f"""
+   <se:Rule>
+    <se:Name>{escape(cls.name)}</se:Name>
+    <se:Description>
+     <se:Title>{escape(cls.name)}</se:Title>
+    </se:Description>
+    <ogc:Filter xmlns:ogc="{OGC}">
+     <ogc:PropertyIsEqualTo>
+      <ogc:PropertyName>{escape(attribute)}</ogc:PropertyName>
+      <ogc:Literal>{cls.id}</ogc:Literal>
+     </ogc:PropertyIsEqualTo>
+    </ogc:Filter>
+    <se:PolygonSymbolizer>
+     <se:Fill>
+      <se:SvgParameter name="fill">{_hex(cls.color)}</se:SvgParameter>
+     </se:Fill>
+     <se:Stroke>
+      <se:SvgParameter name="stroke">{_hex(OUTLINE_COLOR)}</se:SvgParameter>
+      <se:SvgParameter name="stroke-width">{stroke}</se:SvgParameter>
+      <se:SvgParameter name="stroke-linejoin">bevel</se:SvgParameter>
+     </se:Stroke>
+    </se:PolygonSymbolizer>
+   </se:Rule>"""
+        for cls in table.classes
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<StyledLayerDescriptor xmlns="{SLD}" version="1.1.0" xmlns:se="{SE}" xmlns:ogc="{OGC}" \
+xmlns:xlink="{XLINK}" xmlns:xsi="{XSI}" xsi:schemaLocation="{SLD} {SLD_SCHEMA}">
+ <NamedLayer>
+  <se:Name>{escape(layer)}</se:Name>
+  <UserStyle>
+   <se:Name>{escape(layer)}</se:Name>
+   <se:FeatureTypeStyle>{rules}
+   </se:FeatureTypeStyle>
+  </UserStyle>
+ </NamedLayer>
+</StyledLayerDescriptor>
+"""
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def write_styles(path: str | Path, table: ClassTable, layers: Sequence[str]) -> None:
+    """Store the class style of each layer as its default QGIS style (``layer_styles``).
+
+    Each row holds the style as QML and as SLD, named after its layer.
+    """
+    rows = [
+        (layer, GEOMETRY_COLUMN, layer, categorized_qml(table), categorized_sld(table, layer))
+        for layer in layers
+    ]
     with sqlite3.connect(path) as db:
         db.execute(LAYER_STYLES_DDL)
         db.executemany(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
             "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
-            "owner, ui) VALUES ('', '', ?, ?, ?, ?, '', 1, 'terraseg class colours', '', '')",
-            [(layer, GEOMETRY_COLUMN, layer, qml) for layer, qml in styles.items()],
+            "owner) VALUES ('', '', ?, ?, ?, ?, ?, 1, 'terraseg class colours', '')",
+            rows,
         )
-        # Registered as an attributes table, as QGIS itself does when it saves a style.
+        # Registered as an attributes table, as QGIS (through GDAL) does when it saves a style.
         db.execute(
-            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, "
-            "description) VALUES ('layer_styles', 'attributes', 'layer_styles', '')"
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, "
+            "srs_id) VALUES ('layer_styles', 'attributes', 'layer_styles', '', 0)"
         )
+        if _has_table(db, "gpkg_ogr_contents"):
+            db.execute(
+                "INSERT INTO gpkg_ogr_contents (table_name, feature_count) VALUES (?, ?)",
+                ("layer_styles", len(rows)),
+            )
+            for trigger in FEATURE_COUNT_TRIGGERS:
+                db.execute(trigger)
     db.close()
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def polygon_layers(path: str | Path) -> list[str]:

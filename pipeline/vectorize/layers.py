@@ -20,7 +20,6 @@ from pipeline.classes import ClassTable, class_table
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import load_features
 from pipeline.vectorize.gpkg import (
-    categorized_qml,
     feature_batch,
     polygon_schema,
     write_layer,
@@ -74,7 +73,7 @@ def write_layers(
         write_layer(path, layer, batches, schema, parts[0].info.crs_wkt)
     if not config.layer_per_class:
         table = _style_table(parts, {i for i, _ in counts}, config)
-    write_styles(path, {layer: categorized_qml(table) for layer in layers})
+    write_styles(path, table, list(layers))
     per_class: Counter[str] = Counter()
     for (_, name), n in counts.items():
         per_class[name] += n

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,6 +349,85 @@ def test_geopackage_has_crs_index_schema_and_style(tmp_path: Path) -> None:
     assert "220,40,40,255" in qml
     names = pyogrio.read_dataframe(out, layer="polygons").set_index("class_id").class_name
     assert names[1].iloc[0] == "building" and set(names.index) == {0, 1, 2}
+
+
+# The table as QGIS 3.22 creates it through GDAL 3.6 (saveStyleToDatabase on a GeoPackage):
+# PRAGMA table_info rows (cid, name, type, notnull, default, pk).
+QGIS_LAYER_STYLES = [
+    (0, "id", "INTEGER", 1, None, 1),
+    (1, "f_table_catalog", "TEXT(256)", 0, None, 0),
+    (2, "f_table_schema", "TEXT(256)", 0, None, 0),
+    (3, "f_table_name", "TEXT(256)", 0, None, 0),
+    (4, "f_geometry_column", "TEXT(256)", 0, None, 0),
+    (5, "styleName", "TEXT(30)", 0, None, 0),
+    (6, "styleQML", "TEXT", 0, None, 0),
+    (7, "styleSLD", "TEXT", 0, None, 0),
+    (8, "useAsDefault", "BOOLEAN", 0, None, 0),
+    (9, "description", "TEXT", 0, None, 0),
+    (10, "owner", "TEXT(30)", 0, None, 0),
+    (11, "ui", "TEXT(30)", 0, None, 0),
+    (12, "update_time", "DATETIME", 0, "strftime('%Y-%m-%dT%H:%M:%fZ','now')", 0),
+]
+
+
+def test_geopackage_is_version_1_2_with_layer_styles_as_qgis_makes_them(tmp_path: Path) -> None:
+    table = class_table([(0, "bare & rock", (1, 2, 3)), (1, "roof <flat>", (220, 40, 40))])
+    raster = write_classmap(tmp_path / "r.tif", rings((32, 32)) % 2)
+    out = tmp_path / "r.gpkg"
+    vectorize_rasters(
+        [read_raster_info(raster, table)],
+        out,
+        config(block_size=16, layer_per_class=True),
+        InProcessExecutor(),
+    )
+    with sqlite3.connect(out) as db:
+        assert db.execute("PRAGMA application_id").fetchone() == (0x47504B47,)  # "GPKG"
+        assert db.execute("PRAGMA user_version").fetchone() == (10200,)  # 1.2.0
+        assert db.execute("PRAGMA table_info(layer_styles)").fetchall() == QGIS_LAYER_STYLES
+        rows = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleName, useAsDefault, owner, ui, "
+            "update_time, styleSLD FROM layer_styles ORDER BY id"
+        ).fetchall()
+        contents = db.execute(
+            "SELECT data_type, identifier, srs_id FROM gpkg_contents "
+            "WHERE table_name = 'layer_styles'"
+        ).fetchone()
+        count = db.execute(
+            "SELECT feature_count FROM gpkg_ogr_contents WHERE table_name = 'layer_styles'"
+        ).fetchone()
+    assert contents == ("attributes", "layer_styles", 0) and count == (2,)
+    assert [row[:6] for row in rows] == [
+        ("bare & rock", "geom", "bare & rock", 1, "", None),
+        ("roof <flat>", "geom", "roof <flat>", 1, "", None),
+    ]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r[6]) for r in rows)
+    assert sld_rules(rows[0][7]) == [
+        ("bare & rock", "class_id", "0", "#010203"),
+        ("roof <flat>", "class_id", "1", "#dc2828"),
+    ]
+    assert polygon_layers(out) == ["bare & rock", "roof <flat>"]
+
+
+def sld_rules(sld: str) -> list[tuple[str, str, str, str]]:
+    """(title, filtered attribute, value, fill) of each rule of an SLD 1.1 document."""
+    ns = {"sld": "http://www.opengis.net/sld", "se": "http://www.opengis.net/se",
+          "ogc": "http://www.opengis.net/ogc"}  # fmt: skip
+    root = ET.fromstring(sld.encode())
+    assert root.tag == "{http://www.opengis.net/sld}StyledLayerDescriptor"
+    assert root.get("version") == "1.1.0"
+    rules = root.findall("sld:NamedLayer/sld:UserStyle/se:FeatureTypeStyle/se:Rule", ns)
+    return [
+        (
+            rule.findtext("se:Description/se:Title", namespaces=ns) or "",
+            rule.findtext("ogc:Filter/ogc:PropertyIsEqualTo/ogc:PropertyName", namespaces=ns) or "",
+            rule.findtext("ogc:Filter/ogc:PropertyIsEqualTo/ogc:Literal", namespaces=ns) or "",
+            rule.findtext(
+                "se:PolygonSymbolizer/se:Fill/se:SvgParameter[@name='fill']", namespaces=ns
+            )
+            or "",
+        )
+        for rule in rules
+    ]
 
 
 def test_empty_mask_gives_empty_layer_with_schema(tmp_path: Path) -> None:
