@@ -85,7 +85,11 @@ def scene_names(root: zarr.Group) -> list[str]:
 
 
 def tile_index(root: zarr.Group) -> pd.DataFrame:
-    """Every tile of every scene: scene, window, valid fraction, class counts, split."""
+    """Every tile of every scene: scene, window, valid fraction, class counts, split, block.
+
+    ``split`` is ``train``, ``val`` or ``buffer`` (next to validation ground, used by
+    neither); ``block`` names the split block that holds the tile's centre.
+    """
     rows = []
     for name in scene_names(root):
         for tile in attributes(scene_group(root, name)).get("tiles", []):
@@ -102,12 +106,13 @@ def tile_index(root: zarr.Group) -> pd.DataFrame:
             "class_counts",
             "ignore_count",
             "split",
+            "block",
         ],
     )
 
 
 def export_tile_index(store: str | Path, out: str | Path) -> int:
-    """Write the tile footprints with split, valid fraction and class counts to a GeoPackage.
+    """Write the tile footprints with split, block, valid fraction and class counts to a GeoPackage.
 
     Scenes in different CRSs are reprojected to the first scene's CRS.
 
@@ -138,6 +143,7 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
                     "row": tile["row"],
                     "col": tile["col"],
                     "split": tile["split"],
+                    "block": tile.get("block"),
                     "valid_fraction": tile["valid_fraction"],
                     **counts,
                 }

@@ -16,7 +16,13 @@ class TileConfig(StrictModel):
     val_fraction: float = Field(
         0.2, ge=0.0, lt=1.0, description="Share of split blocks for validation."
     )
-    split_block: int = Field(4, ge=1, description="Split blocks are this many tiles on a side.")
+    split_block: int = Field(
+        4, ge=1, description="Split blocks are this many tiles on a side, on a map grid per CRS."
+    )
+    split_buffer: bool = Field(
+        True,
+        description="Leave out of training the tiles within one tile width of validation ground.",
+    )
     seed: int = Field(0, ge=0, description="Seed of the split.")
     class_column: str = Field(
         "class", description="Column of the vector labels with class ids or names."

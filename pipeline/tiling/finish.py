@@ -14,7 +14,7 @@ from pipeline.store import array, attributes, open_root, scene_group, scene_name
 from pipeline.tiling.chunks import ChunkSummary
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.plan import ScenePlan
-from pipeline.tiling.split import assign_splits, warn_if_share_is_off
+from pipeline.tiling.split import SPLITS, SceneTiles, Split, assign_splits, warn_if_share_is_off
 from pipeline.tiling.stats import BandSummary, band_statistics, merge_all
 
 
@@ -128,30 +128,49 @@ def finish_store(store: str, config: TileConfig) -> dict[str, Any]:
                 "run terraseg tile again",
                 path=attrs[name].get("source", {}).get("path", store),
             )
-    keys = [(n, t["row"], t["col"]) for n in names for t in attrs[n]["tiles"]]
-    splits = assign_splits(keys, config.tile_size, config)
+    split = assign_splits([_scene_tiles(n, attrs[n]) for n in names], config)
     for name in names:
-        tiles = [{**t, "split": splits[(name, t["row"], t["col"])]} for t in attrs[name]["tiles"]]
+        tiles = []
+        for t in attrs[name]["tiles"]:
+            key = (name, t["row"], t["col"])
+            tiles.append({**t, "split": split.tiles[key], "block": split.blocks[key]})
         groups[name].attrs["tiles"] = tiles
     summary = merge_all([_stored_summary(groups[n], attrs[n]) for n in names])
     band_names = attrs[names[0]]["band_names"] if names else []
     statistics = band_statistics(summary, band_names)
-    counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "val")}
-    warn_if_share_is_off(splits, config)
+    counts = {s: split.count(s) for s in SPLITS}
+    warn_if_share_is_off(split, config)
     root.attrs.update(
         {
             "statistics": statistics,
             "band_names": band_names,
-            "split": {
-                "val_fraction": config.val_fraction,
-                "block_tiles": config.split_block,
-                "seed": config.seed,
-                **{f"{k}_tiles": v for k, v in counts.items()},
-            },
+            "split": _split_attrs(split, config, counts),
             "complete": True,
         }
     )
-    return {"scenes": len(names), "tiles": len(keys), **counts, "statistics": statistics}
+    return {"scenes": len(names), "tiles": len(split.tiles), **counts, "statistics": statistics}
+
+
+def _scene_tiles(name: str, attrs: dict[str, Any]) -> SceneTiles:
+    windows = [Window(t["row"], t["col"], t["height"], t["width"]) for t in attrs["tiles"]]
+    return SceneTiles(name, attrs.get("crs"), tuple(attrs["transform"]), windows)
+
+
+def _split_attrs(split: Split, config: TileConfig, counts: dict[str, int]) -> dict[str, Any]:
+    """The root's record of the split: settings, grids and tile counts."""
+    return {
+        "by": "ground",
+        "val_fraction": config.val_fraction,
+        "block_tiles": config.split_block,
+        "seed": config.seed,
+        "buffer": split.buffered,
+        "grids": [
+            {"key": g.key, "origin": [0.0, 0.0], "block_size": g.side, "tile_size": g.tile}
+            for g in split.grids
+        ],
+        "blocks": len(set(split.blocks.values())),
+        **{f"{k}_tiles": v for k, v in counts.items()},
+    }
 
 
 def _stored_summary(group: zarr.Group, attrs: dict[str, Any]) -> BandSummary:

@@ -70,6 +70,11 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
 @click.option(
     "--split-block", type=click.IntRange(min=1), default=None, help="Split block side in tiles [4]."
 )
+@click.option(
+    "--split-buffer/--no-split-buffer",
+    default=None,
+    help="Leave training tiles within one tile width of validation ground out [on].",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the split [0].")
 @click.option(
     "--all-touched/--no-all-touched", default=None, help="Burn all pixels polygons touch."

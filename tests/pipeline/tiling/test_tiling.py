@@ -16,8 +16,10 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from pipeline.classes import read_classes
 from pipeline.errors import CRSError, InputError, RasterReadError
+from pipeline.grid import Window
 from pipeline.store import export_tile_index, open_existing, tile_index
 from pipeline.tiling import TileConfig, assign_splits, prepare_tiling, tile_scenes
+from pipeline.tiling.split import SceneTiles
 from tests.helpers import tiny_scenes
 from workflows.executor import DaskExecutor
 
@@ -120,21 +122,33 @@ def test_statistics_match_numpy_over_valid_pixels(vector_store, synth):
         assert [entry["p2"], entry["p98"]] == pytest.approx(np.percentile(values[band], [2, 98]))
 
 
-def test_split_is_blocked_and_deterministic(vector_store):
+def stored_scenes(store):
+    """Each scene of a store as the split sees it: CRS, transform and tiles."""
+    root = open_existing(store)
+    scenes = []
+    for name in sorted(set(tile_index(root).scene)):
+        attrs = root[f"scenes/{name}"].attrs.asdict()
+        windows = [Window(t["row"], t["col"], t["height"], t["width"]) for t in attrs["tiles"]]
+        scenes.append(SceneTiles(name, attrs["crs"], tuple(attrs["transform"]), windows))
+    return scenes
+
+
+def test_split_is_blocked_by_ground_and_deterministic(vector_store):
     index = tile_index(open_existing(vector_store[0]))
-    assert set(index.split) == {"train", "val"}
-    tiles = [(s, r, c) for s, r, c in zip(index.scene, index.row, index.col, strict=True)]
+    assert {"train", "val"} <= set(index.split) <= {"train", "val", "buffer"}
+    scenes = stored_scenes(vector_store[0])
+    stored = assign_splits(scenes, CONFIG)
+    assert {(s, r, c): v for s, r, c, v in index[["scene", "row", "col", "split"]].values} == (
+        stored.tiles
+    )
+    assert set(index.block) == set(stored.blocks.values())
     config = TileConfig(tile_size=64, split_block=2, val_fraction=0.3, seed=5)
-    splits = assign_splits(tiles, 64, config)
-    assert splits == assign_splits(tiles, 64, config)
-    for (scene, row, col), split in splits.items():  # every tile shares its block's split
-        block = [
-            v
-            for (s, r, c), v in splits.items()
-            if s == scene and r // 128 == row // 128 and c // 128 == col // 128
-        ]
-        assert set(block) == {split}
-    assert assign_splits(tiles, 64, config.model_copy(update={"seed": 6})) != splits
+    split = assign_splits(scenes, config)
+    assert split.tiles == assign_splits(scenes, config).tiles
+    for block in set(split.blocks.values()):  # a block's tiles share its split (or are buffer)
+        values = {split.tiles[t] for t, b in split.blocks.items() if b == block}
+        assert values in ({"val"}, {"train"}, {"buffer"}, {"train", "buffer"})
+    assert assign_splits(scenes, config.model_copy(update={"seed": 6})).tiles != split.tiles
     assert {"val_fraction", "class_counts"} - set(index.columns) == {"val_fraction"}
 
 
@@ -143,7 +157,7 @@ def test_tile_index_exports_to_geopackage(vector_store, tmp_path):
     frame = gpd.read_file(tmp_path / "tiles.gpkg")
     assert count == len(frame) == 24
     assert frame.crs.to_epsg() == 32633
-    assert {"scene", "split", "valid_fraction", "building", "road"} <= set(frame.columns)
+    assert {"scene", "split", "block", "valid_fraction", "building", "road"} <= set(frame.columns)
     assert frame.geometry.area.round(3).isin([128.0 * 128.0]).all()  # 64 px at 2 m
 
 
