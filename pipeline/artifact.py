@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from pipeline.classes import ClassTable
 from pipeline.errors import InputError, WeightsError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, finite
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +122,8 @@ def save_artifact(artifact: ModelArtifact, folder: str | Path) -> Path:
 
     with atomic_output(folder) as tmp:
         tmp.mkdir(parents=True)
-        (tmp / MANIFEST).write_text(json.dumps(artifact.manifest(), indent=2, default=str))
+        manifest = finite(artifact.manifest())  # strict JSON: a NaN metric becomes null
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str, allow_nan=False))
         torch.save(artifact.state_dict, tmp / WEIGHTS)
         if artifact.calibration is not None:
             torch.save(artifact.calibration, tmp / CALIBRATION)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pipeline.artifact import ModelArtifact, save_artifact
+from pipeline.files import write_json
 from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.plots import plot_curves
@@ -20,7 +20,8 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         state: The progress at the last epoch.
 
     Returns:
-        The summary, also written to ``OUT/summary.json``: best epoch, best
+        The summary, also written to ``OUT/summary.json`` (strict JSON, a metric
+        that is not a number is null): best epoch, best
         validation mean IoU, per-class IoU, throughput, paths and the model URI.
     """
     out, history = run.out, state.history
@@ -58,5 +59,5 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         "checkpoints": str(out / "checkpoints"),
         "out": str(out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary

@@ -3,7 +3,7 @@
 Output folder::
 
     OUT/config.yaml               the full training config
-    OUT/metrics.jsonl             one line of metrics per epoch
+    OUT/metrics.jsonl             one line of metrics per epoch (strict JSON: NaN is null)
     OUT/checkpoints/last.pt       model, optimizer, scheduler, scaler, epoch, RNG, config
     OUT/checkpoints/best.pt       the same at the best validation mean IoU
     OUT/plots/*.png               confusion matrix, validation overlays, learning curves
@@ -13,7 +13,6 @@ Output folder::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ import yaml
 from torch import nn
 
 from pipeline.errors import OutputExistsError
+from pipeline.files import json_text, write_text
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.components import Placement
 from pipeline.training.loop import StepContext, all_reduce_sum
@@ -79,8 +79,8 @@ def start_outputs(run: RunContext, state: RunState) -> None:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     config_path = out / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in state.history))
+    write_text(config_path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_metrics(out, state.history)
     params = flatten(config.model_dump(mode="json"))
     params["data.store"] = info.path
     for band in info.statistics:
@@ -90,6 +90,16 @@ def start_outputs(run: RunContext, state: RunState) -> None:
         params |= code_version()
     run.tracker.log_params(params)
     run.tracker.log_artifact(config_path)
+
+
+def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """Write ``OUT/metrics.jsonl`` afresh: one line of strict JSON per epoch (NaN as null).
+
+    Args:
+        out: The run folder.
+        history: The metrics of every epoch so far.
+    """
+    write_text(out / "metrics.jsonl", "".join(json_text(metrics) + "\n" for metrics in history))
 
 
 def epoch_metrics(
@@ -171,8 +181,7 @@ def _write_epoch(
     metrics: dict[str, Any],
     improved: bool,
 ) -> None:
-    with (run.out / "metrics.jsonl").open("a") as stream:
-        stream.write(json.dumps(metrics) + "\n")
+    write_metrics(run.out, state.history)
     folder = run.out / "checkpoints"
     last = folder / "last.pt"
     save_checkpoint(last, make_checkpoint(run, step_ctx, raw, state))

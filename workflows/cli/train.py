@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -170,6 +169,7 @@ def train(
     With --devices N, N processes train with DistributedDataParallel (NCCL on GPUs,
     gloo on CPU); started under torchrun, the command joins torchrun's group.
     """
+    from pipeline.files import json_text
     from pipeline.settings import build_config, load_yaml
     from pipeline.training.config import TrainConfig
     from workflows.train_run import launch
@@ -194,4 +194,4 @@ def train(
     # the processes have joined their group (under torchrun every rank runs this).
     progress = show_progress(ctx)
     summary = launch(config, data, out, resume=resume, overwrite=overwrite, progress=progress)
-    click.echo(json.dumps(summary, indent=2))
+    click.echo(json_text(summary, indent=2))

@@ -204,6 +204,55 @@ def test_cli_train_and_errors(store, tmp_path):
     assert result.exit_code == 2 and "--resume needs --out" in result.output
 
 
+def strict_json(text):
+    """Parse ``text`` as strict JSON: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _hide_class_in_validation(store, tmp_path, class_id):
+    """A copy of ``store`` whose validation tiles label no pixel ``class_id`` (ignored instead)."""
+    copy = tmp_path / "hidden.zarr"
+    shutil.copytree(store, copy)
+    root = zarr.open_group(str(copy), mode="r+")
+    for name in root["scenes"].group_keys():
+        group = root[f"scenes/{name}"]
+        tiles = [dict(t) for t in group.attrs["tiles"]]
+        for tile in (t for t in tiles if t["split"] == "val"):
+            window = (slice(tile["row"], tile["row"] + tile["height"]),
+                      slice(tile["col"], tile["col"] + tile["width"]))  # fmt: skip
+            label = group["label"][window]
+            label[label == class_id] = 255
+            group["label"][window] = label
+            tile["class_counts"] = [0 if i == class_id else c
+                                    for i, c in enumerate(tile["class_counts"])]  # fmt: skip
+        group.attrs["tiles"] = tiles
+    return copy
+
+
+def test_every_json_a_run_writes_is_strict(store, tmp_path):
+    """A class absent from the validation tiles has a NaN accuracy: it is written as null."""
+    store = _hide_class_in_validation(store, tmp_path, 1)
+    absent = read_store_info(store).classes.names[1:2]
+    assert read_store_info(store).counts("val")[:, 1].sum() == 0  # the forced NaN
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({k: v for k, v in TINY.items() if k != "epochs"}))
+    out = tmp_path / "run"
+    args = ["-q", "train", "--data", str(store), "--config", str(config), "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--epochs", "1", "--no-track"])
+    assert result.exit_code == 0, result.output
+    assert strict_json(result.stdout) == strict_json((out / "summary.json").read_text())
+    lines = [strict_json(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0][f"val/accuracy/{absent[0]}"] is None
+    manifest = strict_json((out / "model" / "terraseg_model.json").read_text())
+    assert manifest["metadata"]["metrics"][f"val/accuracy/{absent[0]}"] is None
+    written = [p for p in out.rglob("*") if p.suffix in (".json", ".jsonl")]
+    assert len(written) == 3  # summary, metrics and the model description: all checked
+
+
 def test_bench_train_reports_loader_overhead(store):
     args = ["bench", "train", "--data", str(store), "--width-multiplier", "0.25", "--crop-size",
             "32", "--batch-size", "2", "--steps", "2", "--num-workers", "1", "--json"]  # fmt: skip
