@@ -1,8 +1,18 @@
-"""The ``terraseg`` command group: verbosity, logging and library-error handling."""
+"""The ``terraseg`` command group: verbosity, logging and library-error handling.
+
+``-v``/``-q`` are taken before the command name and after it (``terraseg predict
+... -q``): every command gets them too, and the counts add up. By default terraseg
+logs warnings; the libraries it drives that log through handlers of their own
+(MLflow, alembic) show their INFO only with ``-v``; Dask's follow the program's
+level (see :func:`workflows.cluster.dask_client`). Progress bars are decided by
+:func:`workflows.progress.bars_enabled`.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from typing import Any
 
 import click
@@ -10,8 +20,18 @@ import click
 from pipeline import __version__
 from pipeline.errors import TerrasegError
 from workflows.cli.lazy import LazyGroup
+from workflows.progress import bars_enabled, configure_library_bars
 
 logger = logging.getLogger("terraseg")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_HANDLER = "terraseg"  # the name of the one handler this program installs
+# Libraries that log to stderr through handlers of their own: quiet unless -v.
+LIBRARY_LOGGERS = ("mlflow", "alembic")
+# rasterio's NotGeoreferencedWarning: terraseg reports a raster without a CRS where it
+# matters (tiling logs such scenes, vectorize refuses them), the pixel grid is used as is.
+# Also in PYTHONWARNINGS for worker processes, whose syntax allows no comma in it.
+NOT_GEOREFERENCED = "Dataset has no geotransform"
 
 # Command name -> "module:attribute", imported only when the command runs.
 COMMANDS: dict[str, str] = {
@@ -40,6 +60,13 @@ class TerrasegGroup(LazyGroup):
     registry = COMMANDS
     aliases = ALIASES
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, with ``-v``/``-q`` of its own (see :func:`add_verbosity_options`)."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            add_verbosity_options(command)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; print a library error as one line and exit 1."""
         try:
@@ -61,14 +88,85 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     Tile rasters and labels into a Zarr store, train, predict over a directory of
     GeoTIFFs, and vectorize the class maps into GeoPackage polygons.
     """
-    level = logging.WARNING - 10 * verbose + 10 * quiet
-    logging.basicConfig(
-        level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
     ctx.ensure_object(dict)
-    ctx.obj["progress"] = quiet == 0
+    ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet}
+    apply_verbosity(ctx)
+
+
+def apply_verbosity(ctx: click.Context) -> None:
+    """Set logging and progress bars from the ``-v``/``-q`` counts given so far."""
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    counts = root.obj.setdefault("verbosity", {"verbose": 0, "quiet": 0})
+    configure_logging(counts["verbose"], counts["quiet"])
+    root.obj["progress"] = counts["quiet"] == 0
+    configure_library_bars(bars_enabled(root.obj["progress"]))
+
+
+def configure_logging(verbose: int, quiet: int) -> None:
+    """The program's logging: WARNING by default, 10 lower per ``-v``, 10 higher per ``-q``.
+
+    The root logger gets one stderr handler unless the process has configured
+    logging already (an application embedding the CLI keeps its own). Libraries
+    that log through handlers of their own are held at WARNING unless ``-v``, in
+    this process and, through the environment, in processes started later; so is
+    rasterio's warning about rasters without georeferencing.
+    """
+    level = max(logging.DEBUG, min(logging.WARNING - 10 * (verbose - quiet), logging.CRITICAL))
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.set_name(LOG_HANDLER)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+    if any(h.get_name() == LOG_HANDLER for h in root.handlers):
+        root.setLevel(level)
+    library_level = level if verbose > quiet else max(level, logging.WARNING)
+    os.environ["MLFLOW_LOGGING_LEVEL"] = logging.getLevelName(library_level)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
+    warnings.filterwarnings("ignore", message=NOT_GEOREFERENCED, category=UserWarning)
+    entries = [e for e in os.environ.get("PYTHONWARNINGS", "").split(",") if e]
+    if f"ignore:{NOT_GEOREFERENCED}" not in entries:
+        os.environ["PYTHONWARNINGS"] = ",".join([*entries, f"ignore:{NOT_GEOREFERENCED}"])
+
+
+def add_verbosity_options(command: click.Command) -> None:
+    """Give ``command`` (and a group's subcommands) ``-v``/``-q`` that add to the group's.
+
+    So that ``terraseg predict ... -q`` works as ``terraseg -q predict ...``.
+    """
+    names = {param.name for param in command.params}
+    if "verbose" not in names and "quiet" not in names:
+        command.params += [
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                callback=_more_verbosity,
+                help="More log output (repeat for debug); also before the command.",
+            ),
+            click.Option(
+                ["-q", "--quiet"],
+                count=True,
+                expose_value=False,
+                callback=_more_verbosity,
+                help="Less log output and no progress bars; also before the command.",
+            ),
+        ]
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            add_verbosity_options(subcommand)
+
+
+def _more_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """Add a command's ``-v``/``-q`` count to the group's and apply the total."""
+    if value and param.name is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        counts = root.obj.setdefault("verbosity", {"verbose": 0, "quiet": 0})
+        counts[param.name] += value
+        apply_verbosity(ctx)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import click
 from pydantic import BaseModel
 
 from pipeline.settings import build_config, load_yaml
+from workflows.progress import bars_enabled
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -57,9 +58,9 @@ def resolve_config(
 
 
 def show_progress(ctx: click.Context) -> bool:
-    """Whether progress bars are wanted (not with ``-q``)."""
+    """Whether to draw progress bars: not with ``-q``; see :func:`.progress.bars_enabled`."""
     obj = ctx.find_root().obj or {}
-    return bool(obj.get("progress", True))
+    return bars_enabled(bool(obj.get("progress", True)))
 
 
 tracking_uri_opt = click.option(

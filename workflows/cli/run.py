@@ -68,8 +68,8 @@ def step_runner(ctx: click.Context) -> tuple[Callable[[list[str]], None], Callab
     root = ctx.find_root()
     group = root.command
     assert isinstance(group, click.Group)
-    params = root.params
-    verbosity = ["-v"] * int(params.get("verbose") or 0) + ["-q"] * int(params.get("quiet") or 0)
+    counts = (root.obj or {}).get("verbosity", {})  # given before and after the command
+    verbosity = ["-v"] * int(counts.get("verbose", 0)) + ["-q"] * int(counts.get("quiet", 0))
 
     def execute(line: list[str]) -> None:
         code = group.main([*verbosity, *line], standalone_mode=False)
