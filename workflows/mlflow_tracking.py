@@ -2,10 +2,17 @@
 
 ``with start_tracking(tracking_uri, experiment, ...) as tracker:`` checks the
 tracking store first (a server that does not answer fails in seconds, naming the
-URI), starts a run and yields an :class:`MlflowTracker`. The run ends FINISHED, or
-FAILED when the block raises. ``tracker.log_model(folder)`` logs a model artifact
-folder as a ``pyfunc`` model named ``model`` (``runs:/RUN_ID/model``) and, with
-``register``, registers it as a new version and points ``alias`` at it.
+URI), starts a run (or reopens one, given its id) and yields an
+:class:`MlflowTracker`. The run ends FINISHED, or FAILED when the block raises.
+``tracker.log_model(folder)`` logs a model artifact folder as a ``pyfunc`` model
+named ``model`` (``runs:/RUN_ID/model``) and, with ``register``, registers it as a
+new version and points ``alias`` at it.
+
+A training run folder keeps the id of its MLflow run in ``RUN/mlflow_run_id``
+(:func:`track_run_folder`): ``train --resume`` reopens that run, so one MLflow run
+holds every epoch however often training was stopped and resumed. A run whose
+process was killed stays RUNNING in the store; a new training run in the same
+folder marks it KILLED.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.artifact import load_artifact
 from pipeline.errors import ConfigError, TrackingError
+from pipeline.files import finite, write_text
 from pipeline.registry import (
     MLMODEL_METADATA_KEY,
     PYFUNC_ARTIFACT_KEY,
@@ -36,20 +44,32 @@ from pipeline.registry import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["MlflowTracker", "check_tracking_reachable", "start_tracking"]
+    from pipeline.training.config import TrackingConfig
+
+__all__ = [
+    "RUN_ID_FILE",
+    "MlflowTracker",
+    "check_tracking_reachable",
+    "read_run_id",
+    "start_tracking",
+    "track_run_folder",
+]
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/RUN_ID/model
 EXAMPLE_SIZE = 32  # rows and cols of the input example stored with the model
 _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
+RUN_ID_FILE = "mlflow_run_id"  # in a training run folder: the id of its MLflow run
+EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps are the epochs
 
 
 class MlflowTracker:
     """A :class:`~pipeline.training.tracker.Tracker` that records into one MLflow run.
 
     Create it with :func:`start_tracking`; the run must be MLflow's active run when
-    :meth:`log_model` is called.
+    :meth:`log_model` is called. In a reopened run (see :meth:`recall`), epochs and
+    parameters the run holds already are not logged again.
     """
 
     def __init__(
@@ -63,6 +83,15 @@ class MlflowTracker:
         self.run_id = run_id
         self.register = register
         self.alias = alias
+        self.params_before: dict[str, str] = {}  # what a reopened run held
+        self.epochs_before: set[int] = set()
+
+    def recall(self) -> None:
+        """Note the parameters and the epochs with metrics that the run holds already."""
+        run = self.client.get_run(self.run_id)
+        self.params_before = dict(run.data.params)
+        history = self.client.get_metric_history(self.run_id, EPOCH_METRIC)
+        self.epochs_before = {int(metric.step) for metric in history}
 
     @property
     def tracking_uri(self) -> str:
@@ -70,17 +99,31 @@ class MlflowTracker:
         return str(self.client.tracking_uri)
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Record flat ``{dotted.key: value}`` parameters, as text cut at MLflow's limit."""
-        from mlflow.entities import Param
+        """Record flat ``{dotted.key: value}`` parameters, as text cut at MLflow's limit.
+
+        MLflow keeps a parameter's first value; in a reopened run a parameter
+        whose value changed (say ``epochs`` raised for the resume) is recorded as
+        the tag ``terraseg.resumed_with.KEY`` instead.
+        """
+        from mlflow.entities import Param, RunTag
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-        entries = [Param(_key(k), str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
-        self.client.log_batch(self.run_id, params=entries)
+        text = {_key(k): str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}
+        before = self.params_before
+        entries = [Param(k, v) for k, v in text.items() if k not in before]
+        tags = [
+            RunTag(f"terraseg.resumed_with.{k}", v)
+            for k, v in text.items()
+            if k in before and before[k] != v
+        ]
+        self.client.log_batch(self.run_id, params=entries, tags=tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Record metric values at ``step`` (the epoch)."""
+        """Record metric values at ``step`` (the epoch), unless a reopened run has that epoch."""
         from mlflow.entities import Metric
 
+        if step in self.epochs_before:
+            return
         now = int(time.time() * 1000)
         entries = [Metric(_key(k), float(v), now, int(step)) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=entries)
@@ -121,7 +164,7 @@ class MlflowTracker:
                 signature=signature_for(artifact),
                 input_example=example,
                 pip_requirements=_pip_requirements(),
-                metadata={MLMODEL_METADATA_KEY: artifact.manifest()},
+                metadata={MLMODEL_METADATA_KEY: finite(artifact.manifest())},
                 registered_model_name=self.register,
             )
         if not self.register:
@@ -140,8 +183,10 @@ def start_tracking(
     run_name: str | None = None,
     register: str | None = None,
     alias: str | None = None,
+    *,
+    run_id: str | None = None,
 ) -> Iterator[MlflowTracker]:
-    """Check the tracking store, start a run in ``experiment`` and yield its tracker.
+    """Check the tracking store, start a run in ``experiment`` or reopen one; yield its tracker.
 
     Args:
         tracking_uri: The store; ``None``: ``MLFLOW_TRACKING_URI`` or MLflow's default.
@@ -149,6 +194,9 @@ def start_tracking(
         run_name: The run's name (MLflow makes one up when ``None``).
         register: Register the logged model under this name.
         alias: Point this alias (e.g. ``candidate``) at the registered version.
+        run_id: Reopen this run instead of starting one; it keeps its experiment
+            and name. A run the store does not hold (or holds deleted) is not
+            reopened: a new run starts, with a warning.
 
     Raises:
         TrackingError: The store cannot be reached or used; raised before the run starts.
@@ -162,11 +210,98 @@ def start_tracking(
     check_tracking_reachable(uri)
     mlflow_client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     with use_tracking_uri(uri):
-        experiment_id = _experiment_id(mlflow_client, experiment, uri)
         tags = {"terraseg.version": __version__}
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-            logger.info("MLflow run %s in %s (%s)", run.info.run_id, experiment, redact(uri))
-            yield MlflowTracker(mlflow_client, run.info.run_id, register, alias)
+        reopen = run_id if run_id and _run_exists(mlflow_client, run_id, uri) else None
+        experiment_id = None if reopen else _experiment_id(mlflow_client, experiment, uri)
+        name = None if reopen else run_name  # a reopened run keeps its experiment and name
+        with mlflow.start_run(
+            run_id=reopen, experiment_id=experiment_id, run_name=name, tags=tags
+        ) as run:
+            verb = "reopened" if reopen else "started"
+            logger.info("MLflow run %s %s (%s)", run.info.run_id, verb, redact(uri))
+            tracker = MlflowTracker(mlflow_client, run.info.run_id, register, alias)
+            if reopen:
+                tracker.recall()
+            yield tracker
+
+
+def _run_exists(mlflow_client: MlflowClient, run_id: str, uri: str) -> bool:
+    """Whether the store holds run ``run_id``, not deleted; a warning when not."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException:
+        logger.warning("MLflow run %s is not in %s; a new run starts", run_id, redact(uri))
+        return False
+    if run.info.lifecycle_stage == "deleted":
+        logger.warning("MLflow run %s is deleted in %s; a new run starts", run_id, redact(uri))
+        return False
+    return True
+
+
+def read_run_id(folder: Path) -> str | None:
+    """The id of the MLflow run of the training run folder ``folder``, if it has one."""
+    path = Path(folder) / RUN_ID_FILE
+    text = path.read_text().strip() if path.is_file() else ""
+    return text or None
+
+
+def end_abandoned_run(tracking_uri: str | None, run_id: str) -> None:
+    """Mark run ``run_id`` KILLED if it is still RUNNING: its process died without ending it.
+
+    Args:
+        tracking_uri: The store; ``None``: ``MLFLOW_TRACKING_URI`` or MLflow's default.
+        run_id: The run of a former training run in the same folder.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        status = mlflow_client.get_run(run_id).info.status
+    except MlflowException:
+        return  # not in this store: nothing to end
+    if status == "RUNNING":
+        mlflow_client.set_terminated(run_id, "KILLED")
+        logger.warning("MLflow run %s was left running by a killed process; marked KILLED", run_id)
+
+
+@contextmanager
+def track_run_folder(
+    tracking_uri: str | None,
+    tracking: TrackingConfig,
+    folder: Path,
+    *,
+    resume: bool,
+    former: str | None,
+) -> Iterator[MlflowTracker]:
+    """The MLflow run of the training run folder ``folder``: its former run when resuming.
+
+    The run's id is written to ``folder/mlflow_run_id`` as soon as it starts.
+
+    Args:
+        tracking_uri: The store; ``None``: ``MLFLOW_TRACKING_URI`` or MLflow's default.
+        tracking: The ``tracking`` section of the training config.
+        folder: The run folder.
+        resume: Reopen the run ``former`` (training continues from a checkpoint).
+        former: The id the folder held before this command (read before a
+            ``--overwrite`` removed it). Without ``resume``, that run is ended
+            KILLED if it is still RUNNING, and a new run starts.
+    """
+    if former and not resume:
+        end_abandoned_run(tracking_uri, former)
+    with start_tracking(
+        tracking_uri,
+        tracking.experiment,
+        tracking.run_name,
+        tracking.register_as,
+        tracking.alias,
+        run_id=former if resume else None,
+    ) as tracker:
+        write_text(Path(folder) / RUN_ID_FILE, tracker.run_id + "\n")
+        yield tracker
 
 
 def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:

@@ -4,7 +4,7 @@
 launcher (the environment torchrun sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
 MASTER_PORT), or joins the group when started under torchrun, or runs in this
 process for one device. Each process joins the group, opens its tracker (MLflow on
-rank 0 when tracking is enabled) and runs
+rank 0 when tracking is enabled: the run folder's own MLflow run when resuming) and runs
 :func:`pipeline.training.session.run_training`, which writes the output folder.
 """
 
@@ -31,32 +31,50 @@ from pipeline.training.session import run_training
 from pipeline.training.tracker import NullTracker, Tracker
 
 
-def tracker_for_rank(config: TrainConfig, is_main: bool) -> AbstractContextManager[Tracker]:
+def tracker_for_rank(
+    config: TrainConfig,
+    is_main: bool,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    former: str | None = None,
+) -> AbstractContextManager[Tracker]:
     """The tracker of one training process: an MLflow run on the main rank, else nothing.
 
     The store is ``MLFLOW_TRACKING_URI`` (set by ``--tracking-uri`` before any
-    process starts), MLflow's default when unset.
+    process starts), MLflow's default when unset. With a run folder ``out``, the
+    run's id is kept in ``out/mlflow_run_id`` and a resume reopens that run.
 
     Args:
         config: The training config; its ``tracking`` section names the experiment,
             the run and the registered model.
         is_main: Whether this process is rank 0.
+        out: The run folder; ``None``: a new MLflow run that no folder records.
+        resume: Training continues the run in ``out``: reopen its MLflow run.
+        former: The MLflow run id ``out`` held before this command.
 
     Returns:
         A context manager yielding the tracker: the MLflow run ends with the block.
     """
     if not config.tracking.enabled or not is_main:
         return nullcontext(NullTracker())
-    from workflows.mlflow_tracking import start_tracking
+    from workflows.mlflow_tracking import start_tracking, track_run_folder
 
-    tracking = config.tracking
+    uri, tracking = os.environ.get("MLFLOW_TRACKING_URI"), config.tracking
+    if out is not None:
+        return track_run_folder(uri, tracking, out, resume=resume, former=former)
     return start_tracking(
-        os.environ.get("MLFLOW_TRACKING_URI"),
-        tracking.experiment,
-        tracking.run_name,
-        tracking.register_as,
-        tracking.alias,
+        uri, tracking.experiment, tracking.run_name, tracking.register_as, tracking.alias
     )
+
+
+def former_run_id(config: TrainConfig, out: Path, is_main: bool) -> str | None:
+    """The MLflow run id kept in the run folder ``out`` (rank 0, tracking on), else ``None``."""
+    if not config.tracking.enabled or not is_main:
+        return None
+    from workflows.mlflow_tracking import read_run_id
+
+    return read_run_id(out)
 
 
 # --------------------------------------------------------------------------- launch
@@ -199,9 +217,11 @@ def _train_here(
     place = init_distributed(config.accelerator)
     if config.threads:
         torch.set_num_threads(config.threads)
+    former = former_run_id(config, out, place.is_main)  # read before --overwrite removes it
     try:
         prepare_output(out, place, resume=resume, overwrite=overwrite)
-        with tracker_for_rank(config, place.is_main) as tracker:
+        tracking = tracker_for_rank(config, place.is_main, out, resume=resume, former=former)
+        with tracking as tracker:
             summary = run_training(
                 config,
                 data,

@@ -71,6 +71,10 @@ def prepare_output(out: Path, place: Placement, *, resume: bool, overwrite: bool
 def start_outputs(run: RunContext, state: RunState) -> None:
     """Create the output folder; write the config and the history so far; log parameters.
 
+    The history restored from a checkpoint is reported to the tracker again: an
+    MLflow run reopened for the resume skips the epochs it holds, a new one gets
+    them all, so the run that goes on holds every epoch.
+
     Args:
         run: The run's config, store, folder and tracker.
         state: The progress restored from a checkpoint (empty for a new run).
@@ -90,6 +94,14 @@ def start_outputs(run: RunContext, state: RunState) -> None:
         params |= code_version()
     run.tracker.log_params(params)
     run.tracker.log_artifact(config_path)
+    for metrics in state.history:  # a resumed run: a tracker skips the epochs it holds
+        log_epoch(run, metrics)
+
+
+def log_epoch(run: RunContext, metrics: dict[str, Any]) -> None:
+    """Report an epoch's finite metrics to the tracker, at the epoch as the step."""
+    finite = {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
+    run.tracker.log_metrics(finite, step=int(metrics["epoch"]))
 
 
 def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
@@ -166,8 +178,7 @@ def end_epoch(
         _write_epoch(run, step_ctx, raw, state, metrics, improved)
         if improved:
             _plot_best(run, epoch, matrix, samples)
-        finite = {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
-        run.tracker.log_metrics(finite, step=epoch)
+        log_epoch(run, metrics)
         logger.info("epoch %d: loss %.4f, val mIoU %.4f", epoch, train_stats["loss"], miou)
     patience = run.config.patience
     return patience > 0 and epoch - state.best_epoch >= patience

@@ -20,7 +20,11 @@ class Tracker(Protocol):
         """Record flat ``{dotted.key: value}`` parameters."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Record metric values at ``step`` (the epoch)."""
+        """Record metric values at ``step`` (the epoch).
+
+        A resumed run reports the epochs restored from its checkpoint again; a
+        tracker that holds an epoch already may skip it.
+        """
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Store a file (a plot, a config, an overlay image) with the run."""

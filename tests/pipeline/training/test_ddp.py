@@ -173,7 +173,7 @@ def _finish_worker(rank, port, store, root):
     root = Path(root)
     _join(rank, port)
     tracker = WaitsForRank1(root / "rank-1-left") if rank == 0 else NullTracker()
-    train_run.tracker_for_rank = lambda config, is_main: nullcontext(tracker)
+    train_run.tracker_for_rank = lambda config, is_main, *args, **kwargs: nullcontext(tracker)
     config = TrainConfig.model_validate({**DDP_TINY, "devices": 1, "int8_calibration": 2})
     summary = launch(config, Path(store), root / "run", progress=False)  # the torchrun path
     if rank == 1:
