@@ -83,3 +83,64 @@ def choices_of(model: type[BaseModel], name: str) -> click.Choice[str]:
     if not values or not all(isinstance(v, str) for v in values):
         raise TypeError(f"{model.__name__}.{name} is not a Literal of strings")
     return click.Choice(list(values))
+
+
+def _band_names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("give band names separated by commas, e.g. B02,B03,B04,B08")
+    return names
+
+
+def band_files_opts(command: Any) -> Any:
+    """``--band-files``, ``--recursive`` and ``--band-resampling``: scenes given as band files."""
+    from pipeline.bandfiles import RESAMPLINGS
+
+    options = [
+        click.option(
+            "--band-files",
+            "band_files",
+            callback=_band_names,
+            default=None,
+            metavar="B02,B03,B04,B08",
+            help="Inputs are scene folders with one file per band (<name>_<band>.<ext>); "
+            "stack these bands, in this order, on the finest band's grid.",
+        ),
+        click.option(
+            "--recursive",
+            is_flag=True,
+            help="With --band-files, look for scenes in all subfolders.",
+        ),
+        click.option(
+            "--band-resampling",
+            type=click.Choice(RESAMPLINGS),
+            default="bilinear",
+            show_default=True,
+            help="How coarser band files are resampled to the finest.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def scene_inputs(
+    inputs: tuple[str, ...],
+    band_files: list[str] | None,
+    recursive: bool,
+    resampling: str,
+    stacks: Path,
+) -> list[Path]:
+    """The rasters of ``inputs``: files, folders, globs and lists, or band-file scenes.
+
+    Band-file scenes are stacked into VRTs under ``stacks``.
+    """
+    from pipeline.bandfiles import find_band_scenes, write_stack_vrt
+    from pipeline.rasters import expand_inputs
+
+    if band_files is None:
+        return expand_inputs(inputs)
+    scenes = find_band_scenes(list(inputs), band_files, recursive=recursive)
+    return [write_stack_vrt(scene, stacks, resampling) for scene in scenes]

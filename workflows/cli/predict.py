@@ -12,6 +12,7 @@ import click
 
 from pipeline.prediction.config import PredictConfig
 from workflows.cli.options import (
+    band_files_opts,
     choices_of,
     config_opt,
     resolve_config,
@@ -119,6 +120,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
 @click.option(
     "--overwrite", is_flag=True, default=None, help="Redo outputs that are already current."
 )
+@band_files_opts
 @tracking_uri_opt
 @scheduler_opt
 @config_opt
@@ -133,9 +135,15 @@ def predict(
     scheduler: str | None,
     tracking_uri: str | None,
     config_path: Path | None,
+    band_files: list[str] | None,
+    recursive: bool,
+    band_resampling: str,
     **options: object,
 ) -> None:
     """Predict class maps for INPUTS: files, folders, globs or a .txt list of paths.
+
+    With --band-files, INPUTS are scene folders holding one file per band (as
+    Sentinel-2 and Landsat deliver them), stacked virtually in the given order.
 
     Each raster is cut into overlapping tiles on one grid, the softmax of every
     tile is blended with a window that fades towards its neighbours, and the
@@ -150,8 +158,8 @@ def predict(
         open_model,
     )
     from pipeline.prediction.job import plan_files
-    from pipeline.rasters import expand_inputs
     from pipeline.registry import resolve_tracking_uri
+    from workflows.cli.options import scene_inputs
 
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
@@ -160,7 +168,8 @@ def predict(
     artifact = open_model(reference, tracking_uri)  # read afresh: it may have been retrained
     check_weights(artifact, reference)
     check_precision(artifact, reference, config.precision, device)
-    paths = expand_inputs(inputs)
+    stacks = out_dir.resolve() / ".band-stacks"
+    paths = scene_inputs(inputs, band_files, recursive, band_resampling, stacks)
     jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
     outcomes = [FileOutcome(path, error=error) for path, error in errors.items()]
     outcomes += _run(ctx, jobs, device, devices, scheduler, config.threads)
