@@ -12,9 +12,11 @@ polygon that one pass over the whole raster would give.
 
 Post-processing follows one-pass semantics:
 
-- ``fill_holes``: interior rings smaller than the area are removed and whatever lay
-  inside them is dropped (the surrounding polygon absorbs it, so nothing overlaps).
-- ``min_area``: polygons smaller than the area (after hole filling) are dropped.
+- ``fill_holes``: interior rings smaller than the area (m² of ground, as ``area_m2``)
+  are removed and whatever lay inside them is dropped (the surrounding polygon absorbs
+  it, so nothing overlaps).
+- ``min_area``: polygons smaller than the area (m² of ground, after hole filling) are
+  dropped.
 - ``simplify``: coverage simplification of each block with the block outline kept
   fixed, so neighbouring polygons keep sharing their edges inside a block and across
   block lines. Points where boundaries cross block lines stay where they are, so the
@@ -25,6 +27,7 @@ Modules: :mod:`~pipeline.vectorize.config` (settings), :mod:`~pipeline.vectorize
 (polygons in pixel coordinates), :mod:`~pipeline.vectorize.blocks` (the block task),
 :mod:`~pipeline.vectorize.geometry` and :mod:`~pipeline.vectorize.holes` (geometry
 operations), :mod:`~pipeline.vectorize.merge` (joining edge pieces),
+:mod:`~pipeline.vectorize.measure` (true areas and perimeters, whatever the CRS),
 :mod:`~pipeline.vectorize.features` (attributes and Arrow scratch files),
 :mod:`~pipeline.vectorize.layers` and :mod:`~pipeline.vectorize.gpkg` (the GeoPackage),
 :mod:`~pipeline.vectorize.ledger` (the blocks that reported, checked before commit) and

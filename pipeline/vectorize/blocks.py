@@ -17,6 +17,7 @@ from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
 from pipeline.vectorize.geometry import simplify_block, top_range
 from pipeline.vectorize.holes import fill_small_holes
+from pipeline.vectorize.measure import at_least
 from pipeline.vectorize.pieces import OUTSIDE, GeomArray, Pieces, empty_pieces
 from pipeline.vectorize.rasters import RasterInfo, read_block, read_confidence
 
@@ -58,13 +59,13 @@ def polygonize_block(
     simplify_px = config.simplify / info.pixel_size
     pieces = shapes_in_block(data, keep if simplify_px == 0 else None, window, keep)
     pieces = add_confidence(pieces, info, window)
-    pieces = fill_small_holes(pieces, config.fill_holes / info.pixel_area_m2)
+    pieces = fill_small_holes(pieces, config.fill_holes, info)
     if simplify_px > 0:
         pieces = simplify_block(pieces, simplify_px)
     pieces = pieces.take(pieces.class_ids != OUTSIDE)
     on_edge = touches_interior_line(pieces.geoms, window, info.shape)
     finals = pieces.take(~on_edge)
-    finals = finals.take(shapely.area(finals.geoms) >= config.min_area / info.pixel_area_m2)
+    finals = finals.take(at_least(finals.geoms, config.min_area, info))
     final_file, tops = None, (0.0, 0.0)
     if len(finals):
         final_file = str(Path(workdir) / f"block-{window.row_off}-{window.col_off}{SCRATCH_SUFFIX}")

@@ -16,7 +16,8 @@ import pyarrow as pa
 import shapely
 
 from pipeline.errors import InputError
-from pipeline.vectorize.geometry import equal_area, remove_collinear, to_crs
+from pipeline.vectorize.geometry import remove_collinear, to_crs
+from pipeline.vectorize.measure import area_perimeter
 from pipeline.vectorize.pieces import Pieces
 from pipeline.vectorize.rasters import RasterInfo
 
@@ -30,19 +31,14 @@ def finalize(pieces: Pieces, info: RasterInfo, *, simplified: bool) -> dict[str,
         simplified: Whether they were simplified (their collinear vertices are removed).
 
     Returns:
-        Columns ``wkb``, ``class_id``, ``area_m2``, ``perimeter_m``, ``confidence``
+        Columns ``wkb``, ``class_id``, ``area_m2`` and ``perimeter_m`` (true square
+        metres and metres, see :mod:`pipeline.vectorize.measure`), ``confidence``
         (NaN without a confidence raster) and ``anchor`` (a point inside each polygon,
         pixel coordinates, two columns).
     """
     pixel_geoms = remove_collinear(pieces.geoms) if simplified else pieces.geoms
     geoms = to_crs(pixel_geoms, info.affine)
-    if info.geographic:
-        dense = shapely.segmentize(geoms, info.pixel_size)
-        measured = equal_area(dense, info.crs_wkt, info.bounds())
-        area, perimeter = shapely.area(measured), shapely.length(measured)
-    else:
-        area = shapely.area(pixel_geoms) * info.pixel_area_m2
-        perimeter = shapely.length(geoms) * info.metre_factor
+    area, perimeter = area_perimeter(pixel_geoms, info)  # on the ellipsoid, any CRS
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(pieces.conf_count > 0, pieces.conf_sum / pieces.conf_count, np.nan)
     return {

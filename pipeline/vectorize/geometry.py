@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -19,22 +17,6 @@ def to_crs(geoms: GeomArray, transform: Affine) -> GeomArray:
     def apply(xy: FloatArray) -> FloatArray:
         col, row = xy[:, 0], xy[:, 1]
         return np.column_stack([c + col * a + row * b, f + col * d + row * e])
-
-    return np.asarray(shapely.transform(geoms, apply), dtype=object)
-
-
-def equal_area(geoms: GeomArray, crs_wkt: str, bounds: Any) -> GeomArray:
-    """Geographic geometries in a Lambert azimuthal equal-area CRS centred on ``bounds``."""
-    from pyproj import CRS, Transformer
-
-    lon = (bounds[0] + bounds[2]) / 2
-    lat = (bounds[1] + bounds[3]) / 2
-    laea = CRS.from_proj4(f"+proj=laea +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m")
-    transformer = Transformer.from_crs(CRS.from_wkt(crs_wkt), laea, always_xy=True)
-
-    def apply(xy: FloatArray) -> FloatArray:
-        x, y = transformer.transform(xy[:, 0], xy[:, 1])
-        return np.column_stack([x, y])
 
     return np.asarray(shapely.transform(geoms, apply), dtype=object)
 

@@ -19,18 +19,19 @@ import shapely
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import load_features, save_features
 from pipeline.vectorize.geometry import inside_any
+from pipeline.vectorize.measure import area_m2, at_least
 from pipeline.vectorize.pieces import OUTSIDE, FloatArray, GeomArray, Pieces
 from pipeline.vectorize.rasters import RasterInfo
 
 
-def fill_small_holes(pieces: Pieces, max_area_px: float) -> Pieces:
-    """Remove holes smaller than ``max_area_px`` and drop the pieces inside them."""
-    if max_area_px <= 0 or not len(pieces):
+def fill_small_holes(pieces: Pieces, max_area_m2: float, info: RasterInfo) -> Pieces:
+    """Remove holes smaller than ``max_area_m2`` and drop the pieces inside them."""
+    if max_area_m2 <= 0 or not len(pieces):
         return pieces
     owners = pieces.class_ids != OUTSIDE  # the pseudo class never absorbs anything
     pieces_before = pieces.geoms
     geoms = pieces.geoms.copy()
-    geoms[owners], filled = fill_holes(pieces.geoms[owners], max_area_px)
+    geoms[owners], filled = fill_holes(pieces.geoms[owners], max_area_m2, info)
     pieces = pieces.with_geoms(geoms)
     if not len(filled):
         return pieces
@@ -38,12 +39,25 @@ def fill_small_holes(pieces: Pieces, max_area_px: float) -> Pieces:
     return pieces.take(~inside_any(shapely.point_on_surface(pieces_before), filled))
 
 
-def fill_holes(geoms: GeomArray, max_area_px: float) -> tuple[GeomArray, GeomArray]:
-    """Polygons without their holes smaller than ``max_area_px``, and those holes as polygons."""
+def fill_holes(
+    geoms: GeomArray, max_area_m2: float, info: RasterInfo
+) -> tuple[GeomArray, GeomArray]:
+    """Polygons without their holes smaller than ``max_area_m2``, and those holes as polygons.
+
+    Args:
+        geoms: Polygons in the pixel coordinates of ``info``'s raster.
+        max_area_m2: Holes of a smaller true area (m², see :mod:`pipeline.vectorize.measure`)
+            are filled.
+        info: The raster.
+
+    Returns:
+        The polygons, and the holes filled.
+    """
     rings, owner = shapely.get_rings(geoms, return_index=True)
     is_shell = np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.zeros(0, bool)
     ring_polys = shapely.polygons(rings)
-    small = ~is_shell & (shapely.area(ring_polys) < max_area_px)
+    small = np.zeros(len(rings), bool)
+    small[~is_shell] = area_m2(ring_polys[~is_shell], info) < max_area_m2
     if not small.any():
         return geoms, np.empty(0, object)
     changed = np.unique(owner[small])
@@ -72,11 +86,11 @@ def post_process_merged(
         polygon inside one of them is to be dropped.
     """
     if config.fill_holes <= 0 or not len(merged):
-        keep = shapely.area(merged.geoms) >= config.min_area / info.pixel_area_m2
+        keep = at_least(merged.geoms, config.min_area, info)
         return merged.take(keep), None, np.empty(0, object)
     anchors = shapely.get_coordinates(shapely.point_on_surface(merged.geoms))  # before filling
-    geoms, filled = fill_holes(merged.geoms, config.fill_holes / info.pixel_area_m2)
-    keep = shapely.area(geoms) >= config.min_area / info.pixel_area_m2
+    geoms, filled = fill_holes(merged.geoms, config.fill_holes, info)
+    keep = at_least(geoms, config.min_area, info)
     return merged.with_geoms(geoms).take(keep), anchors[keep], filled
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
 from pipeline.errors import CRSError, InputError, RasterReadError
 from pipeline.grid import Window
 from pipeline.rasters import read_band
-from pipeline.vectorize.geometry import equal_area, to_crs
+from pipeline.vectorize.measure import DENSIFY_M, area_m2, equal_area_crs
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,11 @@ class RasterInfo:
     shape: tuple[int, int]
     transform: tuple[float, ...]
     crs_wkt: str
-    geographic: bool
     nodata: float | None
     is_float: bool
-    pixel_area_m2: float
-    pixel_size: float
-    metre_factor: float  # CRS linear unit in metres (1 when geographic: lengths come from LAEA)
+    pixel_size: float  # in CRS units
+    area_crs: str  # WKT of the equal-area CRS areas and perimeters are measured in
+    densify_px: float  # edges longer than this (pixels) are split before they are measured
     classes: ClassTable | None
     confidence: str | None = None  # probability raster on the same grid
     confidence_band: int = 1  # its band described "confidence" (else its last band)
@@ -102,23 +101,22 @@ def read_raster_info(
         if src.crs is None:
             raise CRSError("raster has no CRS; assign one (e.g. gdal_edit.py -a_srs)", path=path)
         band = 1 if confidence is None else _confidence_band(src, confidence)
-        geographic = bool(src.crs.is_geographic)
-        metre = 1.0 if geographic else float(src.crs.linear_units_factor[1])
-        return RasterInfo(
+        crs_wkt = src.crs.to_wkt()
+        info = RasterInfo(
             path=str(path),
             shape=(src.height, src.width),
             transform=tuple(src.transform)[:6],
-            crs_wkt=src.crs.to_wkt(),
-            geographic=geographic,
+            crs_wkt=crs_wkt,
             nodata=src.nodata,
             is_float=is_float,
-            pixel_area_m2=_pixel_area_m2(src, metre),
             pixel_size=math.sqrt(abs(src.transform.determinant)),
-            metre_factor=metre,
+            area_crs=equal_area_crs(crs_wkt, tuple(src.bounds), str(path)),
+            densify_px=math.inf,
             classes=table,
             confidence=None if confidence is None else str(confidence),
             confidence_band=band,
         )
+    return replace(info, densify_px=DENSIFY_M / math.sqrt(_pixel_area_m2(info)))
 
 
 def unique_rasters(infos: Sequence[RasterInfo]) -> list[RasterInfo]:
@@ -189,15 +187,10 @@ def _confidence_band(src: Any, confidence: str | Path) -> int:
     return named[0] if named else len(descriptions)
 
 
-def _pixel_area_m2(src: Any, metre: float) -> float:
-    """Area of one pixel in m²; at the raster centre, in an equal-area CRS, if geographic."""
-    if not src.crs.is_geographic:
-        return float(abs(src.transform.determinant)) * metre * metre
-    row, col = src.height // 2, src.width // 2
-    pixel = shapely.box(col, row, col + 1, row + 1)
-    (geom,) = to_crs(np.array([pixel], object), src.transform)
-    (projected,) = equal_area(np.array([geom], object), src.crs.to_wkt(), src.bounds)
-    return float(shapely.area(projected))
+def _pixel_area_m2(info: RasterInfo) -> float:
+    """Area of the raster's centre pixel in m²."""
+    row, col = info.shape[0] // 2, info.shape[1] // 2
+    return float(area_m2(np.array([shapely.box(col, row, col + 1, row + 1)], object), info)[0])
 
 
 def read_block(info: RasterInfo, window: Window) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:

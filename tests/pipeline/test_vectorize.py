@@ -117,16 +117,17 @@ def test_corner_touching_pieces_stay_apart(tmp_path: Path) -> None:
     assert sum(1 for c, _ in features(out) if c == 1) == 2
 
 
-def test_area_per_class_is_exact_and_geometries_valid(tmp_path: Path) -> None:
+def test_area_per_class_adds_up_and_geometries_valid(tmp_path: Path) -> None:
     data = blobs((120, 90), 5, seed=7)
     out = run(write_classmap(tmp_path / "b.tif", data), tmp_path / "b.gpkg", block_size=32)
     table = pyogrio.read_dataframe(out, layer="polygons")
     assert shapely.is_valid(np.asarray(table.geometry.values)).all()
     for class_id, pixels in zip(*np.unique(data, return_counts=True), strict=True):
         rows = table[table.class_id == class_id]
-        assert rows.area_m2.sum() == pixels * PIXEL_AREA  # exact: integer pixels x 0.25
         union = shapely.union_all(np.asarray(rows.geometry.values))
-        assert union.area == pytest.approx(pixels * PIXEL_AREA, rel=1e-12)
+        assert union.area == pytest.approx(pixels * PIXEL_AREA, rel=1e-12)  # exact in the CRS
+        # on the central meridian of UTM 33N a 0.25 m² pixel covers 0.25 / 0.9996² m² of ground
+        assert rows.area_m2.sum() == pytest.approx(pixels * PIXEL_AREA / 0.9996**2, rel=1e-6)
 
 
 def test_remove_collinear_keeps_corners() -> None:
@@ -478,23 +479,79 @@ def test_class_names_from_raster_tag(tmp_path: Path) -> None:
     assert set(pyogrio.read_dataframe(out, layer="polygons").class_name) == {"soil", "tree"}
 
 
-def test_geographic_raster_area_in_square_metres(tmp_path: Path) -> None:
-    import rasterio
-    from pyproj import Geod
+def write_georaster(path: Path, data: np.ndarray, crs: str, lon: float, lat: float, pixel: float):
+    """A class map in ``crs`` whose upper-left corner lies at ``(lon, lat)``."""
+    from pyproj import Transformer
     from rasterio.transform import from_origin
 
-    path = tmp_path / "geo.tif"
-    data = rings((40, 40))
-    profile = {"driver": "GTiff", "height": 40, "width": 40, "count": 1, "dtype": "uint8",
-               "crs": "EPSG:4326", "transform": from_origin(15.0, 48.0, 1e-4, 1e-4)}  # fmt: skip
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    rows, cols = data.shape
+    profile = {"driver": "GTiff", "height": rows, "width": cols, "count": 1, "dtype": "uint8",
+               "crs": crs, "transform": from_origin(x, y, pixel, pixel)}  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
-    out = run(path, tmp_path / "geo.gpkg", block_size=16)
+    return path
+
+
+def geodesic_reference(geoms: np.ndarray, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """Area and perimeter (every ring) on the CRS's ellipsoid, of geometries densified in it."""
+    from pyproj import CRS, Geod, Transformer
+
+    source = CRS.from_user_input(crs)
+    geod = Geod(a=source.ellipsoid.semi_major_metre, rf=source.ellipsoid.inverse_flattening)
+    to_lonlat = Transformer.from_crs(source, source.geodetic_crs, always_xy=True)
+    step = 1e-6 if source.is_geographic else 0.1  # about 10 cm either way
+    areas, perimeters = [], []
+    for geom in geoms:
+        dense = shapely.segmentize(geom, step)
+        lonlat = shapely.transform(dense, lambda xy: np.column_stack(to_lonlat.transform(*xy.T)))
+        areas.append(abs(geod.geometry_area_perimeter(lonlat)[0]))
+        rings = [lonlat.exterior, *lonlat.interiors]
+        perimeters.append(sum(geod.line_length(*np.asarray(r.coords).T) for r in rings))
+    return np.array(areas), np.array(perimeters)
+
+
+@pytest.mark.parametrize(
+    ("crs", "lon", "lat", "pixel"),
+    [
+        ("EPSG:3857", 7.0, 51.0, 1.0),  # planar areas here are 2.5 times the true ones
+        ("EPSG:4326", 15.0, 48.0, 1e-5),
+        ("EPSG:32632", 6.0, 51.0, 1.0),  # 3 degrees off the zone's central meridian
+    ],
+)
+def test_area_and_perimeter_are_geodesic_in_any_crs(
+    tmp_path: Path, crs: str, lon: float, lat: float, pixel: float
+) -> None:
+    data = rings((60, 80))  # squares with holes, over several blocks, and a checkerboard
+    data[40:, 50:] = blobs((20, 30), 3, seed=2)
+    out = run(write_georaster(tmp_path / "m.tif", data, crs, lon, lat, pixel), tmp_path / "m.gpkg",
+              block_size=16)  # fmt: skip
     table = pyogrio.read_dataframe(out, layer="polygons")
-    geod = Geod(ellps="WGS84")
-    for geom, area in zip(table.geometry.values, table.area_m2, strict=True):
-        dense = shapely.segmentize(geom, 1e-4)
-        assert area == pytest.approx(abs(geod.geometry_area_perimeter(dense)[0]), rel=1e-3)
+    area, perimeter = geodesic_reference(np.asarray(table.geometry.values), crs)
+    assert (shapely.get_num_interior_rings(np.asarray(table.geometry.values)) > 0).any()
+    np.testing.assert_allclose(table.area_m2, area, rtol=1e-5)  # far inside 0.5 %
+    np.testing.assert_allclose(table.perimeter_m, perimeter, rtol=1e-5)
+
+
+def test_min_area_and_fill_holes_are_true_square_metres(tmp_path: Path) -> None:
+    # 1 m pixels of EPSG:3857 at 51 N cover 0.396 m² of ground: a 10 x 10 px square is
+    # 100 m² in the CRS but 39.6 m², a 4 x 4 px hole 16 m² but 6.3 m²
+    data = np.zeros((40, 40), np.uint8)
+    data[5:15, 5:15] = 1
+    data[20:35, 20:35] = 2
+    data[25:29, 25:29] = 0  # a hole in the class-2 square
+    raster = write_georaster(tmp_path / "m.tif", data, "EPSG:3857", 7.0, 51.0, 1.0)
+    table = pyogrio.read_dataframe(run(raster, tmp_path / "all.gpkg"), layer="polygons")
+    square = table[table.class_id == 1].area_m2.iloc[0]
+    assert square == pytest.approx(100 * np.cos(np.radians(51.0)) ** 2, rel=2e-3)
+    kept = pyogrio.read_dataframe(run(raster, tmp_path / "k.gpkg", min_area=50.0), layer="polygons")
+    assert 1 not in set(kept.class_id) and 2 in set(kept.class_id)  # 39.6 m² < 50 m²
+    filled = pyogrio.read_dataframe(
+        run(raster, tmp_path / "f.gpkg", fill_holes=10.0), layer="polygons"
+    )
+    ring = filled[filled.class_id == 2].geometry.iloc[0]
+    assert shapely.get_num_interior_rings(ring) == 0  # the 6.3 m² hole was under 10 m²
+    assert len(filled) == len(table) - 1  # what lay inside it is absorbed
 
 
 # --------------------------------------------------------------------------- integrity
