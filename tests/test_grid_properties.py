@@ -13,12 +13,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.executor import InProcessExecutor
 from pipeline.grid import plan_blocks, plan_tiles
-from pipeline.prediction.blocks import accumulate_block, class_map, finish_block
-from pipeline.prediction.graph import Slot, block_graph, last_uses
+from pipeline.prediction.blocks import (
+    accumulate_block,
+    below_spill,
+    class_map,
+    finish_block,
+    right_spill,
+)
+from pipeline.prediction.graph import Slot, block_graph, run_in_order
 from pipeline.prediction.plan import PredictionPlan
-from pipeline.prediction.tasks import below_spill, right_spill
 
 CLASSES = 4
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,8 +61,8 @@ def grids(draw, largest):
 
 
 def run_graph(image, grid):
-    """Run the block graph in order, dropping results after their last use, as the driver
-    does; the file tasks are replaced by in-memory ones over ``image``."""
+    """Run the block graph in order (results dropped after their last use); the file
+    tasks are replaced by in-memory ones over ``image`` and the stand-in."""
     plan = PredictionPlan.build(image.shape[1:], grid["tile"], grid["overlap"], grid["block"])
     probs = np.zeros((CLASSES, *plan.shape), np.float32)
     classes = np.zeros(plan.shape, np.uint8)
@@ -83,16 +87,16 @@ def run_graph(image, grid):
 
     tasks = {"start": lambda _: None, "read": read, "infer": infer, "right": right_spill,
              "below": below_spill, "write": write}  # fmt: skip
-    nodes = block_graph(plan.rows.count, plan.cols.count)
-    last, live, executor, written = last_uses(nodes), {}, InProcessExecutor(), 0
-    for position, node in enumerate(nodes):
-        args = [None if a is None else grid if a is Slot.JOB else node.block if a is Slot.BLOCK
-                else live[a] for a in node.args]  # fmt: skip
-        handle = executor.submit(tasks[node.kind], *args, key=str(node.id))
-        written += node.kind == "write" and handle.result()
-        live[node.id] = handle
-        live = {k: v for k, v in live.items() if last.get(k, -1) > position}
-    assert written == len(plan.blocks) and not live  # every block once, nothing held at the end
+    writes = []
+
+    def call(node, args):
+        args = [grid if a is Slot.JOB else node.block if a is Slot.BLOCK else a for a in args]
+        result = tasks[node.kind](*args)
+        writes.extend([node.block] if node.kind == "write" else [])
+        return result
+
+    run_in_order(block_graph(plan.rows.count, plan.cols.count), call)
+    assert sorted(writes) == sorted(plan.blocks)  # every block written once
     return classes, probs
 
 

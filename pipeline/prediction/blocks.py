@@ -55,6 +55,19 @@ class BlockParts:
     diagonal: Accumulator | None
 
 
+Spill = tuple[Accumulator | None, Accumulator | None]  # below, diagonally below-right
+
+
+def right_spill(parts: BlockParts) -> Accumulator | None:
+    """A block's spill into its right neighbour."""
+    return parts.right
+
+
+def below_spill(parts: BlockParts) -> Spill:
+    """A block's spill into the next block row: below and diagonally below-right."""
+    return parts.down, parts.diagonal
+
+
 def accumulate_block(
     plan: PredictionPlan,
     block: tuple[int, int],

@@ -25,14 +25,13 @@ from typing import Any
 from pipeline.executor import Executor, Handle
 from pipeline.files import remove_path
 from pipeline.locks import output_lock
+from pipeline.prediction.blocks import below_spill, right_spill
 from pipeline.prediction.graph import Node, NodeId, NodeKind, Slot, block_graph, last_uses
 from pipeline.prediction.job import FileJob, check_distinct_outputs, needs_work
 from pipeline.prediction.tasks import (
     assemble_file,
-    below_spill,
     infer_block,
     read_block,
-    right_spill,
     start_file,
     write_block_interior,
 )

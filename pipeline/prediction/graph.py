@@ -17,9 +17,10 @@ raster width, never on raster height.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 NodeKind = Literal["start", "read", "infer", "right", "below", "write"]
 NodeId = tuple[NodeKind, int, int]
@@ -83,3 +84,22 @@ def last_uses(nodes: list[Node]) -> dict[NodeId, int]:
         for dep in node.deps:
             last[dep] = position
     return last
+
+
+def run_in_order(nodes: list[Node], call: Callable[[Node, list[Any]], Any]) -> None:
+    """Run ``nodes`` one after another in this process, as a driver does on one thread.
+
+    ``call(node, args)`` runs a node; ``args`` holds the results of the nodes it
+    needs in their places and :class:`Slot` markers and ``None`` as they are. Each
+    result is dropped once the last node that needs it has run.
+    """
+    last = last_uses(nodes)
+    live: dict[NodeId, Any] = {}
+    for position, node in enumerate(nodes):
+        args = [live[arg] if isinstance(arg, tuple) else arg for arg in node.args]
+        result = call(node, args)
+        if node.id in last:
+            live[node.id] = result
+        for dep in node.deps:
+            if last[dep] == position:
+                del live[dep]

@@ -179,12 +179,20 @@ def _build_predictor(
     """:func:`batch_predictor` without the lock (cached per settings)."""
     import torch
 
-    from pipeline.model.inference import inference_network
-
     if threads is not None:
         torch.set_num_threads(threads)
-
     artifact = cached_model(reference, tracking_uri, weights)
+    return predictor_for(artifact, device, precision, tta, reference)
+
+
+def predictor_for(
+    artifact: ModelArtifact, device: str, precision: str, tta: str, reference: str = "model"
+) -> BatchPredictor:
+    """A batch predictor of ``artifact`` (not cached; ``reference`` names it in errors)."""
+    import torch
+
+    from pipeline.model.inference import inference_network
+
     device = resolve_device(device)
     model: Any = inference_network(artifact.build_model(device), device)
     if precision == "int8":

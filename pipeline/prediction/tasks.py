@@ -20,6 +20,7 @@ from pipeline.prediction.blocks import (
     Accumulator,
     BatchPredictor,
     BlockParts,
+    Spill,
     accumulate_block,
     class_map,
     finish_block,
@@ -30,7 +31,6 @@ from pipeline.prediction.inputs import read_normalized
 from pipeline.prediction.job import FileJob
 from pipeline.prediction.outputs import assemble, create_scratch, write_block
 
-Spill = tuple[Accumulator | None, Accumulator | None]  # below, diagonally below-right
 Pixels = tuple[NDArray[np.float32], NDArray[np.bool_]]  # normalized image, valid mask
 
 
@@ -90,16 +90,6 @@ def job_predictor(job: FileJob) -> BatchPredictor:
         job.tracking_uri,
         job.weights,
     )
-
-
-def right_spill(parts: BlockParts) -> Accumulator | None:
-    """A block's spill into its right neighbour."""
-    return parts.right
-
-
-def below_spill(parts: BlockParts) -> Spill:
-    """A block's spill into the next block row: below and diagonally below-right."""
-    return parts.down, parts.diagonal
 
 
 def write_block_interior(

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.artifact import load_artifact
 from pipeline.errors import ModelInputError
-from pipeline.pyfunc import TerrasegPyfunc, predict_array, signature_for
+from pipeline.prediction.arrays import predict_array as predict_image
+from pipeline.pyfunc import PYFUNC_CONFIG, TerrasegPyfunc, predict_array, signature_for
 from tests.mlflow_helpers import reference_softmax, sample_images, tiny_artifact
 
 
@@ -21,33 +22,37 @@ def wrapper(tmp_path_factory: pytest.TempPathFactory) -> TerrasegPyfunc:
 
 
 def test_batch_and_single_images_of_any_dtype(wrapper: TerrasegPyfunc) -> None:
-    images = sample_images(count=2, size=48)
-    expected = reference_softmax(wrapper.model, images)
+    images = sample_images(count=2, size=64)  # one tile each: the model's own softmax
+    model = wrapper.artifact.build_model()
+    expected = reference_softmax(model, images)
     out = wrapper.predict(None, images)
-    assert out["class_map"].shape == (2, 48, 48) and out["class_map"].dtype == np.uint8
+    assert out["class_map"].shape == (2, 64, 64) and out["class_map"].dtype == np.uint8
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
     single = wrapper.predict(None, images[1].astype(np.float64))
-    assert single["probabilities"].shape == (5, 48, 48)
+    assert single["probabilities"].shape == (5, 64, 64)
     np.testing.assert_allclose(single["probabilities"], expected[1], atol=1e-5)
     np.testing.assert_array_equal(
         wrapper.predict(None, images[0].astype(np.uint16))["class_map"], out["class_map"][0]
     )
 
 
-def test_large_images_are_tiled(wrapper: TerrasegPyfunc) -> None:
-    image = sample_images(count=1, size=100)[0, :, :, :90]  # 100 x 90 > one 64 px tile
+def test_any_size_is_predicted_as_terraseg_predict_does(wrapper: TerrasegPyfunc) -> None:
+    image = sample_images(count=1, size=100)[0, :, :, :90]  # 100 x 90: several 64 px tiles
     out = wrapper.predict(None, image)
     assert out["class_map"].shape == (100, 90)
+    expected = predict_image(wrapper.artifact, image, config=PYFUNC_CONFIG)
+    np.testing.assert_array_equal(out["probabilities"], expected.probabilities)
+    np.testing.assert_array_equal(out["class_map"], expected.classes)
     np.testing.assert_allclose(out["probabilities"].sum(axis=0), 1.0, atol=1e-5)
-    whole = wrapper.predict(None, image, params={"tile_size": 128})
-    assert (whole["class_map"] == out["class_map"]).mean() > 0.5  # same model, other context
 
 
 def test_wrong_bands_or_dtype_are_refused(wrapper: TerrasegPyfunc) -> None:
     with pytest.raises(ModelInputError, match=r"\(4, rows, cols\).*red, green, blue, nir"):
-        predict_array(wrapper.model, wrapper.artifact, np.zeros((3, 8, 8)), 64)
+        predict_array(wrapper.artifact, np.zeros((3, 8, 8)))
     with pytest.raises(ModelInputError, match="numeric"):
-        predict_array(wrapper.model, wrapper.artifact, np.zeros((4, 8, 8), dtype="U1"), 64)
+        predict_array(wrapper.artifact, np.zeros((4, 8, 8), dtype="U1"))
+    with pytest.raises(ModelInputError, match=r"got shape \(8, 8\)"):
+        predict_array(wrapper.artifact, np.zeros((8, 8)))
 
 
 def test_signature_describes_input_and_outputs(tmp_path: Path) -> None:
@@ -56,4 +61,4 @@ def test_signature_describes_input_and_outputs(tmp_path: Path) -> None:
     (inputs,) = signature.inputs.inputs
     assert inputs.type == np.dtype("uint8") and inputs.shape == (-1, 4, -1, -1)
     assert signature.outputs.input_names() == ["class_map", "probabilities"]
-    assert signature.params.params[0].name == "tile_size"
+    assert signature.params is None
