@@ -10,6 +10,7 @@ from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.plots import plot_curves
 from pipeline.training.state import RunContext, RunState
+from pipeline.training.uncertainty import report_uncertainty
 
 
 def finish(run: RunContext, state: RunState) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
     Returns:
         The summary, also written to ``OUT/summary.json`` (strict JSON, a metric
         that is not a number is null): best epoch, best
-        validation mean IoU, per-class IoU, throughput, paths and the model URI.
+        validation mean IoU, per-class IoU, throughput, paths and the model URI,
+        and the validation's uncertainty (see :mod:`pipeline.training.uncertainty`).
     """
     out, history = run.out, state.history
     best = load_checkpoint(out / "checkpoints" / "best.pt")
@@ -59,5 +61,6 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         "checkpoints": str(out / "checkpoints"),
         "out": str(out),
     }
+    summary["val_uncertainty"] = report_uncertainty(run, state, artifact.build_model())
     write_json(out / "summary.json", summary)
     return summary

@@ -297,8 +297,10 @@ def test_tracker_receives_params_metrics_plots_and_model(store, tmp_path, monkey
         tmp_path / "run" / "model"
     ]
     assert tracker.params["data.store"] == str(store) and "statistics.nir.std" in tracker.params
-    assert [s for s, _ in tracker.steps] == [1, 2, 3, 4]
-    metrics = tracker.steps[-1][1]
+    epochs = [(s, m) for s, m in tracker.steps if "train/loss" in m]
+    assert [s for s, _ in epochs] == [1, 2, 3, 4]
+    assert tracker.steps[-1][0] == 4 and "best/val/mean_iou" in tracker.steps[-1][1]
+    metrics = epochs[-1][1]
     for key in ("train/loss", "train/lr", "train/images_per_s", "val/mean_iou",
                 "val/pixel_accuracy", "val/iou/background"):  # fmt: skip
         assert key in metrics
