@@ -12,28 +12,39 @@ options, exactly as on the command line, and the outputs it makes::
         outputs: [dataset.zarr]
 
 Relative paths resolve against the working folder (the workflow file's folder by
-default). After a step succeeds, a stamp in ``.terraseg-run/`` records a hash of
-its command, arguments, options, the size and modification time of the input
-files it names, and the stamps of the steps before it. A step whose outputs exist
-and whose stamp matches is skipped, so re-running an interrupted workflow resumes
-at the step that did not finish (which itself resumes where it can: tiling and
-prediction skip finished scenes and files, training resumes from its checkpoint).
+default). ``--set STEP.OPTION=VALUE`` changes a step's option for one run (the
+value is read as YAML: ``1``, ``true``, ``null``, ``[a, b]``; ``STEP.args=[...]``
+replaces the arguments).
+
+After a step succeeds, a stamp in ``.terraseg-run/`` records a hash of its command
+line (command, arguments, options: the step's settings), of every input file (the
+files that each path, folder, glob pattern or ``.txt`` list on the command line
+resolves to, with size and modification time; the step's own outputs and hidden
+files left out) and of the stamps of the steps before it. A step whose outputs
+exist and whose stamp matches is skipped; a raster added to an input folder makes
+the step stale. Re-running an interrupted workflow resumes at the step that did not
+finish, which itself resumes where it can: tiling and prediction skip finished
+scenes and files, and a training step (a command that takes ``--resume``)
+interrupted with the same stamp continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import Field
 
+from pipeline.errors import ConfigError
 from pipeline.files import write_json
 from pipeline.settings import StrictModel, build_config, load_yaml
 
@@ -78,10 +89,46 @@ def load_workflow(path: Path) -> Workflow:
     names = [step.name for step in workflow.steps]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(f"steps: duplicate step names: {', '.join(duplicates)}", path=path)
     return workflow
+
+
+def apply_overrides(workflow: Workflow, settings: Iterable[str]) -> Workflow:
+    """The workflow with ``STEP.OPTION=VALUE`` settings applied (``--set`` of ``terraseg run``).
+
+    Args:
+        workflow: The validated workflow.
+        settings: ``STEP.OPTION=VALUE`` strings; the value is read as YAML, so
+            ``null`` removes an option. ``STEP.args=[a, b]`` replaces the
+            arguments. An option matches the step's own spelling with dashes or
+            underscores (``tile-size`` or ``tile_size``).
+
+    Returns:
+        A new workflow; ``workflow`` is unchanged.
+
+    Raises:
+        ConfigError: A setting is malformed or names no step.
+    """
+    steps = {step.name: step.model_dump() for step in workflow.steps}
+    for setting in settings:
+        target, sep, text = setting.partition("=")
+        name, dot, key = target.partition(".")
+        if not (sep and dot and key):
+            raise ConfigError(f"--set {setting}: write STEP.OPTION=VALUE, e.g. train.epochs=1")
+        if name not in steps:
+            raise ConfigError(f"--set {setting}: no step {name!r}; steps: {', '.join(steps)}")
+        value = yaml.safe_load(text) if text else None
+        step = steps[name]
+        if key == "args":
+            values = value if isinstance(value, list) else [value]
+            step["args"] = [str(item) for item in values if item is not None]
+            continue
+        options = step["options"]
+        same = [k for k in options if k.replace("_", "-") == key.replace("_", "-")]
+        for known in same:
+            del options[known]
+        options[same[0] if same else key] = value
+    return Workflow(scheduler=workflow.scheduler, steps=[Step(**s) for s in steps.values()])
 
 
 def command_line(step: Step, scheduler: str | None, accepts_scheduler: bool) -> list[str]:
@@ -107,19 +154,66 @@ def command_line(step: Step, scheduler: str | None, accepts_scheduler: bool) -> 
 def stamp_of(step: Step, line: list[str], previous: str) -> str:
     """A hash of what a step does and reads, chained to the steps before it.
 
-    Files named on the command line count with their size and modification time,
-    except the step's own outputs (declared, or given with ``--out``).
+    Args:
+        step: The step.
+        line: Its command line (its settings).
+        previous: The stamp of the step before it (``""`` for the first).
+
+    Returns:
+        The SHA-256 of the command line, the declared outputs, every input file
+        (see :func:`input_files`) and ``previous``.
     """
-    made = {Path(p) for p in step.outputs}
-    made |= {Path(str(v)) for k, v in step.options.items() if k == "out" and v is not None}
-    inputs = []
-    for token in line:
-        path = Path(token)
-        if path not in made and path.is_file():
-            stat = path.stat()
-            inputs.append([token, stat.st_size, stat.st_mtime_ns])
-    text = json.dumps([line, step.outputs, inputs, previous])
+    text = json.dumps([line, step.outputs, input_files(step, line), previous])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def outputs_of(step: Step) -> list[Path]:
+    """What a step makes: its declared outputs and its ``--out``."""
+    made = [Path(p) for p in step.outputs]
+    out = step.options.get("out")
+    return made + ([Path(str(out))] if out is not None else [])
+
+
+def input_files(step: Step, line: list[str]) -> list[list[Any]]:
+    """Every file a step's command line names, as ``[path, size, mtime_ns]``, sorted.
+
+    Each token is taken as a path: a file (a ``.txt`` file also brings the paths it
+    lists), a folder (every file beneath it), or a glob pattern (what it matches).
+    Options, URIs, the step's own outputs and hidden files are left out.
+    """
+    made = [path.absolute() for path in outputs_of(step)]
+    found: dict[str, list[Any]] = {}
+    for token in line[1:]:
+        for path in _files_of(token):
+            absolute = path.absolute()
+            if any(absolute == m or absolute.is_relative_to(m) for m in made):
+                continue
+            stat = path.stat()
+            found[str(path)] = [str(path), stat.st_size, stat.st_mtime_ns]
+    return [found[key] for key in sorted(found)]
+
+
+def _files_of(token: str, depth: int = 0) -> list[Path]:
+    """The files that one command-line token stands for (none for options and URIs)."""
+    if token.startswith("-") or "://" in token or depth > 2:
+        return []
+    if glob.has_magic(token):
+        matches = sorted(glob.glob(token, recursive=True))
+        return [f for match in matches for f in _files_of(match, depth + 1)]
+    path = Path(token)
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    if not path.is_file():
+        return []
+    if path.suffix.lower() != ".txt":
+        return [path]
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    listed = [ln for ln in lines if ln and not ln.startswith("#")]
+    return [path, *(f for ln in listed for f in _files_of(ln, depth + 1))]
 
 
 @contextmanager
@@ -138,45 +232,103 @@ def run_workflow(
     workflow: Workflow,
     workdir: Path,
     execute: Callable[[list[str]], None],
-    accepts_scheduler: Callable[[str], bool],
+    accepts: Callable[[str, str], bool],
     *,
     only: list[str] | None = None,
 ) -> list[StepResult]:
     """Run the steps in order, skipping those whose outputs are current.
 
+    A step runs again when its stamp changed (settings, input files, an earlier
+    step) or it is in ``only``. A step that started with the same stamp and did
+    not finish, and whose command takes ``--resume``, continues: from its last
+    checkpoint when it wrote one, else from the start over what it left.
+
     Args:
         workflow: The validated workflow.
         workdir: Folder that relative paths resolve against.
         execute: Runs one command line (raises on failure).
-        accepts_scheduler: Whether a command takes ``--scheduler``.
+        accepts: Whether a command (first argument) takes an option (second,
+            the parameter name, e.g. ``scheduler``).
         only: Step names to run even when current (others run only when stale).
-    """
-    import time
 
+    Returns:
+        What happened to each step, in order.
+    """
     results = []
     previous = ""
     with working_directory(workdir):
-        stamps = Path(STAMPS)
-        stamps.mkdir(exist_ok=True)
+        Path(STAMPS).mkdir(exist_ok=True)
         for step in workflow.steps:
-            line = command_line(step, workflow.scheduler, accepts_scheduler(step.command))
+            line = command_line(step, workflow.scheduler, accepts(step.command, "scheduler"))
             stamp = stamp_of(step, line, previous)
-            stamp_file = stamps / f"{step.name}.json"
-            current = (
-                stamp_file.exists()
-                and json.loads(stamp_file.read_text()).get("stamp") == stamp
-                and all(Path(p).exists() for p in step.outputs)
-            )
+            record = _read_record(Path(STAMPS) / f"{step.name}.json")
+            current = record.get("stamp") == stamp and all(Path(p).exists() for p in step.outputs)
             if current and step.name not in (only or []):
                 logger.info("step %s is current, skipped", step.name)
                 results.append(StepResult(step.name, True, 0.0))
             else:
-                stamp_file.unlink(missing_ok=True)
-                logger.info("step %s: terraseg %s", step.name, " ".join(line))
-                start = time.perf_counter()
-                execute(line)
-                seconds = time.perf_counter() - start
-                write_json(stamp_file, {"stamp": stamp, "command": line, "seconds": seconds})
-                results.append(StepResult(step.name, False, seconds))
+                resume = record.get("started") == stamp and accepts(step.command, "resume")
+                run_line = resumed_line(step, line) if resume else line
+                result, stamp = _run_step(step, (line, run_line), (stamp, previous), execute)
+                results.append(result)
             previous = stamp
     return results
+
+
+def resumed_line(step: Step, line: list[str]) -> list[str]:
+    """The command line that continues an interrupted training step with the same stamp.
+
+    With a last checkpoint in the step's ``--out``: ``--resume`` (and no
+    ``--overwrite``). Without one, what the interrupted step left holds nothing
+    to continue from: it starts again with ``--overwrite``.
+    """
+    out = step.options.get("out")
+    if out is None:
+        return line
+    if (Path(str(out)) / "checkpoints" / "last.pt").is_file():
+        logger.info("step %s was interrupted: resuming from its last checkpoint", step.name)
+        return [token for token in line if token != "--overwrite"] + ["--resume"]
+    return line if "--overwrite" in line else [*line, "--overwrite"]
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A step's stamp file: ``{"stamp": ...}`` when it finished, ``{"started": ...}`` while not."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _run_step(
+    step: Step,
+    lines: tuple[list[str], list[str]],
+    stamps: tuple[str, str],
+    execute: Callable[[list[str]], None],
+) -> tuple[StepResult, str]:
+    """Run one step; its stamp file says ``started`` until it succeeds.
+
+    Args:
+        step: The step.
+        lines: Its command line as the workflow gives it, and the one to run
+            (with ``--resume`` when it continues an interrupted run).
+        stamps: Its stamp before it runs, and the stamp of the step before it.
+        execute: Runs one command line (raises on failure).
+
+    Returns:
+        What happened, and the step's stamp taken after it ran: the files it
+        left in a folder it names (a folder it wrote into) count, so that an
+        unchanged re-run finds the step current.
+    """
+    import time
+
+    (line, run_line), (stamp, previous) = lines, stamps
+    stamp_file = Path(STAMPS) / f"{step.name}.json"
+    write_json(stamp_file, {"started": stamp, "command": run_line})
+    logger.info("step %s: terraseg %s", step.name, " ".join(run_line))
+    start = time.perf_counter()
+    execute(run_line)
+    seconds = time.perf_counter() - start
+    done = stamp_of(step, line, previous)
+    write_json(stamp_file, {"stamp": done, "command": run_line, "seconds": seconds})
+    return StepResult(step.name, False, seconds), done

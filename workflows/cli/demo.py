@@ -36,6 +36,6 @@ def demo(ctx: click.Context, /, out: Path, force: tuple[str, ...]) -> None:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     workflow = demo_workflow(f"sqlite:///{out / 'mlflow.db'}")
-    execute, accepts_scheduler = step_runner(ctx)
-    run_workflow(workflow, out, execute, accepts_scheduler, only=list(force))
+    execute, accepts = step_runner(ctx)
+    run_workflow(workflow, out, execute, accepts, only=list(force))
     click.echo(report(out, quicklooks(out)))

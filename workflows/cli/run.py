@@ -22,6 +22,14 @@ from workflows.cli.options import scheduler_opt
 @click.option(
     "--force", "force", multiple=True, metavar="STEP", help="Run this step even when current."
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="STEP.OPTION=VALUE",
+    help="Set an option of a step for this run (VALUE read as YAML; STEP.args=[...] "
+    "replaces its arguments), e.g. --set train.epochs=1.",
+)
 @scheduler_opt
 @click.pass_context
 def run(
@@ -30,20 +38,22 @@ def run(
     workflow_file: Path,
     workdir: Path | None,
     force: tuple[str, ...],
+    settings: tuple[str, ...],
     scheduler: str | None,
 ) -> None:
     """Run the steps of WORKFLOW_FILE in order, skipping steps whose outputs are current.
 
-    Re-running an interrupted workflow resumes at the step that did not finish.
+    Re-running an interrupted workflow resumes at the step that did not finish; a
+    training step interrupted with unchanged settings continues from its last checkpoint.
     """
-    from workflows.run_workflow import load_workflow, run_workflow
+    from workflows.run_workflow import apply_overrides, load_workflow, run_workflow
 
-    workflow = load_workflow(workflow_file)
+    workflow = apply_overrides(load_workflow(workflow_file), settings)
     if scheduler:
         workflow = workflow.model_copy(update={"scheduler": scheduler})
     folder = (workdir or workflow_file.parent).resolve()
-    execute, accepts_scheduler = step_runner(ctx)
-    results = run_workflow(workflow, folder, execute, accepts_scheduler, only=list(force))
+    execute, accepts = step_runner(ctx)
+    results = run_workflow(workflow, folder, execute, accepts, only=list(force))
     for result in results:
         click.echo(
             json.dumps(
@@ -56,12 +66,14 @@ def run(
         )
 
 
-def step_runner(ctx: click.Context) -> tuple[Callable[[list[str]], None], Callable[[str], bool]]:
+def step_runner(
+    ctx: click.Context,
+) -> tuple[Callable[[list[str]], None], Callable[[str, str], bool]]:
     """Run workflow steps as terraseg commands in this process, with this run's verbosity.
 
     Returns:
         A function running one command line (raising when it fails) and one telling
-        whether a command takes ``--scheduler``.
+        whether a command takes an option (by parameter name, e.g. ``scheduler``).
     """
     from pipeline.errors import TerrasegError
 
@@ -76,8 +88,8 @@ def step_runner(ctx: click.Context) -> tuple[Callable[[list[str]], None], Callab
         if isinstance(code, int) and code != 0:  # the command has printed its error
             raise TerrasegError(f"step `terraseg {' '.join(line)}` failed; fix it and run again")
 
-    def accepts_scheduler(name: str) -> bool:
+    def accepts(name: str, option: str) -> bool:
         command = group.get_command(root, name)
-        return command is not None and any(p.name == "scheduler" for p in command.params)
+        return command is not None and any(p.name == option for p in command.params)
 
-    return execute, accepts_scheduler
+    return execute, accepts

@@ -54,8 +54,38 @@ class BlockBars:
         self.close()
 
 
+def raster_pairs(
+    rasters: tuple[str, ...], confidences: tuple[str, ...]
+) -> list[tuple[Path, Path | None]]:
+    """Class rasters with their probability rasters, from files, folders, globs or lists.
+
+    Each argument is expanded on its own (folders and globs in name order), so the
+    n-th probability raster goes with the n-th class raster.
+
+    Returns:
+        ``(class raster, probability raster or None)`` pairs, absolute paths:
+        Dask workers do not share this process's working directory.
+
+    Raises:
+        click.UsageError: ``--confidence`` names another number of rasters.
+        InputError: An argument matches no file.
+    """
+    from pipeline.rasters import expand_inputs
+
+    paths = [p for item in rasters for p in expand_inputs([item], what="class raster")]
+    probs = [p for item in confidences for p in expand_inputs([item], what="probability raster")]
+    if not probs:
+        return [(path, None) for path in paths]
+    if len(probs) != len(paths):
+        raise click.UsageError(
+            f"--confidence names {len(probs)} rasters for {len(paths)} class rasters; "
+            "give one per raster, in the same order"
+        )
+    return list(zip(paths, probs, strict=True))
+
+
 @click.command(short_help="Polygonize class maps into one GeoPackage.")
-@click.argument("rasters", nargs=-1, required=True, type=raster_path)
+@click.argument("rasters", nargs=-1, required=True)
 @click.option(
     "-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
     help="GeoPackage to write.",
@@ -74,9 +104,10 @@ class BlockBars:
 @click.option("--drop-background", is_flag=True, default=None, help="Leave out background.")
 @click.option("--background-id", type=click.IntRange(0, 254), help="Id of the background class.")
 @click.option(
-    "--confidence", "confidences", multiple=True, type=raster_path, metavar="PROB.tif",
-    help="Probability raster on the same grid (once per input, in order): mean of its "
-    "'confidence' band (else its last band) per polygon.",
+    "--confidence", "confidences", multiple=True, metavar="PROB.tif",
+    help="Probability raster on the same grid (one per input raster, in order; files, "
+    "folders, globs or lists like RASTERS): mean of its 'confidence' band (else its last "
+    "band) per polygon.",
 )  # fmt: skip
 @click.option("--block-size", type=click.IntRange(min=16), help="Block size in pixels.")
 @config_opt
@@ -86,7 +117,7 @@ class BlockBars:
 @click.pass_context
 def vectorize(
     ctx: click.Context,
-    rasters: tuple[Path, ...],
+    rasters: tuple[str, ...],
     out: Path,
     classes: Path | None,
     min_area: float | None,
@@ -95,7 +126,7 @@ def vectorize(
     layer_per_class: bool | None,
     drop_background: bool | None,
     background_id: int | None,
-    confidences: tuple[Path, ...],
+    confidences: tuple[str, ...],
     block_size: int | None,
     config_path: Path | None,
     scheduler: str | None,
@@ -103,6 +134,9 @@ def vectorize(
     overwrite: bool,
 ) -> None:
     """Polygonize class-map RASTERS into one GeoPackage with class, area and source.
+
+    RASTERS are files, folders (their rasters), glob patterns (quoted, expanded here)
+    or .txt files listing paths, as for predict.
 
     Blocks run as Dask tasks; polygons cut by block lines are merged, so the result
     equals one pass over the whole raster. A raster given twice is vectorized once;
@@ -115,25 +149,17 @@ def vectorize(
     from workflows.cluster import dask_client
     from workflows.executor import DaskExecutor
 
-    if confidences and len(confidences) != len(rasters):
-        raise click.UsageError(
-            f"--confidence given {len(confidences)} times for {len(rasters)} rasters; "
-            "give one per raster, in the same order"
-        )
+    pairs = raster_pairs(rasters, confidences)
     overrides = {
         "block_size": block_size, "min_area": min_area, "simplify": simplify,
         "fill_holes": fill_holes, "layer_per_class": layer_per_class,
         "drop_background": drop_background, "background_id": background_id,
     }  # fmt: skip
-    # workers do not share this process's working directory
-    rasters = tuple(path.resolve() for path in rasters)
-    confidences = tuple(path.resolve() for path in confidences)
     out = out.resolve()
     check_output(out, overwrite=overwrite)  # before a cluster starts
     config = resolve_config(VectorizeConfig, config_path, overrides)
     table = read_classes(classes) if classes else None
-    probs: list[Path | None] = list(confidences) or [None] * len(rasters)
-    infos = [read_raster_info(r, table, p) for r, p in zip(rasters, probs, strict=True)]
+    infos = [read_raster_info(raster, table, prob) for raster, prob in pairs]
     with dask_client(scheduler, workers=workers) as client, BlockBars(show_progress(ctx)) as bars:
         summary = vectorize_rasters(
             infos, out, config, DaskExecutor(client), overwrite=overwrite, progress=bars
