@@ -14,6 +14,7 @@ the cell grid, as map sheets would cut hand-digitized labels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -382,6 +383,19 @@ class CellGenerator:
             placed.append(building)
             footprints.append(shape)
 
+        self._along_roads(rng, area, try_place)
+        farms = rng.poisson(area.area / 1e6 * 12)
+        for _ in range(farms):
+            x0, y0, x1, y1 = area.bounds
+            centre = (rng.uniform(x0, x1), rng.uniform(y0, y1))
+            if urban_density(self.spec, np.array([centre[0]]), np.array([centre[1]]))[0] < 0.3:
+                try_place(_building_at(rng, centre, rng.uniform(0, math.pi), large=True))
+        return placed
+
+    def _along_roads(
+        self, rng: np.random.Generator, area: Polygon, try_place: Callable[[Building], None]
+    ) -> None:
+        """Offer buildings along every road but tracks crossing ``area``, in road order."""
         for index in self.layout.road_tree.query(area):
             road = self.layout.roads[index]
             if road.kind == "track":
@@ -392,13 +406,6 @@ class CellGenerator:
                     continue
                 for position in np.arange(rng.uniform(0, 10), line.length, rng.uniform(14, 26)):
                     self._place_along(rng, line, float(position), road.width, try_place)
-        farms = rng.poisson(area.area / 1e6 * 12)
-        for _ in range(farms):
-            x0, y0, x1, y1 = area.bounds
-            centre = (rng.uniform(x0, x1), rng.uniform(y0, y1))
-            if urban_density(self.spec, np.array([centre[0]]), np.array([centre[1]]))[0] < 0.3:
-                try_place(_building_at(rng, centre, rng.uniform(0, math.pi), large=True))
-        return placed
 
     def _place_along(
         self,
