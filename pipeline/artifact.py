@@ -2,7 +2,8 @@
 
 A folder holds ``terraseg_model.json`` (architecture config, band names and
 order, normalization statistics, classes with names and colours, tile size, and
-free-form metadata such as the training run and its metrics) and ``weights.pt``
+free-form metadata such as the training run and its metrics; ``class_index`` maps
+each class id to its output, see :mod:`pipeline.classes`) and ``weights.pt``
 (the model's state dict, loadable with ``torch.load(weights_only=True)``), and,
 for models that can run in int8, ``int8_calibration.pt`` (the backbone's
 activation ranges, see :mod:`pipeline.model.quantization`). Nothing else is
@@ -77,6 +78,7 @@ class ModelArtifact:
             "band_names": self.band_names,
             "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
             **self.classes.to_dict(),
+            "class_index": self.classes.class_index(),
             "tile_size": self.tile_size,
             "input_dtype": self.input_dtype,
             "metadata": self.metadata,
@@ -151,7 +153,7 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
             model_config=dict(manifest["model_config"]),
             band_names=list(manifest["band_names"]),
             normalization=Normalization(**manifest["normalization"]),
-            classes=ClassTable.model_validate({"classes": manifest["classes"]}),
+            classes=ClassTable.from_mapping(manifest),
             tile_size=int(manifest["tile_size"]),
             state_dict=weights,
             input_dtype=manifest.get("input_dtype", "uint8"),
@@ -162,7 +164,7 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
         missing = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise InputError(f"model description is incomplete or invalid: {missing}",
                          path=manifest_path) from None  # fmt: skip
-    _check_consistent(artifact, manifest_path)
+    _check_consistent(artifact, manifest.get("class_index"), manifest_path)
     return artifact
 
 
@@ -195,8 +197,18 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_consistent(artifact: ModelArtifact, manifest: Path) -> None:
-    """The description, the classes and the weights must agree."""
+def _check_consistent(artifact: ModelArtifact, class_index: Any, manifest: Path) -> None:
+    """The description, the classes and the weights must agree.
+
+    A description without ``class_index`` (written before class ids were mapped to
+    outputs) has outputs in id order, which for its ids 0..N-1 is each id's own.
+    """
+    if class_index is not None and class_index != artifact.classes.class_index():
+        raise InputError(
+            f"class_index {class_index} does not give the classes in id order "
+            f"({artifact.classes.class_index()})",
+            path=manifest,
+        )
     configured = artifact.model_config.get("num_classes")
     if configured is not None and configured != artifact.classes.num_classes:
         raise InputError(

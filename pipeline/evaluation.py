@@ -4,6 +4,8 @@ Truth is either label rasters (matched to predictions by name, warped onto the
 prediction's grid by nearest neighbour when grids differ) or vector labels
 (reprojected and rasterized on the prediction's grid, block by block). Pixels
 that are nodata in the prediction or ignored in the truth count for nothing.
+Both hold class ids; the confusion matrix has one row and column per class, in
+id order (see :mod:`pipeline.classes`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class BlockJob:
     prediction: Path
     window: Window
     truth: RasterChunkLabels | Any  # VectorChunkLabels
-    num_classes: int
     classes: ClassTable
 
 
@@ -111,7 +112,11 @@ def plan_evaluation(
     """
     table = prediction_classes(predictions[0], classes)
     vector = truth.suffix.lower() in {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet"}
-    frame = read_vector_labels(truth, config.class_column, table)[0] if vector else None
+    frame = (
+        read_vector_labels(truth, config.class_column, table, config.labels_cover)[0]
+        if vector
+        else None
+    )
     rasters = (
         None if vector else match_label_rasters(_truth_names(predictions), _truth_files(truth))
     )
@@ -128,7 +133,7 @@ def plan_evaluation(
             else:
                 assert rasters is not None
                 source = RasterChunkLabels(str(rasters[_truth_key(prediction)]))
-            jobs.append(BlockJob(prediction, window, source, table.num_classes, table))
+            jobs.append(BlockJob(prediction, window, source, table))
     return jobs, table
 
 
@@ -147,7 +152,7 @@ def _truth_files(truth: Path) -> list[Path]:
 
 
 def evaluate_block(job: BlockJob) -> tuple[str, NDArray[np.int64]]:
-    """The confusion matrix of one block."""
+    """The confusion matrix of one block, rows and columns in class-id order."""
     src = shared_reader(job.prediction)
     pred = read_band(src, 1, job.window)
     truth = chunk_label(
@@ -158,7 +163,8 @@ def evaluate_block(job: BlockJob) -> tuple[str, NDArray[np.int64]]:
         shape=src.shape,
         classes=job.classes,
     )
-    return str(job.prediction), confusion_counts(pred, truth, job.num_classes)
+    lut = job.classes.index_lut()  # class ids -> rows and columns; ignored -> 255
+    return str(job.prediction), confusion_counts(lut[pred], lut[truth], job.classes.num_classes)
 
 
 def combine(results: list[tuple[str, NDArray[np.int64]]], classes: ClassTable) -> Evaluation:

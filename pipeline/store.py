@@ -2,12 +2,14 @@
 
 Layout::
 
-    dataset.zarr/                 root attrs: classes, tile_size, statistics, split, complete
+    dataset.zarr/                 root attrs: classes, ignore, class_index, tile_size,
+                                             statistics, split, complete
       scenes/<name>/              attrs: source identity, crs, transform, nodata, band names,
                                          tiles (the tile index of this scene), complete,
                                          run (id of the tiling run that wrote the scene)
         image   (bands, rows, cols) source dtype, chunked (bands, tile, tile)
-        label   (rows, cols) uint8, chunked (tile, tile); 255 = ignore
+        label   (rows, cols) uint8, chunked (tile, tile): model output indices
+                (``class_index`` maps class ids to them); 255 = ignore
         valid   (rows, cols) bool, chunked (tile, tile)
         histogram (bands, bins) int64 (integer imagery) | sample (bands, n) float64
 
@@ -25,6 +27,7 @@ from typing import Any
 import pandas as pd
 import zarr
 
+from pipeline.classes import ClassTable
 from pipeline.errors import InputError
 
 STORE_FORMAT = "terraseg-store/1"
@@ -54,6 +57,17 @@ def open_existing(path: str | Path) -> zarr.Group:
             "tiling did not finish; run `terraseg tile` again to complete it", path=path
         )
     return root
+
+
+def stored_class_index(attrs: dict[str, Any]) -> dict[str, int]:
+    """Class id (as text) -> the label value a store holds for it, from the root attributes.
+
+    Stores tiled before ids were mapped to model outputs have no ``class_index``:
+    their labels hold the ids themselves.
+    """
+    if "class_index" in attrs:
+        return {str(k): int(v) for k, v in attrs["class_index"].items()}
+    return {str(c["id"]): int(c["id"]) for c in attrs.get("classes", [])}
 
 
 def attributes(node: zarr.Group | zarr.Array[Any]) -> dict[str, Any]:
@@ -126,7 +140,7 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
     from pipeline.files import atomic_output
 
     root = open_existing(store)
-    classes = [c["name"] for c in attributes(root)["classes"]]
+    classes = ClassTable.from_mapping(attributes(root)).names  # class_counts are in id order
     frames = []
     for name in scene_names(root):
         attrs = attributes(scene_group(root, name))

@@ -21,6 +21,7 @@ from pipeline.prediction.blocks import (
     BatchPredictor,
     accumulate_block,
     below_spill,
+    class_ids_of,
     class_map,
     finish_block,
     right_spill,
@@ -33,7 +34,7 @@ from pipeline.prediction.plan import PredictionPlan
 
 @dataclass
 class ArrayPrediction:
-    """Classes (rows, cols) uint8, 255 where no pixel was valid, and probabilities."""
+    """Class ids (rows, cols) uint8, 255 where no pixel was valid, and probabilities."""
 
     classes: NDArray[np.uint8]
     probabilities: NDArray[np.float32]  # (classes, rows, cols), 0 where invalid
@@ -135,8 +136,8 @@ class _ArrayTasks:
         total = finish_block(
             parts.own, left, up[0] if up else None, up_left[1] if up_left else None
         )
-        classes, probs = class_map(total)
+        indices, probs = class_map(total)
         rows, cols = self.plan.interior(*block).slices()
-        self.result.classes[rows, cols] = classes
+        self.result.classes[rows, cols] = class_ids_of(indices, tuple(self.artifact.classes.ids))
         assert probs is not None
         self.result.probabilities[:, rows, cols] = probs

@@ -161,14 +161,15 @@ def finish_block(
 def class_map(
     total: Accumulator, probabilities: bool = True
 ) -> tuple[NDArray[np.uint8], F32 | None]:
-    """The class of highest probability, and the normalized probabilities when asked for.
+    """The output index of highest probability, and the normalized probabilities when asked for.
 
     Pixels no tile weighted (nodata) get class ``IGNORE_LABEL`` (255) and zero
     probabilities. A pixel's weight divides all its classes alike, so without
     probabilities the classes come from the weighted sums, skipping the division.
 
     Returns:
-        ``(classes (rows, cols) uint8, probabilities (classes, rows, cols) float32 or None)``.
+        ``(indices (rows, cols) uint8, probabilities (classes, rows, cols) float32 or None)``;
+        :func:`class_ids_of` turns the indices into class ids.
     """
     if not probabilities:
         return first_argmax(total.probs, total.weights), None
@@ -176,6 +177,18 @@ def class_map(
     divisor = np.maximum(total.weights, np.finfo(np.float32).tiny)
     probs = np.divide(total.probs, divisor)
     return first_argmax(probs, total.weights), probs
+
+
+def class_ids_of(indices: NDArray[np.uint8], class_ids: tuple[int, ...]) -> NDArray[np.uint8]:
+    """The class ids of model output indices (255, no class, stays 255).
+
+    Args:
+        indices: Output indices, e.g. from :func:`class_map`.
+        class_ids: The class id of each output, in output order.
+    """
+    lut = np.full(256, IGNORE_LABEL, np.uint8)
+    lut[: len(class_ids)] = class_ids
+    return lut[indices]
 
 
 ARGMAX_CHUNK = 1 << 17  # pixels per row chunk: its working arrays stay in the core's cache

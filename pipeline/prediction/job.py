@@ -37,6 +37,7 @@ class FileJob:
     config: PredictConfig
     tile: int
     num_classes: int
+    class_ids: tuple[int, ...]  # the class id of each model output, in output order
     tags: dict[str, str]
     weights: str  # content hash of the model weights: workers load the model by it
     run_id: str  # names this run's scratch store, lock and task keys
@@ -82,6 +83,7 @@ def plan_file(
         config=config,
         tile=tile,
         num_classes=artifact.classes.num_classes,
+        class_ids=tuple(artifact.classes.ids),
         tags=provenance_tags(model, artifact, raster, config, digest),
         weights=digest,
         run_id=run_id,

@@ -2,9 +2,10 @@
 
 Blocks write their interiors into a scratch store whose chunks are the block
 interiors, so concurrent writers never touch the same chunk. When every block
-is done, the class map (uint8, nodata 255, colour table, mode overviews; see
+is done, the class map (class ids, uint8, nodata 255, colour table, mode overviews; see
 :mod:`pipeline.prediction.class_cog`) and optionally the probabilities (one band
-per class plus a max-probability confidence band, average overviews, an internal
+per model output, in class-id order, plus a max-probability confidence band, average
+overviews, an internal
 mask for nodata; uint8 bands scaled by 1/255) are copied into COGs under
 temporary names and renamed. Each COG gets a QGIS style beside it
 (:mod:`pipeline.prediction.styles`), written the same way after it. Tags record
@@ -204,7 +205,7 @@ def assemble(
         paths.classes,
         lambda start, stop: classes[start:stop],
         profile,
-        classes=table.num_classes,
+        classes=table.id_limit,
         nodata=IGNORE_LABEL,
         colormap=table.colormap(),
         tags=all_tags,

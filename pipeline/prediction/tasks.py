@@ -22,6 +22,7 @@ from pipeline.prediction.blocks import (
     BlockParts,
     Spill,
     accumulate_block,
+    class_ids_of,
     class_map,
     finish_block,
 )
@@ -113,7 +114,8 @@ def write_block_interior(
         up_left: The upper-left neighbour's: this block takes its diagonal part.
     """
     total = finish_block(parts.own, left, up[0] if up else None, up_left[1] if up_left else None)
-    classes, probs = class_map(total, job.config.probabilities)
+    indices, probs = class_map(total, job.config.probabilities)
+    classes = class_ids_of(indices, job.class_ids)
     interior = job.plan.interior(*block)
     write_block(job.paths, block, interior, classes, probs, job.config.probability_dtype)
     return interior.height * interior.width

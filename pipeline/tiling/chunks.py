@@ -64,7 +64,9 @@ def tile_window(
 ) -> ChunkSummary:
     """Read one window of a raster, build its label, write both; summarize it.
 
-    Nodata pixels (nodata value, mask or alpha) get the ignore label. The summary
+    Label values are class ids; the store holds their model output indices
+    (:meth:`ClassTable.index_lut`), ignored values and nodata pixels (nodata value,
+    mask or alpha) the ignore label. The summary
     holds band statistics of valid pixels and, for every tile of the scene's tile
     plan that overlaps this window, the label counts and valid pixels of the overlap.
 
@@ -98,7 +100,7 @@ def tile_window(
     label = chunk_label(
         labels, window, transform=plan.affine, crs=src.crs, shape=plan.shape, classes=classes
     )
-    label = np.where(valid, label, np.uint8(IGNORE_LABEL)).astype(np.uint8)
+    label = np.where(valid, classes.index_lut()[label], np.uint8(IGNORE_LABEL)).astype(np.uint8)
     write_chunk(store, plan.name, window, image, label, valid)
     return ChunkSummary(
         BandSummary.of(image, valid),

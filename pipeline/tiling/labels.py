@@ -25,11 +25,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
 from pipeline.classes import IGNORE_LABEL, ClassTable, class_table, ensure_ids_known
-from pipeline.errors import CRSError, InputError
+from pipeline.errors import ConfigError, CRSError, InputError
 from pipeline.grid import Window
 from pipeline.rasters import RASTER_SUFFIXES, open_raster
 
 LabelsCover = Literal["complete", "partial"]
+UNDECLARED_HINT = "declare them in the classes file, as classes or under ignore"
 LABEL_RASTER_SUFFIXES = (
     "_labels",
     "_label",
@@ -73,7 +74,10 @@ ChunkLabels = VectorChunkLabels | RasterChunkLabels
 
 
 def read_vector_labels(
-    path: str | Path, class_column: str, classes: ClassTable | None
+    path: str | Path,
+    class_column: str,
+    classes: ClassTable | None,
+    cover: LabelsCover = "complete",
 ) -> tuple[gpd.GeoDataFrame, ClassTable]:
     """Read label polygons and resolve their class column to ids.
 
@@ -81,14 +85,18 @@ def read_vector_labels(
         path: A vector file GDAL reads (GeoPackage, GeoJSON, Shapefile...).
         class_column: Column holding class ids or class names.
         classes: The class table; required when the column holds names. Without
-            one, ids found in the file become classes ``class_<id>``.
+            one, ids found in the file become classes ``class_<id>`` (and, with
+            ``cover`` complete, id 0 ``background``).
+        cover: ``complete``: pixels outside the polygons are class 0, which the
+            table must then declare; ``partial``: they are ignored.
 
     Returns:
         The polygons with an integer ``class_id`` column, and the class table.
 
     Raises:
         InputError: Unreadable file, missing column (the message lists the
-            columns), or class values not in the table.
+            columns), or class names not in the table.
+        ConfigError: Class ids not in the table (the message names the column).
         CRSError: The file has no CRS.
     """
     try:
@@ -107,28 +115,49 @@ def read_vector_labels(
     values = frame[class_column]
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].copy()
     if pd.api.types.is_integer_dtype(values.dtype):
-        ids, classes = _ids_from_integers(frame[class_column], classes, path)
+        ids, classes = _ids_from_integers(frame[class_column], classes, path, cover)
     else:
         ids, classes = _ids_from_names(frame[class_column], classes, class_column, path)
+    check_background(classes, cover, path)
     frame["class_id"] = ids.astype(np.int32).to_numpy()
     return frame[["class_id", "geometry"]], classes
 
 
 def _ids_from_integers(
-    column: pd.Series[Any], classes: ClassTable | None, path: str | Path
+    column: pd.Series[Any], classes: ClassTable | None, path: str | Path, cover: LabelsCover
 ) -> tuple[pd.Series[Any], ClassTable]:
     """Class ids as given; without a class table, one of ``class_<id>`` for the ids found."""
     ids = column.astype(int)
     if classes is None:
-        found = sorted({0, *ids.unique().tolist()})
+        found = sorted({*([0] if cover == "complete" else []), *ids.unique().tolist()})
         classes = class_table(
             [
                 (i, "background" if i == 0 else f"class_{i}", PALETTE[i % len(PALETTE)])
                 for i in found
             ]
         )
-    ensure_ids_known(classes, ids.unique().tolist(), path=path)
+    ensure_ids_known(
+        classes,
+        ids.unique().tolist(),
+        path=path,
+        what=f"class column {column.name!r}: values",
+        hint=UNDECLARED_HINT,
+    )
     return ids, classes
+
+
+def check_background(classes: ClassTable, cover: LabelsCover, path: str | Path) -> None:
+    """With complete cover, pixels outside every polygon are id 0: the table must declare it.
+
+    Raises:
+        ConfigError: Id 0 is neither a class nor ignored.
+    """
+    if cover == "complete" and 0 not in classes.ids and 0 not in classes.ignore:
+        raise ConfigError(
+            "with --labels-cover complete, pixels outside every polygon are class 0, which "
+            "the classes file does not declare; declare class 0 or pass --labels-cover partial",
+            path=path,
+        )
 
 
 def _ids_from_names(
@@ -248,9 +277,11 @@ def read_label_raster(
     """Read a label raster over an image window, warping with nearest neighbour if needed.
 
     Nodata, and areas the label raster does not cover, become the ignore label.
+    The values are class ids (or ignored values, or 255): the caller maps them.
 
     Raises:
-        InputError: The raster holds values that are not class ids.
+        InputError: The raster holds values outside 0-255.
+        ConfigError: The raster holds values that are neither class ids nor ignored.
     """
     with open_raster(path) as src:
         same_grid = (
@@ -279,7 +310,9 @@ def read_label_raster(
         raise InputError(
             f"label values outside 0-255: {sorted(set(values[bad].tolist()))[:10]}", path=path
         )
-    ensure_ids_known(classes, np.unique(values).tolist(), path=path)
+    ensure_ids_known(
+        classes, np.unique(values).tolist(), path=path, what="label values", hint=UNDECLARED_HINT
+    )
     return values.astype(np.uint8)
 
 

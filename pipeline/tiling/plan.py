@@ -211,7 +211,7 @@ def prepare_tiling(
 def _plan_vector_labels(
     images: list[Path], path: Path, classes: ClassTable | None, config: TileConfig
 ) -> tuple[list[ScenePlan], ClassTable]:
-    frame, classes = read_vector_labels(path, config.class_column, classes)
+    frame, classes = read_vector_labels(path, config.class_column, classes, config.labels_cover)
 
     def vector_for(image: Path, crs: CRS | None, bounds: Bounds) -> SceneVectorLabels:
         if crs is None:

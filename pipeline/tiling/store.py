@@ -21,7 +21,15 @@ from pipeline.classes import ClassTable
 from pipeline.errors import IncompleteOutputError, OutputExistsError
 from pipeline.files import remove_path
 from pipeline.grid import Window
-from pipeline.store import SCENES, STORE_FORMAT, attributes, open_root, scene_group, scene_names
+from pipeline.store import (
+    SCENES,
+    STORE_FORMAT,
+    attributes,
+    open_root,
+    scene_group,
+    scene_names,
+    stored_class_index,
+)
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.plan import ScenePlan
 
@@ -86,13 +94,13 @@ def start_store(
         remove_path(path)
     root = _open_root_for_run(path)
     kept = _kept_scenes(root, path, plans, config, classes)
-    same_classes = root.attrs.get("classes") == classes.to_dict()["classes"]
+    same_classes = holds_classes(attributes(root), classes)
     marks: dict[str, Any] = {
         "format": STORE_FORMAT,
         "complete": False,
         "tile_size": config.tile_size,
     }
-    root.attrs.update({**marks, **classes.to_dict()})
+    root.attrs.update({**marks, **class_attrs(classes)})
     todo = [plan for plan in plans if _needs_tiling(root, plan, config, same_classes)]
     for plan in todo:
         create_scene(
@@ -105,6 +113,24 @@ def start_store(
             attrs={**plan.attrs(config), "run": run_id},
         )
     return StoreStart(todo, kept)
+
+
+def class_attrs(classes: ClassTable) -> dict[str, Any]:
+    """The root attributes that describe the labels: classes, ignored values, id -> index."""
+    return {
+        "classes": classes.to_dict()["classes"],
+        "ignore": list(classes.ignore),
+        "class_index": classes.class_index(),
+    }
+
+
+def holds_classes(attrs: dict[str, Any], classes: ClassTable) -> bool:
+    """True when a store's labels were made with this class table, ids mapped alike."""
+    return (
+        attrs.get("classes") == classes.to_dict()["classes"]
+        and attrs.get("ignore", []) == list(classes.ignore)
+        and stored_class_index(attrs) == classes.class_index()
+    )
 
 
 def _open_root_for_run(path: Path) -> zarr.Group:
@@ -183,7 +209,7 @@ def _check_fits(
     problems = []
     if attrs.get("tile_size") != config.tile_size:
         problems.append(f"tile size {attrs.get('tile_size')}, not {config.tile_size}")
-    if attrs.get("classes") != classes.to_dict()["classes"]:
+    if not holds_classes(attrs, classes):
         problems.append("other classes")
     stored_bands = len(attrs.get("band_names", []))
     if plans and stored_bands and stored_bands != len(plans[0].bands):

@@ -21,7 +21,14 @@ from torch.utils.data import Dataset
 from pipeline.artifact import Normalization
 from pipeline.classes import IGNORE_LABEL, ClassTable
 from pipeline.errors import TrainingError
-from pipeline.store import array, attributes, open_existing, scene_group, tile_index
+from pipeline.store import (
+    array,
+    attributes,
+    open_existing,
+    scene_group,
+    stored_class_index,
+    tile_index,
+)
 from pipeline.training.augment import augment, crop_side
 from pipeline.training.config import AugmentConfig
 from pipeline.training.seeding import seed_worker_sample
@@ -54,7 +61,7 @@ class StoreInfo:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes; label values are class ids ``0..num_classes-1``."""
+        """Number of classes; label values are model output indices ``0..num_classes-1``."""
         return len(self.classes.classes)
 
     @property
@@ -80,9 +87,7 @@ def read_store_info(path: str | Path, min_valid_fraction: float = 0.0) -> StoreI
     """
     root = open_existing(path)
     attrs = attributes(root)
-    if "classes" not in attrs:
-        raise TrainingError("store has no classes; tile it with labels", path=path)
-    classes = ClassTable.model_validate({"classes": attrs["classes"]})
+    classes = store_classes(attrs, path)
     frame = tile_index(root)
     names = sorted(set(frame["scene"]))
     if not names or any("label" not in scene_group(root, n) for n in names):
@@ -108,6 +113,26 @@ def read_store_info(path: str | Path, min_valid_fraction: float = 0.0) -> StoreI
         train=tiles["train"],
         val=tiles["val"],
     )
+
+
+def store_classes(attrs: dict[str, Any], path: str | Path) -> ClassTable:
+    """The store's class table, once its labels are known to hold model output indices.
+
+    Raises:
+        TrainingError: The store has no classes, or its labels hold class ids that
+            are not output indices (a store with gaps in its ids tiled before ids were
+            mapped to outputs).
+    """
+    if "classes" not in attrs:
+        raise TrainingError("store has no classes; tile it with labels", path=path)
+    classes = ClassTable.from_mapping(attrs)
+    if stored_class_index(attrs) != classes.class_index():
+        raise TrainingError(
+            "the store's labels are class ids, not model outputs 0.."
+            f"{classes.num_classes - 1} (tiled by an earlier terraseg); tile it again",
+            path=path,
+        )
+    return classes
 
 
 def check_tiles(path: str | Path, frame: Any, tiles: dict[str, list[TileRef]]) -> None:
