@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.files import write_json
 from pipeline.grid import Window, plan_blocks
 from pipeline.metrics import confusion_counts, scores
-from pipeline.rasters import open_raster, read_band, shared_reader
+from pipeline.rasters import NodataOverride, open_raster, read_band, shared_reader
 from pipeline.settings import StrictModel
 from pipeline.tiling.labels import (
     RasterChunkLabels,
@@ -48,6 +48,12 @@ class EvaluateConfig(StrictModel):
     labels_cover: Literal["complete", "partial"] = Field(
         "complete",
         description="complete: pixels outside truth polygons are background; partial: ignored.",
+    )
+    nodata: NodataOverride = Field(
+        None,
+        description="Nodata value of the truth rasters, overriding what they declare; "
+        "'none': every truth pixel counts; unset: as each declares. (Class maps of "
+        "terraseg predict declare 255.)",
     )
 
 
@@ -132,7 +138,7 @@ def plan_evaluation(
                 )
             else:
                 assert rasters is not None
-                source = RasterChunkLabels(str(rasters[_truth_key(prediction)]))
+                source = RasterChunkLabels(str(rasters[_truth_key(prediction)]), config.nodata)
             jobs.append(BlockJob(prediction, window, source, table))
     return jobs, table
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -22,6 +22,9 @@ from pipeline.errors import InputError, RasterReadError
 from pipeline.grid import Window
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
+# A nodata setting that overrides what a raster declares: a value, "none" (every
+# pixel is valid), or None (as the raster declares: nodata value, mask or alpha).
+NodataOverride = float | Literal["none"] | None
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,9 @@ def data_bands(src: Any) -> list[int]:
 
 
 def read_window(
-    src: Any, window: Window, bands: list[int] | None = None
+    src: Any, window: Window, bands: list[int] | None = None, nodata: NodataOverride = None
 ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
-    """Read ``window`` of ``bands`` and a mask of valid pixels.
-
-    A pixel is invalid where any band equals the nodata value, where the
-    per-dataset or per-band mask is 0, or where the alpha band is 0.
+    """Read ``window`` of ``bands`` and a mask of valid pixels (see :func:`valid_mask`).
 
     Returns:
         ``(image, valid)`` with shapes (bands, rows, cols) and (rows, cols).
@@ -124,7 +124,7 @@ def read_window(
         image = src.read(bands, window=window_rio)
     except RasterioIOError as exc:
         raise RasterReadError(_read_failure(window, exc), path=src.name) from None
-    return image, valid_mask(src, window, bands, image)
+    return image, valid_mask(src, window, bands, image, nodata)
 
 
 def read_band(src: Any, band: int, window: Window, *, masked: bool = False) -> Any:
@@ -152,24 +152,78 @@ def gdal_reason(exc: BaseException) -> str:
 
 
 def valid_mask(
-    src: Any, window: Window, bands: list[int], image: NDArray[Any]
+    src: Any,
+    window: Window,
+    bands: list[int],
+    image: NDArray[Any],
+    nodata: NodataOverride = None,
 ) -> NDArray[np.bool_]:
     """Valid pixels of a window already read into ``image``, by GDAL's dataset-mask rule.
 
     With a nodata value a pixel is invalid where every band holds it (computed
     from ``image``, without reading again); with an alpha band or an internal
     mask, GDAL's dataset mask decides; otherwise every pixel is valid.
+
+    Args:
+        src: The open raster.
+        window: The window ``image`` was read from.
+        bands: The 1-based bands of ``image``.
+        image: The pixels, (bands, rows, cols).
+        nodata: Overrides the raster's own nodata value: a value (an alpha band or
+            internal mask still applies), or ``"none"``: every pixel is valid.
     """
+    if nodata == "none":
+        return np.ones(window.shape, dtype=bool)
     flags = {flag for b in bands for flag in src.mask_flag_enums[b - 1]}
-    if MaskFlags.nodata in flags and src.nodata is not None:
-        nodata = src.nodata
-        invalid = (
-            np.isnan(image) if np.isnan(nodata) else image == np.asarray(nodata, dtype=image.dtype)
+    if nodata is None and MaskFlags.nodata in flags and src.nodata is not None:
+        return valid_unless(image, src.nodata)
+    masked = flags & {MaskFlags.alpha, MaskFlags.per_dataset}
+    valid = (
+        np.asarray(src.dataset_mask(window=window.to_rasterio()) > 0)
+        if masked
+        else np.ones(window.shape, dtype=bool)
+    )
+    return valid if nodata is None else valid & valid_unless(image, float(nodata))
+
+
+def valid_unless(image: NDArray[Any], nodata: float) -> NDArray[np.bool_]:
+    """Pixels where not every band of ``image`` (bands, rows, cols) holds ``nodata``.
+
+    ``nodata`` is compared in the image's type (a float32 raster holds -1e20 as the
+    nearest float32); a value the type cannot hold marks no pixel.
+    """
+    floating = np.issubdtype(image.dtype, np.floating)
+    if np.isnan(nodata):
+        invalid = np.isnan(image) if floating else np.zeros(image.shape, bool)
+    elif not floating and not _fits(nodata, image.dtype):
+        invalid = np.zeros(image.shape, bool)
+    else:
+        invalid = image == np.asarray(nodata).astype(image.dtype)
+    return np.asarray(~invalid.all(axis=0))
+
+
+def _fits(value: float, dtype: Any) -> bool:
+    """Whether an integer type holds ``value`` exactly."""
+    info = np.iinfo(dtype)
+    return float(value).is_integer() and info.min <= value <= info.max
+
+
+def check_nodata_fits(nodata: NodataOverride, dtype: str, path: str | Path) -> None:
+    """Refuse a nodata value that no pixel of ``dtype`` can hold (say -9999 for uint8).
+
+    Raises:
+        InputError: The message names the value and the data type.
+    """
+    if nodata is None or nodata == "none" or np.isnan(nodata):
+        return
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.integer) and not _fits(nodata, kind):
+        info = np.iinfo(kind)
+        raise InputError(
+            f"nodata {nodata:g} is not a value of this {dtype} raster "
+            f"({info.min} to {info.max}); check --nodata",
+            path=path,
         )
-        return np.asarray(~invalid.all(axis=0))
-    if flags & {MaskFlags.alpha, MaskFlags.per_dataset}:
-        return np.asarray(src.dataset_mask(window=window.to_rasterio()) > 0)
-    return np.ones(window.shape, dtype=bool)
 
 
 def check_same_band_count(counts: dict[Path, int]) -> None:

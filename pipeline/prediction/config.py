@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from pipeline.prediction.blending import WindowName
+from pipeline.rasters import NodataOverride
 from pipeline.settings import StrictModel
 
 
@@ -37,6 +38,12 @@ class PredictConfig(StrictModel):
     )
     bands: list[int] | None = Field(
         None, description="1-based raster bands to feed the model, in order."
+    )
+    nodata: NodataOverride = Field(
+        None,
+        description="Nodata value of the rasters, overriding what they declare (e.g. when "
+        "a declared 0 is also dark water); 'none': every pixel is valid; unset: as each "
+        "raster declares. Nodata pixels get no class (255).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs.")
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(

@@ -12,7 +12,15 @@ from numpy.typing import NDArray
 from pipeline.artifact import ModelArtifact
 from pipeline.errors import InputError
 from pipeline.grid import Window
-from pipeline.rasters import SourceIdentity, data_bands, open_raster, read_window, shared_reader
+from pipeline.rasters import (
+    NodataOverride,
+    SourceIdentity,
+    check_nodata_fits,
+    data_bands,
+    open_raster,
+    read_window,
+    shared_reader,
+)
 
 
 @dataclass(frozen=True)
@@ -25,14 +33,24 @@ class RasterInput:
     dtype: str
     profile: dict[str, Any]
     source: dict[str, Any]
+    nodata: NodataOverride = None  # the nodata setting, overriding the raster's own
 
 
-def check_raster(path: Path, artifact: ModelArtifact, bands: list[int] | None) -> RasterInput:
+def check_raster(
+    path: Path, artifact: ModelArtifact, bands: list[int] | None, nodata: NodataOverride = None
+) -> RasterInput:
     """Open ``path`` and check its bands and dtype against the model.
+
+    Args:
+        path: The raster.
+        artifact: The model.
+        bands: The 1-based bands to feed the model (default: all data bands).
+        nodata: Overrides the raster's own nodata (see :data:`~pipeline.rasters.NodataOverride`).
 
     Raises:
         RasterReadError: The raster cannot be opened.
-        InputError: The band count or dtype does not fit the model (both are named).
+        InputError: The band count or dtype does not fit the model (both are named), or
+            ``nodata`` is not a value of the raster's type.
     """
     expected = len(artifact.band_names)
     with open_raster(path) as src:
@@ -53,15 +71,15 @@ def check_raster(path: Path, artifact: ModelArtifact, bands: list[int] | None) -
             raise InputError(
                 f"raster is {dtype} but the model was trained on {artifact.input_dtype}", path=path
             )
+        check_nodata_fits(nodata, dtype, path)
         profile = {
             "crs": src.crs,
             "transform": src.transform,
             "width": src.width,
             "height": src.height,
         }
-        return RasterInput(
-            path, chosen, (src.height, src.width), dtype, profile, SourceIdentity.of(path).to_dict()
-        )
+        source = SourceIdentity.of(path).to_dict()
+        return RasterInput(path, chosen, (src.height, src.width), dtype, profile, source, nodata)
 
 
 def read_normalized(
@@ -69,7 +87,7 @@ def read_normalized(
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Normalized pixels of ``window`` and its valid mask; invalid pixels read as the band mean."""
     src = shared_reader(raster.path, (raster.source["size"], raster.source["mtime_ns"]))
-    image, valid = read_window(src, window, raster.bands)
+    image, valid = read_window(src, window, raster.bands, raster.nodata)
     normalized = artifact.normalization.apply(image)
     normalized[:, ~valid] = 0.0
     return normalized, valid

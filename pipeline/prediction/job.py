@@ -23,7 +23,8 @@ from pipeline.prediction.outputs import OutputPaths, is_current
 from pipeline.prediction.plan import PredictionPlan
 
 # Settings that change the pixels of an output (the others change only speed).
-PIXEL_SETTINGS = {"overlap", "window", "tta", "bands", "probability_dtype", "precision"}
+# ``nodata`` counts only when set, so outputs made before it existed stay current.
+PIXEL_SETTINGS = {"overlap", "window", "tta", "bands", "probability_dtype", "precision", "nodata"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def plan_file(
     Raises:
         TerrasegError: The raster cannot be read or does not fit the model.
     """
-    raster = check_raster(path, artifact, config.bands)
+    raster = check_raster(path, artifact, config.bands, config.nodata)
     tile = artifact.tile_size
     plan = PredictionPlan.build(raster.shape, tile, config.overlap_pixels(tile), config.block_size)
     digest = weights or weights_digest(artifact)
@@ -143,6 +144,9 @@ def provenance_tags(
 ) -> dict[str, str]:
     """Tags that identify what produced an output: model, weights, source and settings."""
     settings = config.model_dump(include=PIXEL_SETTINGS, mode="json")
+    del settings["nodata"]
+    if config.nodata is not None:
+        settings["nodata"] = str(config.nodata)  # as text: JSON has no NaN
     version = artifact.metadata.get("resolved_uri") or artifact.metadata.get("run_id") or "local"
     source = hashlib.sha256(
         json.dumps([raster.source, settings], sort_keys=True).encode()

@@ -66,7 +66,7 @@ def tile_window(
 
     Label values are class ids; the store holds their model output indices
     (:meth:`ClassTable.index_lut`), ignored values and nodata pixels (nodata value,
-    mask or alpha) the ignore label. The summary
+    or the plan's nodata setting, mask or alpha) the ignore label. The summary
     holds band statistics of valid pixels and, for every tile of the scene's tile
     plan that overlaps this window, the label counts and valid pixels of the overlap.
 
@@ -96,7 +96,7 @@ def tile_window(
             path=plan.image,
         )
     src = shared_reader(plan.image, (plan.source["size"], plan.source["mtime_ns"]))
-    image, valid = read_window(src, window, plan.bands)
+    image, valid = read_window(src, window, plan.bands, plan.nodata_override)
     label = chunk_label(
         labels, window, transform=plan.affine, crs=src.crs, shape=plan.shape, classes=classes
     )

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pipeline.rasters import NodataOverride
 from pipeline.settings import StrictModel
 
 
@@ -34,10 +35,23 @@ class TileConfig(StrictModel):
         "complete",
         description="complete: unlabelled pixels are background; partial: they are ignored.",
     )
+    nodata: NodataOverride = Field(
+        None,
+        description="Nodata value of the images, overriding what they declare (e.g. -9999, "
+        "or when a declared 0 is also dark water); 'none': every pixel is valid; unset: as "
+        "each image declares (nodata value, internal mask or alpha band).",
+    )
     chunks_per_task: int = Field(
         2, ge=1, description="Chunks per side of a task's window; more amortizes per-write costs."
     )
 
     def identity(self) -> dict[str, Any]:
-        """Settings that change a scene's content (a scene made otherwise is redone)."""
-        return self.model_dump(include={"tile_size", "class_column", "all_touched", "labels_cover"})
+        """Settings that change a scene's content (a scene made otherwise is redone).
+
+        ``nodata`` counts only when set, so scenes tiled before it existed stay current.
+        """
+        fields = {"tile_size", "class_column", "all_touched", "labels_cover"}
+        identity = self.model_dump(include=fields)
+        if self.nodata is not None:
+            identity["nodata"] = str(self.nodata)  # as text: NaN equals itself
+        return identity

@@ -27,7 +27,7 @@ from rasterio.warp import transform_bounds
 from pipeline.classes import IGNORE_LABEL, ClassTable, class_table, ensure_ids_known
 from pipeline.errors import ConfigError, CRSError, InputError
 from pipeline.grid import Window
-from pipeline.rasters import RASTER_SUFFIXES, open_raster
+from pipeline.rasters import RASTER_SUFFIXES, NodataOverride, open_raster, valid_unless
 
 LabelsCover = Literal["complete", "partial"]
 UNDECLARED_HINT = "declare them in the classes file, as classes or under ignore"
@@ -68,6 +68,7 @@ class RasterChunkLabels:
     """A label raster to read (warped onto the image grid when the grids differ)."""
 
     path: str
+    nodata: NodataOverride = None  # overrides the raster's own nodata
 
 
 ChunkLabels = VectorChunkLabels | RasterChunkLabels
@@ -254,7 +255,13 @@ def chunk_label(
             return burned
         case RasterChunkLabels():
             return read_label_raster(
-                labels.path, window, transform=transform, crs=crs, shape=shape, classes=classes
+                labels.path,
+                window,
+                transform=transform,
+                crs=crs,
+                shape=shape,
+                classes=classes,
+                nodata=labels.nodata,
             )
         case _:
             raise TypeError(f"unknown label source {labels!r}")
@@ -273,11 +280,21 @@ def read_label_raster(
     crs: CRS | None,
     shape: tuple[int, int],
     classes: ClassTable,
+    nodata: NodataOverride = None,
 ) -> NDArray[np.uint8]:
     """Read a label raster over an image window, warping with nearest neighbour if needed.
 
     Nodata, and areas the label raster does not cover, become the ignore label.
     The values are class ids (or ignored values, or 255): the caller maps them.
+
+    Args:
+        path: The label raster.
+        window: The window of the image grid.
+        transform: The image's geotransform.
+        crs: The image's CRS.
+        shape: The image's (rows, cols).
+        classes: The class table the values must be in.
+        nodata: Overrides the label raster's own nodata value (``"none"``: it has none).
 
     Raises:
         InputError: The raster holds values outside 0-255.
@@ -287,23 +304,12 @@ def read_label_raster(
         same_grid = (
             (src.crs == crs or crs is None) and src.transform == transform and src.shape == shape
         )
-        if same_grid:
-            data = src.read(1, window=window.to_rasterio(), masked=True)
-        else:
-            if src.crs is None or crs is None:
-                raise CRSError(
-                    "label raster and image grids differ and one of them has no CRS", path=path
-                )
-            with WarpedVRT(
-                src,
-                crs=crs,
-                transform=transform,
-                width=shape[1],
-                height=shape[0],
-                resampling=Resampling.nearest,
-                nodata=IGNORE_LABEL,
-            ) as vrt:
-                data = vrt.read(1, window=window.to_rasterio(), masked=True)
+        if not same_grid and (src.crs is None or crs is None):
+            raise CRSError(
+                "label raster and image grids differ and one of them has no CRS", path=path
+            )
+        grid = None if same_grid else (crs, transform, shape)
+        data = _read_label_band(src, window, grid, nodata)
     values = np.ma.filled(data.astype(np.int64), IGNORE_LABEL)
     bad = (values < 0) | (values > IGNORE_LABEL)
     if bad.any():
@@ -314,6 +320,30 @@ def read_label_raster(
         classes, np.unique(values).tolist(), path=path, what="label values", hint=UNDECLARED_HINT
     )
     return values.astype(np.uint8)
+
+
+def _read_label_band(
+    src: Any,
+    window: Window,
+    grid: tuple[CRS | None, Affine, tuple[int, int]] | None,
+    nodata: NodataOverride,
+) -> np.ma.MaskedArray[Any, Any]:
+    """Band 1 of ``window``, nodata masked; on another grid (crs, transform, shape) warped."""
+    source_nodata = src.nodata if nodata is None else (None if nodata == "none" else nodata)
+    if grid is None:
+        data = src.read(1, window=window.to_rasterio())
+    else:
+        crs, transform, shape = grid
+        options = {"crs": crs, "transform": transform, "width": shape[1], "height": shape[0]}
+        with WarpedVRT(src, **options, resampling=Resampling.nearest, src_nodata=source_nodata,
+                       nodata=IGNORE_LABEL) as vrt:  # fmt: skip
+            covered = vrt.read_masks(1, window=window.to_rasterio()) > 0
+            data = np.where(covered, vrt.read(1, window=window.to_rasterio()), IGNORE_LABEL)
+            return np.ma.masked_array(data, mask=~covered)
+    invalid = np.zeros(data.shape, bool)
+    if source_nodata is not None:
+        invalid = ~valid_unless(data[None], float(source_nodata))
+    return np.ma.masked_array(data, mask=invalid)
 
 
 def match_label_rasters(images: list[Path], labels: list[Path]) -> dict[Path, Path]:

@@ -14,7 +14,14 @@ from rasterio.crs import CRS
 from pipeline.classes import ClassTable
 from pipeline.errors import CRSError, InputError
 from pipeline.grid import Window, plan_blocks, plan_tiles
-from pipeline.rasters import SourceIdentity, check_same_band_count, data_bands, open_raster
+from pipeline.rasters import (
+    NodataOverride,
+    SourceIdentity,
+    check_nodata_fits,
+    check_same_band_count,
+    data_bands,
+    open_raster,
+)
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.labels import (
     ChunkLabels,
@@ -45,9 +52,21 @@ class ScenePlan:
     dtype: str
     crs: str | None
     transform: tuple[float, ...]
-    nodata: float | None
+    nodata: float | None  # as the raster declares it
     labels: SceneVectorLabels | Path | None = field(repr=False)
     label_source: dict[str, Any] = field(default_factory=dict)  # identity of the label file
+    nodata_override: NodataOverride = None  # the nodata setting, when given
+
+    @property
+    def nodata_used(self) -> float | None:
+        """The nodata value pixels are tested against (None: none, or a mask decides)."""
+        match self.nodata_override:
+            case None:
+                return self.nodata
+            case "none":
+                return None
+            case value:
+                return float(value)
 
     def without_vector_labels(self) -> ScenePlan:
         """This plan without its indexed vector labels: what every task of the scene receives.
@@ -90,7 +109,8 @@ class ScenePlan:
             "settings": config.identity(),
             "crs": self.crs,
             "transform": list(self.transform[:6]),
-            "nodata": self.nodata,
+            "nodata": self.nodata_used,
+            **({"declared_nodata": self.nodata} if self.nodata_override is not None else {}),
             "band_names": self.band_names,
             "labels": self.label_source,
             "shape": list(self.shape),
@@ -120,31 +140,37 @@ def unique_scene_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def plan_scenes(images: list[Path], labels_for: LabelResolver) -> list[ScenePlan]:
+def plan_scenes(
+    images: list[Path], labels_for: LabelResolver, nodata: NodataOverride = None
+) -> list[ScenePlan]:
     """Open every raster, check it, and describe the work; no pixels are read.
 
     Args:
         images: Raster files.
         labels_for: Gives a raster's label source from its path, CRS and bounds.
+        nodata: Overrides the rasters' own nodata (see :data:`~pipeline.rasters.NodataOverride`).
 
     Returns:
         One plan per raster, in order.
 
     Raises:
         RasterReadError: A raster cannot be opened.
-        InputError: Band counts differ.
+        InputError: Band counts differ, or ``nodata`` is not a value of a raster's type.
     """
     plans = [
-        _plan_scene(path, name, labels_for)
+        _plan_scene(path, name, labels_for, nodata)
         for path, name in zip(images, unique_scene_names(images), strict=True)
     ]
     check_same_band_count({p.image: len(p.bands) for p in plans})
     return plans
 
 
-def _plan_scene(path: Path, name: str, labels_for: LabelResolver) -> ScenePlan:
+def _plan_scene(
+    path: Path, name: str, labels_for: LabelResolver, nodata: NodataOverride
+) -> ScenePlan:
     with open_raster(path) as src:
         bands = data_bands(src)
+        check_nodata_fits(nodata, src.dtypes[bands[0] - 1], path)
         labels = labels_for(path, src.crs, tuple(src.bounds))
         return ScenePlan(
             name=name,
@@ -159,6 +185,7 @@ def _plan_scene(path: Path, name: str, labels_for: LabelResolver) -> ScenePlan:
             nodata=src.nodata,
             labels=labels,
             label_source=SourceIdentity.of(labels).to_dict() if isinstance(labels, Path) else {},
+            nodata_override=nodata,
         )
 
 
@@ -203,7 +230,7 @@ def prepare_tiling(
         matched = match_label_rasters(images, distinct_paths(label_rasters))
     else:
         raise InputError("no labels given; pass --labels FILE or --pairs IMAGES MASKS")
-    plans = plan_scenes(images, lambda path, crs, bounds: matched[path])
+    plans = plan_scenes(images, lambda path, crs, bounds: matched[path], config.nodata)
     check_label_grids(plans)
     return plans, classes
 
@@ -219,7 +246,8 @@ def _plan_vector_labels(
         return SceneVectorLabels(frame, crs, bounds)
 
     identity = SourceIdentity.of(path).to_dict()
-    plans = [replace(p, label_source=identity) for p in plan_scenes(images, vector_for)]
+    scenes = plan_scenes(images, vector_for, config.nodata)
+    plans = [replace(p, label_source=identity) for p in scenes]
     overlapping = {p.image: len(p.labels) for p in plans if isinstance(p.labels, SceneVectorLabels)}
     rasters_without_labels(overlapping, path)
     return plans, classes

@@ -10,6 +10,7 @@ import click
 
 from workflows.cli.options import (
     config_opt,
+    nodata_opt,
     resolve_config,
     scheduler_opt,
     show_progress,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     default=None,
     help="complete: outside truth polygons is background; partial: ignored.",
 )
+@nodata_opt("the truth rasters")
 @click.option(
     "--out",
     "out",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
 import click
+from click.decorators import FC
 from pydantic import BaseModel
 
 from pipeline.settings import build_config, load_yaml
@@ -61,6 +63,29 @@ def show_progress(ctx: click.Context) -> bool:
     """Whether to draw progress bars: not with ``-q``; see :func:`.progress.bars_enabled`."""
     obj = ctx.find_root().obj or {}
     return bars_enabled(bool(obj.get("progress", True)))
+
+
+def _nodata(ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return "none"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number (e.g. -9999) or none") from None
+
+
+def nodata_opt(what: str) -> Callable[[FC], FC]:
+    """``--nodata VALUE|none``: the nodata value of ``what``, overriding what the files declare."""
+    return click.option(
+        "--nodata",
+        callback=_nodata,
+        default=None,
+        metavar="VALUE|none",
+        help=f"Nodata value of {what}, overriding what the files declare (e.g. when a declared "
+        "0 is also dark water); none: every pixel is valid [as declared].",
+    )
 
 
 tracking_uri_opt = click.option(

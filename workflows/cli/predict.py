@@ -15,6 +15,7 @@ from workflows.cli.options import (
     band_files_opts,
     choices_of,
     config_opt,
+    nodata_opt,
     resolve_config,
     scheduler_opt,
     show_progress,
@@ -92,6 +93,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     metavar="1,2,3,4",
     help="Raster bands to use, in order.",
 )
+@nodata_opt("the rasters")
 @click.option(
     "--device",
     type=choices_of(PredictConfig, "device"),

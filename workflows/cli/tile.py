@@ -13,6 +13,7 @@ import click
 
 from workflows.cli.options import (
     config_opt,
+    nodata_opt,
     overwrite_opt,
     resolve_config,
     scheduler_opt,
@@ -85,6 +86,7 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
     default=None,
     help="complete: pixels outside polygons are background; partial: they are ignored.",
 )
+@nodata_opt("the images")
 @click.option(
     "--export-index",
     type=click.Path(dir_okay=False, path_type=Path),
