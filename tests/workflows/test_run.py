@@ -110,9 +110,29 @@ def run_file(folder, workflow, *extra):
     ]
 
 
+DEMO_SMALL = [
+    "synth.size=256x192", "synth.resolution=2", "synth.workers=1", "tile.tile-size=64",
+    "tile.split-block=1", "tile.workers=1", "predict.threads=1", "evaluate.workers=1",
+    *(f"train.{setting}" for setting in [
+        "width-multiplier=0.25", "crop-size=32", "batch-size=2", "samples-per-epoch=4",
+        "epochs=1", "num-workers=0", "threads=1", "accelerator=cpu"]),
+]  # fmt: skip
+
+
+def run_demo(folder, *extra):
+    """configs/workflows/demo.yaml in ``folder`` at small sizes (``--set``)."""
+    args = ["-q", "run", str(CONFIGS / "demo.yaml"), "--workdir", str(folder), *extra]
+    for setting in DEMO_SMALL:
+        args += ["--set", setting]
+    result = CliRunner().invoke(cli, args)
+    return result, [
+        json.loads(line) for line in result.output.splitlines() if line.startswith('{"step"')
+    ]
+
+
 def outputs_of(folder):
     store = zarr.open_group(str(folder / "dataset.zarr"), path="scenes/scene_000", mode="r")
-    with rasterio.open(folder / "predictions" / "scene_001_classes.tif") as src:
+    with rasterio.open(folder / "predictions" / "scene_004_classes.tif") as src:
         classes = src.read()
     polygons = gpd.read_file(folder / "polygons.gpkg", layer="polygons")
     return {
@@ -126,17 +146,26 @@ def outputs_of(folder):
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
+    """The demo workflow file, end to end on a LocalCluster."""
     folder = tmp_path_factory.mktemp("local")
-    result, steps = run_file(folder, tiny_workflow())
+    result, steps = run_demo(folder)
     assert result.exit_code == 0, result.output
     assert [s["skipped"] for s in steps] == [False] * 6
     return folder
 
 
+def test_demo_workflow_file(local_run):
+    """demo.yaml: synth, tile, train and register, predict, vectorize, evaluate."""
+    assert len(gpd.read_file(local_run / "polygons.gpkg", layer="polygons")) > 0
+    assert "mean_iou" in json.loads((local_run / "metrics.json").read_text())
+    summary = json.loads((local_run / "runs" / "demo" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["model_uri"].startswith("models:/terraseg-demo/")
+
+
 def test_workflow_on_real_scheduler_equals_local_cluster(
     local_run, dask_scheduler_address, tmp_path
 ):
-    result, _ = run_file(tmp_path, tiny_workflow(dask_scheduler_address))
+    result, _ = run_demo(tmp_path, "--scheduler", dask_scheduler_address)
     assert result.exit_code == 0, result.output
     local, remote = outputs_of(local_run), outputs_of(tmp_path)
     for key in ("label", "image", "classes"):
@@ -146,7 +175,7 @@ def test_workflow_on_real_scheduler_equals_local_cluster(
 
 
 def test_rerun_skips_and_interrupted_workflow_resumes(local_run, tmp_path):
-    _, steps = run_file(local_run, tiny_workflow())
+    _, steps = run_demo(local_run)
     assert all(s["skipped"] for s in steps)
     # a workflow that stops at a failing step, then is fixed and run again
     broken = tiny_workflow()

@@ -40,22 +40,9 @@ def skipped(steps: list[dict]) -> list[bool]:
 
 
 def test_every_workflow_file_has_a_test():
+    """demo.yaml runs in tests/workflows/test_run.py (test_demo_workflow_file), the others here."""
     tested = {"demo.yaml", "predict-folder.yaml", "train-tiles.yaml"}
     assert {path.name for path in CONFIGS.glob("*.yaml")} == tested
-
-
-def test_demo_workflow_file(tmp_path):
-    """demo.yaml: synth, tile, train and register, predict, vectorize, evaluate."""
-    small = ["synth.size=256x192", "synth.resolution=2", "synth.workers=1", "tile.tile-size=64",
-             "tile.split-block=1", "tile.workers=1", "predict.threads=1", "evaluate.workers=1",
-             *(f"train.{s}" for s in SMALL_TRAIN)]  # fmt: skip
-    code, output, steps = run(CONFIGS / "demo.yaml", tmp_path, *small)
-    assert code == 0, output
-    assert skipped(steps) == [False] * 6
-    assert len(gpd.read_file(tmp_path / "polygons.gpkg", layer="polygons")) > 0
-    assert "mean_iou" in json.loads((tmp_path / "metrics.json").read_text())
-    summary = json.loads((tmp_path / "runs" / "demo" / "summary.json").read_text())
-    assert summary["epochs"] == 1 and summary["model_uri"].startswith("models:/terraseg-demo/")
 
 
 def test_predict_folder_workflow_file_and_a_raster_added_to_the_folder(tmp_path):
