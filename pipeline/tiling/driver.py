@@ -35,8 +35,9 @@ from pipeline.files import remove_path
 from pipeline.locks import LockHolder, lock_path, output_lock
 from pipeline.tiling.chunks import merge_summaries, tile_window
 from pipeline.tiling.config import TileConfig
-from pipeline.tiling.finish import finish_scene, finish_store
+from pipeline.tiling.finish import finish_scene, finish_store, stored_scene_tiles
 from pipeline.tiling.plan import ScenePlan
+from pipeline.tiling.split import SceneTiles, fit_split_block
 from pipeline.tiling.store import remove_partial_chunks, start_store
 
 FAN_IN = 8  # summaries merged per merge task
@@ -73,9 +74,13 @@ def tile_scenes(
 
     Returns:
         A summary: scene and tile counts per split, statistics, scenes skipped
-        (current already) and kept (in the store, not among the inputs).
+        (current already) and kept (in the store, not among the inputs), and the
+        split block side used (lowered from ``config.split_block`` when the store's
+        tiles would otherwise lie in one split block; see :func:`fit_split`).
 
     Raises:
+        InputError: Validation is asked for and every tile lies in one split block
+            whatever its side (before anything is written).
         LockedError: Another live run holds the store's lock.
         IncompleteOutputError: A scene's windows did not all report back.
         Exception: The first failing task's error. Every task still queued is
@@ -100,6 +105,7 @@ def _run(
     progress: Progress | None,
     overwrite: bool,
 ) -> dict[str, Any]:
+    config = fit_split(store, plans, config, overwrite)  # refused here, before any write
     created = overwrite or not store.exists()
     tasks = _Tasks(executor, str(store), config, classes, run_id)
     try:
@@ -115,7 +121,27 @@ def _run(
         if created:
             remove_path(store)  # a store this run created is not left half-made
         raise
-    return {**summary, "skipped": len(plans) - len(start.todo), "kept": len(start.kept)}
+    counts = {"skipped": len(plans) - len(start.todo), "kept": len(start.kept)}
+    return {**summary, **counts, "split_block": config.split_block}
+
+
+def fit_split(
+    store: Path, plans: Sequence[ScenePlan], config: TileConfig, overwrite: bool
+) -> TileConfig:
+    """``config`` with a split block side that leaves validation non-empty.
+
+    The side is fitted (:func:`~pipeline.tiling.split.fit_split_block`) to the tiles
+    of every scene the store will hold: the planned ones and, unless ``overwrite``,
+    those it keeps.
+
+    Raises:
+        InputError: No side gives two split blocks (and validation is asked for).
+    """
+    scenes = [SceneTiles(p.name, p.crs, p.transform, p.tiles(config)) for p in plans]
+    if not overwrite:
+        scenes += stored_scene_tiles(store, {p.name for p in plans})
+    side = fit_split_block(scenes, config)
+    return config if side == config.split_block else config.model_copy(update={"split_block": side})
 
 
 def _check_held(store: Path, lock: LockHolder) -> None:

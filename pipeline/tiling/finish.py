@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,7 +129,7 @@ def finish_store(store: str, config: TileConfig) -> dict[str, Any]:
                 "run terraseg tile again",
                 path=attrs[name].get("source", {}).get("path", store),
             )
-    split = assign_splits([_scene_tiles(n, attrs[n]) for n in names], config)
+    split = assign_splits([scene_tiles(n, attrs[n]) for n in names], config)
     for name in names:
         tiles = []
         for t in attrs[name]["tiles"]:
@@ -151,9 +152,23 @@ def finish_store(store: str, config: TileConfig) -> dict[str, Any]:
     return {"scenes": len(names), "tiles": len(split.tiles), **counts, "statistics": statistics}
 
 
-def _scene_tiles(name: str, attrs: dict[str, Any]) -> SceneTiles:
+def scene_tiles(name: str, attrs: dict[str, Any]) -> SceneTiles:
+    """What the split needs of a stored scene, from its attributes."""
     windows = [Window(t["row"], t["col"], t["height"], t["width"]) for t in attrs["tiles"]]
     return SceneTiles(name, attrs.get("crs"), tuple(attrs["transform"]), windows)
+
+
+def stored_scene_tiles(store: Path, skip: set[str]) -> list[SceneTiles]:
+    """The split's view of the complete scenes of ``store`` not named in ``skip``."""
+    if not (store / "zarr.json").is_file():
+        return []
+    root = zarr.open_group(str(store), mode="r", zarr_format=3)
+    found = []
+    for name in scene_names(root):
+        attrs = attributes(scene_group(root, name))
+        if name not in skip and attrs.get("complete") and "tiles" in attrs:
+            found.append(scene_tiles(name, attrs))
+    return found
 
 
 def _split_attrs(split: Split, config: TileConfig, counts: dict[str, int]) -> dict[str, Any]:

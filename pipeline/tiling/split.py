@@ -9,6 +9,8 @@ files) fall in the same split, whatever the file names, the order of the inputs
 or the rasters' own grids. Blocks are ranked by a seeded hash of (CRS, block
 column, block row); the first ``round(val_fraction * blocks)`` hold validation (at
 least one, and at least one left for training, when there are two blocks or more).
+Before any pixel is tiled, :func:`fit_split_block` lowers the block side when the
+store's tiles would otherwise lie in one block (or refuses when they always do).
 
 **Buffer.** A training tile whose footprint comes closer than one tile width to a
 validation block (or to a validation tile, which may reach half a tile out of its
@@ -34,6 +36,7 @@ import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
+from pipeline.errors import InputError
 from pipeline.grid import Window
 from pipeline.tiling.config import TileConfig
 
@@ -163,6 +166,44 @@ def _place(scenes: Sequence[SceneTiles], grids: dict[str, SplitGrid]) -> _Places
     return _Places(ids, tile_grids, blocks, shapes)
 
 
+def block_count(scenes: Sequence[SceneTiles], config: TileConfig) -> int:
+    """The number of split blocks that hold tiles, with ``config.split_block``."""
+    return len(set(_place(scenes, split_grids(scenes, config)).blocks))
+
+
+def fit_split_block(scenes: Sequence[SceneTiles], config: TileConfig) -> int:
+    """The split block side (in tiles) that leaves validation non-empty.
+
+    ``config.split_block`` when it gives two split blocks or more (validation then
+    gets at least one), else the largest smaller side that does, with a warning
+    (one line) saying which. Without validation (``val_fraction`` 0) or tiles, the
+    side asked for.
+
+    Raises:
+        InputError: Even blocks of one tile leave every tile in one split block.
+    """
+    tiles = sum(len(s.tiles) for s in scenes)
+    if config.val_fraction == 0 or not tiles:
+        return config.split_block
+    for side in range(config.split_block, 0, -1):
+        if block_count(scenes, config.model_copy(update={"split_block": side})) >= 2:
+            if side != config.split_block:
+                logger.warning(
+                    "split blocks of %d tiles instead of %d: with %d, all %d tiles lie in one "
+                    "split block and validation would be empty",
+                    side,
+                    config.split_block,
+                    config.split_block,
+                    tiles,
+                )
+            return side
+    raise InputError(
+        f"all {tiles} tile{'s' if tiles > 1 else ''} of the store lie in one split block, "
+        "even with split blocks of one tile, so validation would be empty; tile more "
+        "ground, a smaller --tile-size, or pass --val-fraction 0"
+    )
+
+
 def assign_splits(scenes: Sequence[SceneTiles], config: TileConfig) -> Split:
     """Assign train, val or buffer to every tile by the ground it covers.
 
@@ -290,11 +331,12 @@ def warn_if_share_is_off(split: Split, config: TileConfig) -> None:
     """Log a warning when the validation share is far (over 0.1) from the one asked for."""
     share = split.count("val") / max(1, len(split.tiles))
     if abs(share - config.val_fraction) > 0.1:
+        fix = "lower --split-block" if config.split_block > 1 else "tile more ground"
         logger.warning(
-            "validation share is %.2f, not %.2f: only %d split blocks of %d tiles; "
-            "lower --split-block",
+            "validation share is %.2f, not %.2f: only %d split blocks of %d tiles; %s",
             share,
             config.val_fraction,
             len(set(split.blocks.values())),
             config.split_block,
+            fix,
         )
