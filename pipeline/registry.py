@@ -384,7 +384,9 @@ def describe_model(uri: str | Path, tracking_uri: str | None = None) -> dict[str
     Returns:
         JSON-ready data: ``uri``, the manifest (``bands``, ``classes``, ``tile_size``,
         ``input_dtype``, ``normalization``, ``model_config``), and for MLflow URIs the
-        source ``run`` (id, name, experiment, final ``metrics``) and for registered
+        source ``run`` (id, name, experiment, ``metrics``: a training run's headline
+        is its best epoch's, named by ``best_epoch``; the last epoch's are
+        ``last/*``) and for registered
         versions ``name``, ``version``, ``aliases``, ``created`` and ``description``.
 
     Raises:
@@ -459,13 +461,16 @@ def _run_summary(mlflow_client: MlflowClient, run_id: str) -> dict[str, Any]:
         experiment = mlflow_client.get_experiment(run.info.experiment_id)
     except MlflowException:
         return {"id": run_id}
-    return {
+    metrics = dict(sorted(run.data.metrics.items()))
+    summary: dict[str, Any] = {
         "id": run_id,
         "name": run.info.run_name,
         "experiment": experiment.name,
         "status": run.info.status,
-        "metrics": dict(sorted(run.data.metrics.items())),
     }
+    if "best_epoch" in metrics:  # terraseg train: the metrics are the best epoch's
+        summary["best_epoch"] = int(metrics["best_epoch"])
+    return summary | {"metrics": metrics}
 
 
 def list_models(tracking_uri: str | None = None) -> list[dict[str, Any]]:

@@ -62,6 +62,7 @@ EXAMPLE_SIZE = 32  # rows and cols of the input example stored with the model
 _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
 RUN_ID_FILE = "mlflow_run_id"  # in a training run folder: the id of its MLflow run
 EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps are the epochs
+HEADLINE_METRIC = "best_epoch"  # logged with the headline, one step after the last epoch
 
 
 class MlflowTracker:
@@ -91,7 +92,8 @@ class MlflowTracker:
         run = self.client.get_run(self.run_id)
         self.params_before = dict(run.data.params)
         history = self.client.get_metric_history(self.run_id, EPOCH_METRIC)
-        self.epochs_before = {int(metric.step) for metric in history}
+        headlines = self.client.get_metric_history(self.run_id, HEADLINE_METRIC)
+        self.epochs_before = {int(m.step) for m in history} - {int(m.step) for m in headlines}
 
     @property
     def tracking_uri(self) -> str:

@@ -9,12 +9,16 @@ from pipeline.files import write_json
 from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.plots import plot_curves
+from pipeline.training.records import log_headline
 from pipeline.training.state import RunContext, RunState
 from pipeline.training.uncertainty import report_uncertainty
 
 
 def finish(run: RunContext, state: RunState) -> dict[str, Any]:
     """Export the best checkpoint's model, plot the learning curves, and summarize.
+
+    The tracker gets the model, then the best epoch's metrics as the run's headline
+    (see :func:`~pipeline.training.records.log_headline`).
 
     Args:
         run: The run's config, store, folder and tracker.
@@ -62,5 +66,6 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         "out": str(out),
     }
     summary["val_uncertainty"] = report_uncertainty(run, state, artifact.build_model())
+    log_headline(run.tracker, history, state.best_epoch)
     write_json(out / "summary.json", summary)
     return summary

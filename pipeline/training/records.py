@@ -32,7 +32,7 @@ from pipeline.training.loop import StepContext, all_reduce_sum
 from pipeline.training.metrics import scores
 from pipeline.training.plots import plot_confusion, plot_overlays
 from pipeline.training.state import RunContext, RunState, make_checkpoint
-from pipeline.training.tracker import NullTracker, code_version, flatten
+from pipeline.training.tracker import NullTracker, Tracker, code_version, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,37 @@ def start_outputs(run: RunContext, state: RunState) -> None:
 
 def log_epoch(run: RunContext, metrics: dict[str, Any]) -> None:
     """Report an epoch's finite metrics to the tracker, at the epoch as the step."""
-    finite = {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
-    run.tracker.log_metrics(finite, step=int(metrics["epoch"]))
+    run.tracker.log_metrics(_finite(metrics), step=int(metrics["epoch"]))
+
+
+def log_headline(tracker: Tracker, history: list[dict[str, Any]], best_epoch: int) -> None:
+    """Make the best epoch's metrics the run's headline; keep the last epoch's as ``last/*``.
+
+    A tracker shows each metric's latest value as the run's value; the model a run
+    exports and registers is the best epoch's, so the best epoch's metrics are
+    reported again under their own names one step after the last epoch (as
+    MLflow's Keras autologging reports the restored weights' metrics), with
+    ``best_epoch`` and ``last_epoch``. The last epoch's metrics stay in the
+    per-epoch history and are also reported as ``last/NAME`` at the last epoch.
+
+    Args:
+        tracker: Where to report.
+        history: The metrics of every epoch, each with its ``epoch``.
+        best_epoch: The epoch whose weights the run exports.
+    """
+    if not history:
+        return
+    last = history[-1]
+    best = next(h for h in history if h["epoch"] == best_epoch)
+    last_epoch = int(last["epoch"])
+    tracker.log_metrics({f"last/{k}": v for k, v in _finite(last).items()}, step=last_epoch)
+    headline = _finite(best) | {"best_epoch": float(best_epoch), "last_epoch": float(last_epoch)}
+    tracker.log_metrics(headline, step=last_epoch + 1)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are numbers, without ``epoch``, as floats."""
+    return {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
 
 
 def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:

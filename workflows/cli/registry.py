@@ -79,10 +79,27 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
     for c in info["classes"]:
         red, green, blue = c["color"]
         lines.append(f"    {c['id']:>3}  {c['name']:<24} #{red:02x}{green:02x}{blue:02x}")
-    metrics = (run or {}).get("metrics", {})
-    if metrics:
-        lines.append("  metrics (last epoch):")
-        lines.extend(f"    {key:<32} {value:.4g}" for key, value in metrics.items())
+    lines.extend(_metric_lines((run or {}).get("metrics", {})))
+    return lines
+
+
+def _metric_lines(metrics: dict[str, float]) -> list[str]:
+    """The run's headline metrics (its best epoch's, the registered weights), then the last's.
+
+    A run without ``best_epoch`` (not made by ``terraseg train``) shows its latest values.
+    """
+    if not metrics:
+        return []
+    best, last = metrics.get("best_epoch"), metrics.get("last_epoch")
+    if best is None or last is None:
+        title = "  metrics (latest values):"
+    else:
+        title = f"  metrics of epoch {best:.0f}, the best of {last:.0f} (the registered weights):"
+    skip = ("best_epoch", "last_epoch")
+    headline = {k: v for k, v in metrics.items() if k not in skip and not k.startswith("last/")}
+    lines = [title, *(f"    {key:<32} {value:.4g}" for key, value in headline.items())]
+    if best is not None and last is not None and "last/val/mean_iou" in metrics:
+        lines.append(f"  last epoch ({last:.0f}): val/mean_iou {metrics['last/val/mean_iou']:.4g}")
     return lines
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from pipeline.artifact import load_artifact
 from pipeline.registry import load_model
+from pipeline.training import records
 from tests.pipeline.training.test_train import tiny
 from workflows.cli.main import cli
 from workflows.train_run import launch
@@ -24,6 +25,9 @@ def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, mon
             "tracking.alias": "candidate",
         }
     )
+    real = records.scores  # epoch 1 is the best: the registered weights are not the last
+    mious = iter([0.6, 0.5])
+    monkeypatch.setattr(records, "scores", lambda m: {**real(m), "mean_iou": next(mious)})
     summary = launch(config, store, tmp_path / "run", progress=False)
 
     client = mlflow.MlflowClient(store_uri)
@@ -34,7 +38,15 @@ def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, mon
     assert params["data.store"].endswith("data.zarr") and "statistics.red.mean" in params
     assert "code.terraseg" in params and "code.torch" in params
     history = client.get_metric_history(version.run_id, "val/mean_iou")
-    assert [m.step for m in history] == [1, 2]
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.5), (3, 0.6)]
+    headline = record.data.metrics  # each metric's latest value: the best epoch's
+    assert headline["val/mean_iou"] == 0.6 and headline["last/val/mean_iou"] == 0.5
+    assert (headline["best_epoch"], headline["last_epoch"]) == (1, 2)
+    shown = CliRunner().invoke(cli, ["registry", "show", f"{name}@candidate"])
+    assert shown.exit_code == 0, shown.output
+    assert "metrics of epoch 1, the best of 2 (the registered weights):" in shown.stdout
+    assert "val/mean_iou                     0.6\n" in shown.stdout
+    assert "last epoch (2): val/mean_iou 0.5" in shown.stdout
     for key in ("train/loss", "train/lr", "val/iou/building", "val/accuracy/road"):
         assert key in record.data.metrics, key
     files = _artifacts(client, version.run_id)

@@ -297,9 +297,14 @@ def test_tracker_receives_params_metrics_plots_and_model(store, tmp_path, monkey
         tmp_path / "run" / "model"
     ]
     assert tracker.params["data.store"] == str(store) and "statistics.nir.std" in tracker.params
-    epochs = [(s, m) for s, m in tracker.steps if "train/loss" in m]
+    epochs = [(s, m) for s, m in tracker.steps if "train/loss" in m and "best_epoch" not in m]
     assert [s for s, _ in epochs] == [1, 2, 3, 4]
-    assert tracker.steps[-1][0] == 4 and "best/val/mean_iou" in tracker.steps[-1][1]
+    assert tracker.steps[-3][0] == 4 and "best/val/mean_iou" in tracker.steps[-3][1]
+    # the headline: the best epoch's metrics after the last epoch; the last epoch's as last/*
+    assert tracker.steps[-2] == (4, {f"last/{k}": v for k, v in epochs[3][1].items()})
+    step, headline = tracker.steps[-1]
+    assert step == 5 and headline == {**epochs[1][1], "best_epoch": 2.0, "last_epoch": 4.0}
+    assert headline["val/mean_iou"] == 0.6 and tracker.steps[-2][1]["last/val/mean_iou"] == 0.58
     metrics = epochs[-1][1]
     for key in ("train/loss", "train/lr", "train/images_per_s", "val/mean_iou",
                 "val/pixel_accuracy", "val/iou/background"):  # fmt: skip
