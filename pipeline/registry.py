@@ -387,7 +387,8 @@ def describe_model(uri: str | Path, tracking_uri: str | None = None) -> dict[str
         source ``run`` (id, name, experiment, ``metrics``: a training run's headline
         is its best epoch's, named by ``best_epoch``; the last epoch's are
         ``last/*``) and for registered
-        versions ``name``, ``version``, ``aliases``, ``created`` and ``description``.
+        versions ``name``, ``version``, ``aliases``, ``created``, ``description`` and
+        ``tags``.
 
     Raises:
         ModelNotFoundError: The model does not exist.
@@ -450,6 +451,7 @@ def _version_summary(version: ModelVersion) -> dict[str, Any]:
         "aliases": list(version.aliases),
         "created": _iso_time(version.creation_timestamp),
         "description": version.description or "",
+        "tags": dict(sorted(version.tags.items())),
     }
 
 
@@ -471,6 +473,151 @@ def _run_summary(mlflow_client: MlflowClient, run_id: str) -> dict[str, Any]:
     if "best_epoch" in metrics:  # terraseg train: the metrics are the best epoch's
         summary["best_epoch"] = int(metrics["best_epoch"])
     return summary | {"metrics": metrics}
+
+
+@dataclass(frozen=True)
+class VersionCard:
+    """What a registered model version says about its model: a description and tags."""
+
+    description: str
+    tags: dict[str, str]
+
+
+HELD_BACK_LINE = "- Held-back"  # starts the description line of a held-back evaluation
+
+
+def version_card(manifest: dict[str, Any]) -> VersionCard:
+    """The description and tags of a model version, from its artifact's manifest.
+
+    Tags: ``classes`` (``0 background, 1 building, ...``), ``bands``,
+    ``input_dtype``, ``tile_size``, and what training recorded: ``resolution``,
+    ``val_mean_iou`` and ``best_epoch`` (the best epoch's, the registered weights),
+    ``training_store`` and ``training_store_digest``. The description says the same
+    in sentences (MLflow shows it as Markdown on the version's page).
+
+    Args:
+        manifest: :meth:`pipeline.artifact.ModelArtifact.manifest`.
+    """
+    meta = manifest.get("metadata") or {}
+    classes = ", ".join(f"{c['id']} {c['name']}" for c in manifest["classes"])
+    config = manifest["model_config"]
+    tags = {
+        "classes": classes,
+        "bands": ", ".join(manifest["band_names"]),
+        "input_dtype": str(manifest.get("input_dtype", "uint8")),
+        "tile_size": str(manifest["tile_size"]),
+    }
+    miou = (meta.get("metrics") or {}).get("val/mean_iou")
+    optional = {
+        "resolution": meta.get("resolution"),
+        "val_mean_iou": None if miou is None else f"{miou:.4f}",
+        "best_epoch": meta.get("epoch"),
+        "training_store": meta.get("store"),
+        "training_store_digest": meta.get("store_digest"),
+    }
+    tags |= {key: str(value) for key, value in optional.items() if value is not None}
+    ground = f" at {tags['resolution']} per pixel" if "resolution" in tags else ""
+    lines = [
+        f"DeepLabV3+ ({config.get('backbone')}, output stride {config.get('output_stride')}) "
+        f"segmenting {len(manifest['classes'])} classes from {len(manifest['band_names'])} "
+        f"{tags['input_dtype']} bands{ground}, in tiles of {tags['tile_size']} pixels.",
+        "",
+        f"- Classes: {tags['classes']}",
+        f"- Bands, in order: {tags['bands']}",
+    ]
+    if "val_mean_iou" in tags:
+        lines.append(
+            f"- Validation mean IoU {tags['val_mean_iou']} (epoch {tags.get('best_epoch', '?')}, "
+            "the best; these weights)"
+        )
+    if "training_store" in tags:
+        digest = tags.get("training_store_digest")
+        lines.append(f"- Trained on {tags['training_store']}" + (f" ({digest})" if digest else ""))
+    return VersionCard("\n".join(lines), tags)
+
+
+def held_back_card(report: dict[str, Any], source: str) -> VersionCard:
+    """Tags and a description line for an evaluation on held-back scenes (``terraseg evaluate``).
+
+    Args:
+        report: The evaluation's ``metrics.json``: ``mean_iou`` and ``pixel_accuracy``.
+        source: Where the report came from, named in the description.
+
+    Raises:
+        InputError: The report has no ``mean_iou``.
+    """
+    if not isinstance(report.get("mean_iou"), int | float):
+        raise InputError(f"{source}: no mean_iou (is it the output of terraseg evaluate?)")
+    tags = {"heldout_mean_iou": f"{report['mean_iou']:.4f}", "heldout_evaluation": source}
+    line = f"mean IoU {tags['heldout_mean_iou']}"
+    if isinstance(report.get("pixel_accuracy"), int | float):
+        tags["heldout_pixel_accuracy"] = f"{report['pixel_accuracy']:.4f}"
+        line += f", pixel accuracy {tags['heldout_pixel_accuracy']}"
+    return VersionCard(f"{HELD_BACK_LINE} {line} ({source})", tags)
+
+
+def tag_version(
+    ref: str,
+    tags: dict[str, str],
+    tracking_uri: str | None = None,
+    *,
+    line: str | None = None,
+    replaces: str | None = None,
+) -> ModelVersion:
+    """Set tags of a registered model version; add a line to its description.
+
+    Args:
+        ref: ``[models:/]NAME[@ALIAS|/VERSION]`` (``NAME``: the latest version).
+        tags: Tags to set.
+        tracking_uri: The tracking store.
+        line: A line to add at the end of the description.
+        replaces: Description lines that start with this text are removed first
+            (a line of the same kind set before).
+
+    Returns:
+        The version, as it was before.
+
+    Raises:
+        ModelNotFoundError: No such model, alias or version.
+        TrackingError: The tracking store cannot be reached.
+    """
+    mlflow_client = client(tracking_uri)
+    version = resolve_version(mlflow_client, ModelRef.parse(ref))
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(version.name, version.version, key, value)
+    if line is not None:
+        kept = (version.description or "").splitlines()
+        if replaces:
+            kept = [text for text in kept if not text.startswith(replaces)]
+        description = "\n".join([*kept, line]).strip("\n")
+        mlflow_client.update_model_version(version.name, version.version, description=description)
+    return version
+
+
+def record_held_back(
+    ref: str, metrics: Path, tracking_uri: str | None = None
+) -> tuple[ModelVersion, VersionCard]:
+    """Tag a model version with its scores on held-back scenes (``terraseg evaluate``'s JSON).
+
+    Sets ``heldout_mean_iou``, ``heldout_pixel_accuracy`` and ``heldout_evaluation``
+    (the file) and puts a line with them in the description, replacing an earlier one.
+
+    Raises:
+        InputError: ``metrics`` is not readable JSON with a ``mean_iou``.
+        ModelNotFoundError: No such model, alias or version.
+        TrackingError: The tracking store cannot be reached.
+    """
+    import json
+
+    try:
+        report = json.loads(Path(metrics).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the evaluation ({exc})", path=metrics) from exc
+    card = held_back_card(report if isinstance(report, dict) else {}, str(metrics))
+    version = tag_version(
+        ref, card.tags, tracking_uri, line=card.description, replaces=HELD_BACK_LINE
+    )
+    return version, card
 
 
 def list_models(tracking_uri: str | None = None) -> list[dict[str, Any]]:

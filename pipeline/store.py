@@ -21,6 +21,8 @@ The store is written by :mod:`pipeline.tiling` and read by training.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +174,64 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
     with atomic_output(out) as tmp:
         merged.to_file(tmp, layer="tiles", driver="GPKG", engine="pyogrio")
     return len(merged)
+
+
+def store_digest(path: str | Path) -> str:
+    """The identity of a finished store's content: 16 hex digits.
+
+    A hash of the root's and every scene's attributes: the classes, statistics,
+    split and tile index, each scene's source and label files (path, size, time),
+    its settings and the id of the tiling run that wrote its arrays. Tiling the
+    same files again with the same settings rewrites the arrays under a new run
+    id, so the digest changes whenever the arrays may have.
+
+    Raises:
+        InputError: ``path`` is not a finished terraseg store.
+    """
+    root = open_existing(path)
+    content = {
+        "root": attributes(root),
+        "scenes": {name: attributes(scene_group(root, name)) for name in scene_names(root)},
+    }
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def store_resolution(path: str | Path) -> str | None:
+    """The pixel size of a finished store's scenes as text: ``0.5 m``, ``0.5-2 m``, ``1 x 2 m``.
+
+    In the units of the scenes' CRS (``m``, ``ft``, ``degree``); ``None`` when
+    the scenes have no CRS or their CRSs have different units.
+
+    Raises:
+        InputError: ``path`` is not a finished terraseg store.
+    """
+    root = open_existing(path)
+    sizes, units = set(), set()
+    for name in scene_names(root):
+        attrs = attributes(scene_group(root, name))
+        if not attrs.get("crs"):
+            return None
+        units.add(_linear_units(str(attrs["crs"])))
+        transform = attrs["transform"]
+        sizes.add((abs(float(transform[0])), abs(float(transform[4]))))
+    if len(units) != 1 or not sizes:
+        return None
+    unit = units.pop()
+    if len(sizes) == 1:
+        ((x, y),) = sizes
+        return f"{x:g} {unit}" if x == y else f"{x:g} x {y:g} {unit}"
+    finest = min(min(size) for size in sizes)
+    coarsest = max(max(size) for size in sizes)
+    return f"{finest:g}-{coarsest:g} {unit}"
+
+
+def _linear_units(crs: str) -> str:
+    """``m``, ``ft``, ``degree`` or the unit's own name, of a CRS given as WKT or code."""
+    from rasterio.crs import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if parsed.is_geographic:
+        return "degree"
+    unit = str(parsed.linear_units)
+    return {"metre": "m", "meter": "m", "foot": "ft", "US survey foot": "US ft"}.get(unit, unit)

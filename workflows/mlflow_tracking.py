@@ -17,6 +17,7 @@ folder marks it KILLED.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -39,6 +40,7 @@ from pipeline.registry import (
     redact,
     resolve_tracking_uri,
     use_tracking_uri,
+    version_card,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +65,8 @@ _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
 RUN_ID_FILE = "mlflow_run_id"  # in a training run folder: the id of its MLflow run
 EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps are the epochs
 HEADLINE_METRIC = "best_epoch"  # logged with the headline, one step after the last epoch
+GIT_COMMIT_PARAM = "code.git_commit"  # the parameter of pipeline.training.tracker.code_version
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's standard tag for it
 
 
 class MlflowTracker:
@@ -118,6 +122,8 @@ class MlflowTracker:
             for k, v in text.items()
             if k in before and before[k] != v
         ]
+        if GIT_COMMIT_PARAM in text:  # where MLflow's UI and tools look for the commit
+            tags.append(RunTag(MLFLOW_GIT_COMMIT, text[GIT_COMMIT_PARAM]))
         self.client.log_batch(self.run_id, params=entries, tags=tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -133,6 +139,40 @@ class MlflowTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Store a file (a plot, the config, an overlay image) with the run."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dataset(self, path: str, digest: str, profile: dict[str, int]) -> None:
+        """Record the training store as the run's dataset, in context ``training``.
+
+        An MLflow dataset of metadata only: named after the store's folder, its
+        source the store's path, its digest :func:`~pipeline.store.store_digest`,
+        its profile the tile counts. A path MLflow has no dataset source for is
+        recorded as the tag ``training_store`` instead, with a warning.
+        """
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.exceptions import MlflowException
+
+        self._check_active("log_dataset")
+        try:
+            with warnings.catch_warnings():  # a local path matches two equal sources
+                warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+                source = resolve_dataset_source(path)
+        except MlflowException as exc:
+            logger.warning("MLflow has no dataset source for %s (%s)", path, exc.message)
+            self.client.set_tag(self.run_id, "training_store", path)
+            return
+        name = Path(path.rstrip("/")).name or path
+        dataset = _store_dataset()(source, name=name, digest=digest)
+        dataset.store_profile = profile
+        mlflow.log_input(dataset, context="training")
+
+    def _check_active(self, what: str) -> None:
+        """Refuse MLflow's fluent calls outside this run (they act on the active run)."""
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            raise RuntimeError(f"{what} must be called inside start_tracking()")
 
     def log_model(self, artifact_dir: Path) -> str:
         """Log a model artifact folder as a ``pyfunc`` model, and register it if asked.
@@ -151,9 +191,7 @@ class MlflowTracker:
         from pipeline.pyfunc import ENTRY_FILE, signature_for
 
         artifact = load_artifact(artifact_dir)
-        active = mlflow.active_run()
-        if active is None or active.info.run_id != self.run_id:
-            raise RuntimeError("log_model must be called inside start_tracking()")
+        self._check_active("log_model")
         example = np.zeros(
             (1, len(artifact.band_names), EXAMPLE_SIZE, EXAMPLE_SIZE), dtype=artifact.input_dtype
         )
@@ -172,10 +210,19 @@ class MlflowTracker:
         if not self.register:
             return f"runs:/{self.run_id}/{MODEL_NAME}"
         version = str(info.registered_model_version)
+        self._describe_version(version, finite(artifact.manifest()))
         if self.alias:
             self.client.set_registered_model_alias(self.register, self.alias, version)
         logger.info("registered %s version %s (%s)", self.register, version, self.alias or "-")
         return f"models:/{self.register}/{version}"
+
+    def _describe_version(self, version: str, manifest: dict[str, Any]) -> None:
+        """Give the registered version its description and tags (see :func:`version_card`)."""
+        assert self.register is not None
+        card = version_card(manifest)
+        for key, value in card.tags.items():
+            self.client.set_model_version_tag(self.register, version, key, value)
+        self.client.update_model_version(self.register, version, description=card.description)
 
 
 @contextmanager
@@ -334,6 +381,28 @@ def _artifact_location(uri: str) -> str | None:
     if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
         return None
     return (Path(uri.removeprefix("sqlite:///")).absolute().parent / "mlruns").as_uri()
+
+
+def _store_dataset() -> type[Any]:
+    """MLflow's metadata-only dataset, with the store's tile counts as its profile."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class StoreDataset(MetaDataset):
+        store_profile: dict[str, int] | None = None
+
+        @property
+        def profile(self) -> dict[str, int] | None:
+            """Scenes and tiles of the store, by split."""
+            return self.store_profile
+
+        def to_dict(self) -> dict[str, str]:
+            """MLflow's record of the dataset, with the profile as JSON."""
+            record: dict[str, str] = super().to_dict()
+            if self.store_profile is not None:
+                record["profile"] = json.dumps(self.store_profile)
+            return record
+
+    return StoreDataset
 
 
 def _pip_requirements() -> list[str]:

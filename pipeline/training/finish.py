@@ -6,6 +6,7 @@ from typing import Any
 
 from pipeline.artifact import ModelArtifact, save_artifact
 from pipeline.files import write_json
+from pipeline.store import store_digest, store_resolution
 from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.plots import plot_curves
@@ -41,7 +42,13 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         tile_size=run.info.tile_size,
         state_dict=best["model"],
         input_dtype=run.info.input_dtype,
-        metadata={"epoch": state.best_epoch, "metrics": best_metrics, "store": run.info.path},
+        metadata={
+            "epoch": state.best_epoch,
+            "metrics": best_metrics,
+            "store": run.info.path,
+            "store_digest": store_digest(run.info.path),
+            "resolution": store_resolution(run.info.path),
+        },
     )
     artifact.calibration = calibrate_on_store(
         artifact.build_model(), run.info, run.config.int8_calibration

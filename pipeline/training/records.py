@@ -26,6 +26,7 @@ from torch import nn
 
 from pipeline.errors import OutputExistsError
 from pipeline.files import json_text, write_text
+from pipeline.store import store_digest
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.components import Placement
 from pipeline.training.loop import StepContext, all_reduce_sum
@@ -71,6 +72,9 @@ def prepare_output(out: Path, place: Placement, *, resume: bool, overwrite: bool
 def start_outputs(run: RunContext, state: RunState) -> None:
     """Create the output folder; write the config and the history so far; log parameters.
 
+    The tracker also gets the training store as the run's dataset (path and
+    :func:`~pipeline.store.store_digest`).
+
     The history restored from a checkpoint is reported to the tracker again: an
     MLflow run reopened for the resume skips the epochs it holds, a new one gets
     them all, so the run that goes on holds every epoch.
@@ -93,6 +97,9 @@ def start_outputs(run: RunContext, state: RunState) -> None:
     if not isinstance(run.tracker, NullTracker):
         params |= code_version()
     run.tracker.log_params(params)
+    profile = {"scenes": len({t.scene for t in info.train + info.val}),
+               "train_tiles": len(info.train), "val_tiles": len(info.val)}  # fmt: skip
+    run.tracker.log_dataset(info.path, store_digest(info.path), profile)
     run.tracker.log_artifact(config_path)
     for metrics in state.history:  # a resumed run: a tracker skips the epochs it holds
         log_epoch(run, metrics)

@@ -29,6 +29,9 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Store a file (a plot, a config, an overlay image) with the run."""
 
+    def log_dataset(self, path: str, digest: str, profile: dict[str, int]) -> None:
+        """Record the training store the run reads: path, content digest, tile counts."""
+
     def log_model(self, artifact_dir: Path) -> str | None:
         """Store a model artifact folder with the run; return its URI if there is one."""
 
@@ -44,6 +47,9 @@ class NullTracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Ignore files."""
+
+    def log_dataset(self, path: str, digest: str, profile: dict[str, int]) -> None:
+        """Ignore the store."""
 
     def log_model(self, artifact_dir: Path) -> str | None:
         """Ignore the model."""

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
+from mlflow import MlflowClient
 
 from tests.mlflow_helpers import Trained
 from workflows.cli.main import cli
@@ -51,3 +53,31 @@ def test_the_former_name_models_still_works_and_is_hidden(trained: Trained) -> N
     listed = CliRunner().invoke(cli, ["--help"]).stdout
     commands = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line}
     assert {"model", "registry"} <= commands and "models" not in commands
+
+
+def test_a_version_says_what_it_is_and_takes_a_held_back_score(
+    trained: Trained, tmp_path: Path
+) -> None:
+    uri, name = trained.tracking_uri, trained.name
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version(name, "1")
+    assert version.tags["classes"] == "0 background, 1 building, 2 road, 3 water, 4 vegetation"
+    assert (version.tags["bands"], version.tags["tile_size"]) == ("red, green, blue, nir", "64")
+    assert version.tags["input_dtype"] == "uint8"
+    assert "- Classes: 0 background, 1 building" in version.description
+    metrics = tmp_path / "metrics.json"
+    for score in (0.5, 0.7123):  # a second evaluation replaces the first's line
+        metrics.write_text(json.dumps({"mean_iou": score, "pixel_accuracy": 0.93}))
+        code, out, err = _run("tag", f"{name}/1", "owner=gis", "--evaluation", str(metrics),
+                              "--tracking-uri", uri)  # fmt: skip
+        assert code == 0, err
+    assert f"{name}/1 heldout_mean_iou=0.7123" in out.splitlines()
+    version = client.get_model_version(name, "1")
+    assert version.tags["owner"] == "gis" and version.tags["heldout_mean_iou"] == "0.7123"
+    assert version.tags["heldout_pixel_accuracy"] == "0.9300"
+    held_back = [line for line in version.description.splitlines() if "Held-back" in line]
+    assert held_back == [f"- Held-back mean IoU 0.7123, pixel accuracy 0.9300 ({metrics})"]
+    code, out, _ = _run("show", f"{name}/1", "--tracking-uri", uri)
+    assert code == 0 and "  - Held-back mean IoU 0.7123" in out
+    code, _, err = _run("tag", f"{name}/1", "--tracking-uri", uri)
+    assert code == 2 and "KEY=VALUE" in err

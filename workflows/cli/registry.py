@@ -1,4 +1,4 @@
-"""``terraseg registry``: list, show and promote models in the MLflow model registry.
+"""``terraseg registry``: list, show, tag and promote models in the MLflow model registry.
 
 ``terraseg models`` is the former name of this group; it still works and is not
 listed in ``terraseg --help``.
@@ -7,6 +7,7 @@ listed in ``terraseg --help``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +19,7 @@ as_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 @click.group()
 def registry() -> None:
-    """Registered models: list, show, promote (set an alias such as ``production``)."""
+    """Registered models: list, show, tag, promote (set an alias such as ``production``)."""
 
 
 @registry.command("list")
@@ -63,6 +64,7 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         aliases = ", ".join(info["aliases"]) or "none"
         lines.append(f"  {info['name']} version {info['version']}, aliases: {aliases}")
         lines.append(f"  created {info['created']}")
+        lines.extend(f"  {line}" for line in info["description"].splitlines() if line)
     run = info.get("run")
     if run:
         lines.append(
@@ -101,6 +103,44 @@ def _metric_lines(metrics: dict[str, float]) -> list[str]:
     if best is not None and last is not None and "last/val/mean_iou" in metrics:
         lines.append(f"  last epoch ({last:.0f}): val/mean_iou {metrics['last/val/mean_iou']:.4g}")
     return lines
+
+
+@registry.command()
+@click.argument("model_ref", metavar="NAME[@ALIAS|/VERSION]")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option(
+    "--evaluation",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="metrics.json of terraseg evaluate on held-back scenes: sets heldout_mean_iou "
+    "and heldout_pixel_accuracy and a line of the description.",
+)
+@tracking_uri_opt
+def tag(
+    model_ref: str, settings: tuple[str, ...], evaluation: Path | None, tracking_uri: str | None
+) -> None:
+    """Set tags of a model version (NAME alone: the latest); record a held-back evaluation.
+
+    The registry page then shows how the model did on scenes it never saw, next
+    to the validation mean IoU that training recorded.
+    """
+    from pipeline.registry import record_held_back, tag_version
+
+    tags = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{setting!r}: write KEY=VALUE", param_hint="KEY=VALUE")
+        tags[key.strip()] = value
+    if not tags and evaluation is None:
+        raise click.UsageError("give KEY=VALUE tags, --evaluation FILE or both")
+    version = tag_version(model_ref, tags, tracking_uri) if tags else None
+    if evaluation is not None:
+        version, card = record_held_back(model_ref, evaluation.resolve(), tracking_uri)
+        tags |= card.tags
+    assert version is not None
+    for key, value in tags.items():
+        click.echo(f"{version.name}/{version.version} {key}={value}")
 
 
 @registry.command()

@@ -1,5 +1,6 @@
 """A real training run recorded in MLflow: SQLite file and `mlflow server`."""
 
+import json
 import uuid
 
 import mlflow
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 from pipeline.artifact import load_artifact
 from pipeline.registry import load_model
+from pipeline.store import store_digest
 from pipeline.training import records
 from tests.pipeline.training.test_train import tiny
 from workflows.cli.main import cli
@@ -49,6 +51,25 @@ def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, mon
     assert "last epoch (2): val/mean_iou 0.5" in shown.stdout
     for key in ("train/loss", "train/lr", "val/iou/building", "val/accuracy/road"):
         assert key in record.data.metrics, key
+    # the version says what the model is; the run names its commit and its dataset
+    tags = version.tags
+    assert tags["classes"] == "0 background, 1 building, 2 road, 3 water, 4 vegetation"
+    assert (tags["bands"], tags["input_dtype"], tags["tile_size"]) == (
+        "red, green, blue, nir", "uint8", "64")  # fmt: skip
+    assert (tags["resolution"], tags["val_mean_iou"], tags["best_epoch"]) == ("2 m", "0.6000", "1")
+    assert tags["training_store"] == str(store)
+    assert tags["training_store_digest"] == store_digest(store)
+    assert "Validation mean IoU 0.6000 (epoch 1, the best; these weights)" in version.description
+    if "code.git_commit" in params:
+        assert record.data.tags["mlflow.source.git.commit"] == params["code.git_commit"]
+    (dataset_input,) = record.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == (
+        "data.zarr", store_digest(store), "local")  # fmt: skip
+    assert json.loads(dataset.source)["uri"] == str(store)
+    profile = json.loads(dataset.profile)
+    assert profile["scenes"] == 2 and profile["train_tiles"] > 0 and profile["val_tiles"] > 0
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
     files = _artifacts(client, version.run_id)
     assert "config.yaml" in files
     assert any(f.startswith("plots/") and "confusion" in f for f in files)
