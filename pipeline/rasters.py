@@ -29,21 +29,38 @@ NodataOverride = float | Literal["none"] | None
 
 @dataclass(frozen=True)
 class SourceIdentity:
-    """What a file was when it was read: a changed file has a different identity."""
+    """What a file was when it was read: a changed file has a different identity.
+
+    A VRT's identity holds those of the files it reads (``parts``), so a band file
+    replaced under an unchanged VRT (:mod:`pipeline.bandfiles`) changes it too.
+    """
 
     path: str
     size: int
     mtime_ns: int
+    parts: tuple[SourceIdentity, ...] = ()
 
     @classmethod
     def of(cls, path: str | Path) -> SourceIdentity:
         """The identity of ``path`` now."""
         stat = os.stat(path)
-        return cls(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        parts = tuple(cls.of(f) for f in vrt_sources(path))
+        return cls(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        """A JSON-ready mapping (``parts`` only for a VRT)."""
+        found = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        return found | ({"parts": [p.to_dict() for p in self.parts]} if self.parts else {})
+
+
+def vrt_sources(path: str | Path) -> list[Path]:
+    """The local files a VRT reads (none for other rasters, or files GDAL cannot list)."""
+    if Path(path).suffix.lower() != ".vrt":
+        return []
+    own = Path(path).resolve()
+    with _open(path) as src:
+        files = [Path(f).resolve() for f in src.files]
+    return [f for f in dict.fromkeys(files) if f != own and f.is_file()]
 
 
 def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list[Path]:

@@ -352,32 +352,35 @@ def match_label_rasters(images: list[Path], labels: list[Path]) -> dict[Path, Pa
     One label raster serves every image (it is warped onto each grid). Otherwise
     an image ``x.tif`` takes the first of ``x_labels``, ``x_label``, ``x_mask``,
     ``x_masks``, ``x_gt`` and ``x`` (another file of that name, e.g. in a masks
-    folder) found among the label rasters.
+    folder) found among the label rasters, else the one label raster named
+    ``x_<anything>`` (a band-file scene ``x`` with its ``x_fmask.tif``).
 
     Raises:
-        InputError: An image has no matching label raster.
+        InputError: An image has no matching label raster, or several ``x_*`` ones.
     """
     if len(labels) == 1:
         return dict.fromkeys(images, labels[0])
     by_stem: dict[str, list[Path]] = {}
     for path in labels:
         by_stem.setdefault(path.stem, []).append(path)
-    matched = {}
-    for image in images:
-        candidates = (
-            path
-            for suffix in LABEL_RASTER_SUFFIXES
-            for path in by_stem.get(image.stem + suffix, [])
-            if path.resolve() != image.resolve()
-        )
-        match = next(candidates, None)
-        if match is None:
-            raise InputError(
-                f"no label raster matches this image (expected {image.stem}_labels.tif or similar)",
-                path=image,
-            )
-        matched[image] = match
-    return matched
+    return {image: _label_raster_of(image, labels, by_stem) for image in images}
+
+
+def _label_raster_of(image: Path, labels: list[Path], by_stem: dict[str, list[Path]]) -> Path:
+    for suffix in LABEL_RASTER_SUFFIXES:
+        for path in by_stem.get(image.stem + suffix, []):
+            if path.resolve() != image.resolve():
+                return path
+    prefixed = [path for path in labels if path.stem.startswith(image.stem + "_")]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if prefixed:
+        names = ", ".join(p.name for p in prefixed[:4])
+        raise InputError(f"several label rasters match this image ({names})", path=image)
+    raise InputError(
+        f"no label raster matches this image (expected {image.stem}_labels.tif or similar)",
+        path=image,
+    )
 
 
 def match_pairs(images_dir: Path, masks_dir: Path) -> dict[Path, Path]:

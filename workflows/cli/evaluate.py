@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @click.option(
     "--truth",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(path_type=Path),  # a glob too: found (or refused) when planning
     help="Label rasters (file, folder or glob) or a vector file with a class column.",
 )
 @click.option(

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from workflows.cli.options import (
+    band_files_opts,
     config_opt,
     nodata_opt,
     overwrite_opt,
     resolve_config,
+    scene_inputs,
     scheduler_opt,
     show_progress,
     workers_opt,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from pipeline.tiling import ScenePlan, TileConfig
 
 logger = logging.getLogger(__name__)
+BAND_STACKS = ".band-stacks"  # beside the store: the VRTs of band-file scenes
 VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml"}
 
 
@@ -93,6 +96,7 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
     default=None,
     help="Also write the tile footprints with their split as a GeoPackage.",
 )
+@band_files_opts
 @overwrite_opt
 @scheduler_opt
 @workers_opt
@@ -111,9 +115,16 @@ def tile(
     scheduler: str | None,
     workers: int | None,
     config_path: Path | None,
+    band_files: list[str] | None,
+    recursive: bool,
+    band_resampling: str,
     **options: object,
 ) -> None:
     """Tile IMAGES (files, folders or globs) and their labels into a Zarr store.
+
+    With --band-files, IMAGES are scene folders holding one file per band (as
+    Sentinel-2 and Landsat deliver them), stacked virtually in the given order into
+    VRTs in .band-stacks/<store name> beside the store.
 
     Each scene is stored as image (bands, rows, cols), label and valid arrays
     chunked by tile, with its CRS and transform; the store holds the classes,
@@ -129,29 +140,19 @@ def tile(
     from workflows.cluster import dask_client
     from workflows.executor import DaskExecutor
 
-    if (labels is None) == (pairs is None):
-        raise click.UsageError("give exactly one of --labels PATH and --pairs IMAGES_DIR MASKS_DIR")
-    if labels is not None and not images:
-        raise click.UsageError("give the rasters to tile (files, folders or globs)")
+    _check_sources(images, labels, pairs, band_files)
     config = resolve_config(TileConfig, config_path, options)
     out = out.resolve()
     with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
-        plans, table = _plan(images, labels, pairs, classes_path, config)
+        stacks = out.parent / BAND_STACKS / out.name
+        inputs = scene_inputs(images, band_files, recursive, band_resampling, stacks)
+        plans, table = _plan(inputs, labels, pairs, classes_path, config)
         with (
             dask_client(scheduler, workers=workers, threads_per_worker=2) as client,
             progress_bar(show_progress(ctx)) as progress,
         ):
-            executor = DaskExecutor(client)
-            summary = tile_scenes(
-                out,
-                plans,
-                config,
-                table,
-                executor,
-                progress=progress,
-                overwrite=overwrite,
-                lock=lock,
-            )
+            summary = tile_scenes(out, plans, config, table, DaskExecutor(client),
+                                  progress=progress, overwrite=overwrite, lock=lock)  # fmt: skip
         if export_index is not None:
             export_tile_index(out, export_index)
     logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
@@ -160,23 +161,37 @@ def tile(
     )
 
 
-def _plan(
+def _check_sources(
     images: tuple[str, ...],
+    labels: str | None,
+    pairs: tuple[Path, Path] | None,
+    band_files: list[str] | None,
+) -> None:
+    """Refuse combinations of inputs that name no labels, no images or both label kinds."""
+    if (labels is None) == (pairs is None):
+        raise click.UsageError("give exactly one of --labels PATH and --pairs IMAGES_DIR MASKS_DIR")
+    if labels is not None and not images:
+        raise click.UsageError("give the rasters to tile (files, folders or globs)")
+    if band_files is not None and pairs is not None:
+        raise click.UsageError("--band-files takes scene folders, not --pairs")
+
+
+def _plan(
+    images: list[Path],
     labels: str | None,
     pairs: tuple[Path, Path] | None,
     classes_path: Path | None,
     config: TileConfig,
 ) -> tuple[list[ScenePlan], ClassTable]:
-    """Expand the inputs, read the classes and plan every scene (see ``prepare_tiling``)."""
+    """Read the classes and plan every scene of ``images`` (see ``prepare_tiling``)."""
     from pipeline.classes import read_classes
-    from pipeline.rasters import expand_inputs
     from pipeline.tiling import prepare_tiling
 
     vector, label_rasters = _label_sources(labels)
     classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
     classes = read_classes(classes_path) if classes_path else None
     return prepare_tiling(
-        expand_inputs(images) if images else [],
+        images,
         vector_labels=vector,
         label_rasters=label_rasters,
         pairs=pairs,
