@@ -30,7 +30,7 @@ from pipeline.grid import Window
 from pipeline.rasters import RASTER_SUFFIXES, NodataOverride, open_raster, valid_unless
 
 LabelsCover = Literal["complete", "partial"]
-UNDECLARED_HINT = "declare them in the classes file, as classes or under ignore"
+UNDECLARED_HINT = "declare them as classes, or list them under ignore"
 LABEL_RASTER_SUFFIXES = (
     "_labels",
     "_label",
