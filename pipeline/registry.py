@@ -16,7 +16,9 @@ URI fails in seconds instead of after MLflow's retries.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import ssl
 import tempfile
 import urllib.error
@@ -264,16 +266,22 @@ def _versions(mlflow_client: MlflowClient, name: str) -> list[ModelVersion]:
     return sorted(found, key=lambda v: int(v.version))
 
 
-def load_model(uri: str | Path, tracking_uri: str | None = None) -> ModelArtifact:
+def load_model(
+    uri: str | Path, tracking_uri: str | None = None, cache: Path | None = None
+) -> ModelArtifact:
     """Load the terraseg model artifact behind any accepted model URI.
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``
             or a local folder (see the module docstring).
         tracking_uri: The tracking store for ``models:/`` and ``runs:/`` URIs.
+        cache: Keep a downloaded model here (see :func:`fetch_model`); by default
+            it is downloaded to a temporary folder and removed after loading.
 
     Returns:
-        The artifact, weights loaded on the CPU.
+        The artifact, weights loaded on the CPU; for a model URI its metadata
+        holds ``resolved_uri``, the exact version (``models:/NAME/3`` for
+        ``models:/NAME@production``).
 
     Raises:
         ModelNotFoundError: The model, alias, version, run or local folder does not exist.
@@ -284,56 +292,129 @@ def load_model(uri: str | Path, tracking_uri: str | None = None) -> ModelArtifac
     if not text.startswith(("models:/", "runs:/")):
         return load_artifact(_local_artifact_folder(Path(text)))
     with tempfile.TemporaryDirectory(prefix="terraseg-model-") as tmp:
-        folder, source = download_model(text, Path(tmp), tracking_uri)
+        folder, source = fetch_model(text, tracking_uri, cache or Path(tmp))
         artifact = load_artifact(_artifact_folder_in(folder, text))
-    artifact.metadata["resolved_uri"] = source  # e.g. models:/NAME/3 for models:/NAME@prod
+    artifact.metadata["resolved_uri"] = source
     return artifact
 
 
-def download_model(
-    uri: str, destination: Path, tracking_uri: str | None = None
-) -> tuple[Path, str]:
-    """Download the MLflow model behind a ``models:/`` or ``runs:/`` URI into ``destination``.
+def fetch_model(uri: str, tracking_uri: str | None, cache: Path) -> tuple[Path, str]:
+    """The local folder of the MLflow model behind a ``models:/`` or ``runs:/`` URI.
+
+    A model whose files are on this machine's disk (a local or SQLite store) is
+    used where it is: nothing is copied. A relative artifact location (a movable
+    store, see :func:`artifact_path`) is found next to the SQLite file. Any other
+    model is downloaded once into ``cache/KEY``, KEY naming the exact version and
+    where its files are, through a temporary name; a later call finds it there.
+
+    Args:
+        uri: The model URI.
+        tracking_uri: The tracking store.
+        cache: Folder of downloaded models.
 
     Returns:
-        The local folder and the exact URI it came from (an alias resolved to its version).
+        The folder (holding ``MLmodel``) and the exact URI (an alias resolved).
 
     Raises:
-        ModelNotFoundError: The model, alias, version or run does not exist.
+        ModelNotFoundError: The model, alias, version or run does not exist, or
+            its files are missing.
         TrackingError: The tracking store cannot be reached.
     """
+    mlflow_client = client(tracking_uri)
+    source, storage = model_location(mlflow_client, uri)
+    local = artifact_path(storage, mlflow_client.tracking_uri)
+    if local is not None:
+        if not (local / "MLmodel").is_file():
+            raise ModelNotFoundError(f"{uri}: the model's files are not at {local}")
+        return local, source
+    key = hashlib.sha256(f"{source} {storage}".encode()).hexdigest()[:12]
+    folder = Path(cache) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', source)}-{key}"
+    if not (folder / "MLmodel").is_file():
+        _download(mlflow_client, storage, folder, uri)
+    return folder, source
+
+
+def _download(mlflow_client: MlflowClient, storage: str, folder: Path, uri: str) -> None:
+    """Download the model folder at ``storage`` to ``folder``, renamed into place when whole."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    mlflow_client = client(tracking_uri)
-    source = _check_exists(mlflow_client, uri)
-    try:
-        with use_tracking_uri(mlflow_client.tracking_uri):
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=str(destination)
-            )
-    except (MlflowException, OSError) as exc:
-        raise ModelNotFoundError(f"cannot download {uri}: {_first_line(exc)}") from exc
-    return Path(str(local)), source
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=folder.parent) as tmp:
+        try:
+            with use_tracking_uri(mlflow_client.tracking_uri):
+                local = mlflow.artifacts.download_artifacts(artifact_uri=storage, dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise ModelNotFoundError(f"cannot download {uri}: {_first_line(exc)}") from exc
+        try:
+            os.replace(local, folder)
+        except OSError:  # another process put it there first
+            if not (folder / "MLmodel").is_file():
+                raise
 
 
-def _check_exists(mlflow_client: MlflowClient, uri: str) -> str:
-    """The URI to download for ``uri``, after checking that what it names exists."""
+def model_location(mlflow_client: MlflowClient, uri: str) -> tuple[str, str]:
+    """The exact URI of a ``models:/`` or ``runs:/`` URI, and where the model's files are.
+
+    Returns:
+        ``models:/NAME/VERSION`` (or the ``runs:/`` URI itself) and the artifact
+        URI of the model folder, as the store records it.
+
+    Raises:
+        ModelNotFoundError: The model, alias, version or run does not exist.
+        InputError: A ``runs:/`` URI without the model's name in the run.
+    """
     from mlflow.exceptions import MlflowException
 
     if uri.startswith("models:/"):
         version = resolve_version(mlflow_client, ModelRef.parse(uri))
-        return f"models:/{version.name}/{version.version}"
+        storage = mlflow_client.get_model_version_download_uri(version.name, version.version)
+        return f"models:/{version.name}/{version.version}", str(storage)
     run_id, _, path = uri.removeprefix("runs:/").partition("/")
     try:
-        mlflow_client.get_run(run_id)
+        run = mlflow_client.get_run(run_id)
     except MlflowException as exc:
         raise ModelNotFoundError(
             f"no run {run_id!r} in {redact(mlflow_client.tracking_uri)}"
         ) from exc
-    if not path:
+    if not path.strip("/"):
         raise InputError(f"{uri}: name the model inside the run, e.g. runs:/{run_id}/model")
-    return uri
+    name, _, rest = path.strip("/").partition("/")
+    found = mlflow_client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'"
+    )
+    logged = next((m for m in found if m.source_run_id == run_id), None)
+    if logged is not None:  # MLflow 3 keeps a logged model's files apart from the run's
+        return uri, "/".join(part for part in (logged.artifact_location, rest) if part)
+    return uri, f"{run.info.artifact_uri}/{path.strip('/')}"
+
+
+def artifact_path(storage: str, tracking_uri: str) -> Path | None:
+    """The local path of an artifact URI, or ``None`` when it is not on this machine's disk.
+
+    A relative path (the artifact location of an experiment created movable, see
+    :func:`workflows.mlflow_tracking.movable_experiment`) is relative to the folder
+    of the SQLite store file, wherever that folder has been moved; with any
+    other store, to the working directory, as MLflow reads it.
+    """
+    scheme = urlsplit(storage).scheme
+    if scheme == "file":
+        path = Path(unquote(urlsplit(storage).path))
+    elif scheme == "":
+        path = Path(storage)
+    else:
+        return None
+    if path.is_absolute():
+        return path
+    store = sqlite_path(tracking_uri)
+    return (store.parent if store else Path.cwd()) / path
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of an SQLite tracking URI; ``None`` for any other store."""
+    if not tracking_uri.startswith("sqlite:///") or tracking_uri.endswith(":memory:"):
+        return None
+    return Path(unquote(tracking_uri.removeprefix("sqlite:///")))
 
 
 def _local_artifact_folder(path: Path) -> Path:
@@ -405,28 +486,37 @@ def describe_model(uri: str | Path, tracking_uri: str | None = None) -> dict[str
     if text.startswith("models:/"):
         version = resolve_version(mlflow_client, ModelRef.parse(text))
         info |= _version_summary(version)
-        run_id, source = version.run_id, f"models:/{version.name}/{version.version}"
+        run_id = version.run_id
     else:
-        run_id, source = text.removeprefix("runs:/").partition("/")[0], text
-        _check_exists(mlflow_client, text)
-    info |= _manifest_summary(_remote_manifest(mlflow_client, source))
+        run_id = text.removeprefix("runs:/").partition("/")[0]
+    source, storage = model_location(mlflow_client, text)
+    info |= _manifest_summary(_remote_manifest(mlflow_client, source, storage))
     if run_id:
         info["run"] = _run_summary(mlflow_client, run_id)
     return info
 
 
-def _remote_manifest(mlflow_client: MlflowClient, source: str) -> dict[str, Any]:
-    """The artifact manifest stored in the MLmodel file of a logged model."""
+def _remote_manifest(mlflow_client: MlflowClient, source: str, storage: str) -> dict[str, Any]:
+    """The artifact manifest stored in the MLmodel file of a logged model (not the weights)."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory(prefix="terraseg-mlmodel-") as tmp:
-        try:
-            with use_tracking_uri(mlflow_client.tracking_uri):
-                mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/MLmodel", dst_path=tmp)
-        except (MlflowException, OSError) as exc:
-            raise ModelNotFoundError(f"no MLflow model at {source}: {_first_line(exc)}") from exc
-        mlmodel = _read_mlmodel(next(Path(tmp).rglob("MLmodel")).parent, source)
+        folder = artifact_path(storage, mlflow_client.tracking_uri)
+        if folder is None:
+            try:
+                with use_tracking_uri(mlflow_client.tracking_uri):
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"{storage}/MLmodel", dst_path=tmp
+                    )
+            except (MlflowException, OSError) as exc:
+                raise ModelNotFoundError(
+                    f"no MLflow model at {source}: {_first_line(exc)}"
+                ) from exc
+            folder = next(Path(tmp).rglob("MLmodel")).parent
+        elif not (folder / "MLmodel").is_file():
+            raise ModelNotFoundError(f"{source}: the model's files are not at {folder}")
+        mlmodel = _read_mlmodel(folder, source)
     manifest = (mlmodel.get("metadata") or {}).get(MLMODEL_METADATA_KEY)
     if not manifest:
         raise InputError(f"{source} is an MLflow model, but not a terraseg model")

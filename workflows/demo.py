@@ -14,6 +14,10 @@ from typing import Any
 from workflows.run_workflow import Step, Workflow
 
 MODEL_NAME = "terraseg-demo"
+EXPERIMENT = "terraseg-demo"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+# The MLflow 3 UI opens an experiment as GenAI traces unless asked for the ML workflow.
+UI_QUERY = "?workflowType=machine_learning"
 TRAINING_SCENES = 4
 SCENES = TRAINING_SCENES + 1  # the last one is held back
 
@@ -70,7 +74,7 @@ def _train_step(tracking_uri: str) -> Step:
             "num-workers": 1,
             "threads": 1,
             "seed": 7,
-            "experiment": "terraseg-demo",
+            "experiment": EXPERIMENT,
             "register": MODEL_NAME,
             "alias": "candidate",
             "tracking-uri": tracking_uri,
@@ -136,7 +140,22 @@ def quicklooks(out: Path) -> list[Path]:
     return written
 
 
-def report(out: Path, quicklook_paths: list[Path]) -> str:
+def mlflow_ui_lines(out: Path, experiment_id: str) -> list[str]:
+    """How to open the demo's runs and model in the MLflow UI.
+
+    The store's artifact locations are relative to ``out`` (see
+    :func:`workflows.mlflow_tracking.movable_experiment`), so ``mlflow ui`` starts
+    there. The links name the runs page and the ML workflow: MLflow 3's UI
+    otherwise opens an experiment on its GenAI traces.
+    """
+    return [
+        f"  MLflow: cd {out} && mlflow ui --backend-store-uri sqlite:///mlflow.db",
+        f"    runs   {UI_ADDRESS}/#/experiments/{experiment_id}/runs{UI_QUERY}",
+        f"    model  {UI_ADDRESS}/#/models/{MODEL_NAME}{UI_QUERY}",
+    ]
+
+
+def report(out: Path, quicklook_paths: list[Path], experiment_id: str) -> str:
     """The demo's closing summary: scores, polygon counts, outputs, and how to open them."""
     import geopandas as gpd
 
@@ -171,7 +190,7 @@ def report(out: Path, quicklook_paths: list[Path]) -> str:
         "",
         "open them:",
         f"  QGIS: add {out / 'polygons.gpkg'} (styled by class) and {out / 'predictions'}/*.tif",
-        f"  MLflow: mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'}",
+        *mlflow_ui_lines(out, experiment_id),
     ]
     return "\n".join(lines)
 

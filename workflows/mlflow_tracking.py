@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from pipeline.registry import (
     check_tracking_reachable,
     redact,
     resolve_tracking_uri,
+    sqlite_path,
     use_tracking_uri,
     version_card,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "RUN_ID_FILE",
     "MlflowTracker",
     "check_tracking_reachable",
+    "movable_experiment",
     "read_run_id",
     "start_tracking",
     "track_run_folder",
@@ -67,6 +71,9 @@ EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps 
 HEADLINE_METRIC = "best_epoch"  # logged with the headline, one step after the last epoch
 GIT_COMMIT_PARAM = "code.git_commit"  # the parameter of pipeline.training.tracker.code_version
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's standard tag for it
+# The MLflow UI's kind of experiment: model training (its runs page), not GenAI traces.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+ARTIFACT_FOLDER = "mlruns"  # next to an SQLite store: the artifacts of its experiments
 
 
 class MlflowTracker:
@@ -262,6 +269,7 @@ def start_tracking(
         tags = {"terraseg.version": __version__}
         reopen = run_id if run_id and _run_exists(mlflow_client, run_id, uri) else None
         experiment_id = None if reopen else _experiment_id(mlflow_client, experiment, uri)
+        _check_artifact_home(mlflow_client, experiment_id or _run_experiment(mlflow_client, reopen))
         name = None if reopen else run_name  # a reopened run keeps its experiment and name
         with mlflow.start_run(
             run_id=reopen, experiment_id=experiment_id, run_name=name, tags=tags
@@ -358,14 +366,19 @@ def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:
 
     In an SQLite store a new experiment keeps its artifacts in ``mlruns`` next to
     the database file (MLflow's default is ``./mlruns`` of the working directory;
-    the two agree for the default store).
+    the two agree for the default store). The experiment is tagged as one of
+    model training (see :data:`EXPERIMENT_TAGS`), a former one too when it has no kind.
     """
     from mlflow.exceptions import MlflowException
 
     try:
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
-            return str(mlflow_client.create_experiment(name, _artifact_location(uri)))
+            location = _artifact_location(uri)
+            return str(mlflow_client.create_experiment(name, location, tags=EXPERIMENT_TAGS))
+        for key, value in EXPERIMENT_TAGS.items():
+            if key not in experiment.tags and experiment.lifecycle_stage != "deleted":
+                mlflow_client.set_experiment_tag(experiment.experiment_id, key, value)
     except MlflowException as exc:
         raise TrackingError(f"tracking store {redact(uri)}: {exc.message}") from exc
     if experiment.lifecycle_stage == "deleted":
@@ -378,9 +391,69 @@ def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:
 
 
 def _artifact_location(uri: str) -> str | None:
-    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).absolute().parent / "mlruns").as_uri()
+    store = sqlite_path(uri)
+    return None if store is None else (store.absolute().parent / ARTIFACT_FOLDER).as_uri()
+
+
+def movable_experiment(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name``; created, in an SQLite store, with movable artifacts.
+
+    A new experiment in an SQLite store keeps its artifacts in ``mlruns/ID``
+    relative to the store's folder: MLflow stores every run's and model's artifact
+    location relative to the experiment's, so the folder holding the database and
+    ``mlruns`` can be moved or copied whole. MLflow reads a relative location
+    against its working directory: ``mlflow ui`` is started in that folder, and
+    runs that write into the experiment run there (:func:`start_tracking` refuses
+    others); terraseg reads the models from anywhere (see
+    :func:`pipeline.registry.artifact_path`). In other stores, and for an
+    experiment that exists, this is :func:`start_tracking`'s experiment.
+
+    Raises:
+        TrackingError: The store cannot be reached or used.
+        ConfigError: The experiment is deleted.
+    """
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_reachable(uri)
+    mlflow_client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    existed = mlflow_client.get_experiment_by_name(name) is not None
+    experiment_id = _experiment_id(mlflow_client, name, uri)
+    store = sqlite_path(uri)
+    if store is None or existed:
+        return experiment_id
+    with closing(sqlite3.connect(store)) as database, database:
+        done = database.execute(  # MLflow resolves a relative location it is given: set here
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (f"{ARTIFACT_FOLDER}/{experiment_id}", int(experiment_id)),
+        )
+    if done.rowcount != 1:
+        raise TrackingError(f"tracking store {uri}: cannot set experiment {name!r}'s artifacts")
+    return experiment_id
+
+
+def _run_experiment(mlflow_client: MlflowClient, run_id: str | None) -> str:
+    assert run_id is not None
+    return str(mlflow_client.get_run(run_id).info.experiment_id)
+
+
+def _check_artifact_home(mlflow_client: MlflowClient, experiment_id: str) -> None:
+    """Refuse to write a movable experiment's artifacts from outside its store's folder.
+
+    Raises:
+        ConfigError: The experiment's artifact location is relative and the working
+            directory is not the SQLite store's folder.
+    """
+    location = str(mlflow_client.get_experiment(experiment_id).artifact_location)
+    store = sqlite_path(str(mlflow_client.tracking_uri))
+    if store is None or urlsplit(location).scheme or Path(location).is_absolute():
+        return
+    home = store.absolute().parent
+    if Path.cwd().resolve() != home.resolve():
+        raise ConfigError(
+            f"experiment {experiment_id} keeps its artifacts in {location} relative to "
+            f"{home}, where its store is; run terraseg in that folder (cd {home})"
+        )
 
 
 def _store_dataset() -> type[Any]:

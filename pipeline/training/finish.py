@@ -42,13 +42,7 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         tile_size=run.info.tile_size,
         state_dict=best["model"],
         input_dtype=run.info.input_dtype,
-        metadata={
-            "epoch": state.best_epoch,
-            "metrics": best_metrics,
-            "store": run.info.path,
-            "store_digest": store_digest(run.info.path),
-            "resolution": store_resolution(run.info.path),
-        },
+        metadata=_metadata(run, state.best_epoch, best_metrics),
     )
     artifact.calibration = calibrate_on_store(
         artifact.build_model(), run.info, run.config.int8_calibration
@@ -76,3 +70,14 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
     log_headline(run.tracker, history, state.best_epoch)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _metadata(run: RunContext, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the model artifact records of its training: epoch, metrics and store."""
+    return {
+        "epoch": epoch,
+        "metrics": metrics,
+        "store": run.info.path,
+        "store_digest": store_digest(run.info.path),
+        "resolution": store_resolution(run.info.path),
+    }

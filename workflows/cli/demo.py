@@ -26,16 +26,22 @@ def demo(ctx: click.Context, /, out: Path, force: tuple[str, ...]) -> None:
     Generates sample scenes, tiles them, trains and registers a small DeepLabV3+,
     predicts a held-back scene, vectorizes and evaluates it, and writes quick-looks.
 
-    Everything goes into --out, the MLflow store included (OUT/mlflow.db). Run it
-    again and finished steps are skipped.
+    Everything goes into --out, the MLflow store included (OUT/mlflow.db, its
+    artifacts in OUT/mlruns, by paths relative to OUT: the folder can be moved).
+    The registered model version gets the held-back scene's scores as tags. Run
+    it again and finished steps are skipped.
     """
+    from pipeline.registry import record_held_back
     from workflows.cli.run import step_runner
-    from workflows.demo import demo_workflow, quicklooks, report
+    from workflows.demo import EXPERIMENT, MODEL_NAME, demo_workflow, quicklooks, report
+    from workflows.mlflow_tracking import movable_experiment
     from workflows.run_workflow import run_workflow
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    workflow = demo_workflow(f"sqlite:///{out / 'mlflow.db'}")
+    tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
+    experiment_id = movable_experiment(tracking_uri, EXPERIMENT)
     execute, accepts = step_runner(ctx)
-    run_workflow(workflow, out, execute, accepts, only=list(force))
-    click.echo(report(out, quicklooks(out)))
+    run_workflow(demo_workflow(tracking_uri), out, execute, accepts, only=list(force))
+    record_held_back(f"models:/{MODEL_NAME}@candidate", out / "metrics.json", tracking_uri)
+    click.echo(report(out, quicklooks(out), experiment_id))
