@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from pipeline.classes import ClassTable
 from pipeline.errors import InputError, WeightsError
-from pipeline.files import atomic_output, finite
+from pipeline.files import atomic_output, finite, named_os_errors, write_torch
 
 if TYPE_CHECKING:
     import torch
@@ -120,15 +120,13 @@ def weights_digest(artifact: ModelArtifact) -> str:
 
 def save_artifact(artifact: ModelArtifact, folder: str | Path) -> Path:
     """Write ``artifact`` into ``folder`` (replaced atomically when it exists)."""
-    import torch
-
-    with atomic_output(folder) as tmp:
+    with named_os_errors(folder), atomic_output(folder) as tmp:  # a full disk names folder
         tmp.mkdir(parents=True)
         manifest = finite(artifact.manifest())  # strict JSON: a NaN metric becomes null
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str, allow_nan=False))
-        torch.save(artifact.state_dict, tmp / WEIGHTS)
+        write_torch(tmp / WEIGHTS, artifact.state_dict)
         if artifact.calibration is not None:
-            torch.save(artifact.calibration, tmp / CALIBRATION)
+            write_torch(tmp / CALIBRATION, artifact.calibration)
     return Path(folder)
 
 

@@ -24,6 +24,8 @@ import zarr
 from numcodecs import Zstd
 from numpy.typing import NDArray
 
+from pipeline.files import write_bytes
+
 
 @dataclass(frozen=True)
 class ChunkLayout:
@@ -135,12 +137,12 @@ def _write_file(path: Path, payload: bytes, array_folder: Path) -> None:
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        tmp.write_bytes(payload)
+        write_bytes(tmp, payload)  # a full disk names the file and leaves none
     except FileNotFoundError:
         if not array_folder.is_dir():
             raise
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(payload)
+        write_bytes(tmp, payload)
     os.replace(tmp, path)
 
 

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 from os import PathLike
+
+# Errors of the operating system that inputs, outputs and the machine cause (not
+# terraseg): what each means to the user, and the fix.
+OS_ERROR_REASONS: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device; free space or write the output to another disk",
+    errno.EDQUOT: "disk quota exceeded; free space or write the output to another disk",
+    errno.EFBIG: "file too large for the file system or for this process's file-size limit "
+    "(ulimit -f); raise the limit or write the output to another disk",
+    errno.EROFS: "read-only file system; write the output to a folder you can write to",
+    errno.EACCES: "permission denied; check the permissions, or write the output to a folder "
+    "you can write to",
+    errno.EPERM: "operation not permitted; check the permissions, or write the output to a "
+    "folder you can write to",
+    errno.EEXIST: "exists already; remove it or choose another name",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
+    errno.EISDIR: "is a folder, not a file; choose a file name",
+    errno.ENOENT: "no such file or folder",
+    errno.ENAMETOOLONG: "file name too long; choose a shorter path",
+}
+CAPACITY_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class TerrasegError(Exception):
@@ -75,3 +96,60 @@ class LockedError(TerrasegError, RuntimeError):
 
 class IncompleteOutputError(TerrasegError, RuntimeError):
     """An output's planned parts were not all written by this run; it is not committed."""
+
+
+class FileSystemError(TerrasegError, OSError):
+    """A file or folder cannot be written or read: no space, read-only, no permission.
+
+    Args:
+        message: What is wrong and the fix.
+        path: The file or folder.
+        code: The ``errno`` of the operating system's error, if any.
+    """
+
+    def __init__(
+        self, message: str, *, path: str | PathLike[str] | None = None, code: int | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.errno = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.path, self.errno))
+
+
+def _rebuild(
+    cls: type[FileSystemError], message: str, path: str | None, code: int | None
+) -> FileSystemError:
+    return cls(message, path=path, code=code)
+
+
+def file_system_error(
+    exc: OSError, path: str | PathLike[str] | None = None
+) -> FileSystemError | None:
+    """``exc`` as one line that names its file, when the error is one the user can fix.
+
+    Args:
+        exc: An error of the operating system.
+        path: The output being written: named when ``exc`` names no file, and in
+            place of ``exc``'s file when the disk is full (a part file's name
+            says less than the output's).
+
+    Returns:
+        The error to report: ``exc``'s file (else ``path``) and what its ``errno``
+        means, with the fix; ``None`` when ``exc`` names neither a file nor an
+        ``errno`` of :data:`OS_ERROR_REASONS` (an unexpected error, to be shown
+        with its traceback).
+    """
+    if isinstance(exc, FileSystemError):
+        return exc
+    where = exc.filename if exc.filename is not None else path
+    if exc.errno in CAPACITY_ERRORS and path is not None:
+        where = path  # the disk of the output is full: the output, not its n-th part file
+    reason = OS_ERROR_REASONS.get(exc.errno or 0)
+    if reason is None:
+        if exc.filename is None or not exc.strerror:
+            return None
+        reason = exc.strerror[:1].lower() + exc.strerror[1:]
+    if where is not None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return FileSystemError(reason, path=None if where is None else str(where), code=exc.errno)

@@ -11,6 +11,7 @@ id order (see :mod:`pipeline.classes`).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from pipeline.grid import Window, plan_blocks
 from pipeline.metrics import confusion_counts, scores
 from pipeline.rasters import NodataOverride, open_raster, read_band, shared_reader
 from pipeline.settings import StrictModel
+from pipeline.tiling.checks import raster_overlaps
 from pipeline.tiling.labels import (
     RasterChunkLabels,
     SceneVectorLabels,
@@ -35,6 +37,8 @@ from pipeline.tiling.labels import (
 )
 
 PREDICTION_SUFFIX = "_classes"  # terraseg predict writes <name>_classes.tif
+
+logger = logging.getLogger(__name__)
 
 
 class EvaluateConfig(StrictModel):
@@ -114,7 +118,8 @@ def plan_evaluation(
     """Check inputs and plan one job per block of every prediction.
 
     Raises:
-        TerrasegError: A prediction or the truth cannot be used; the file is named.
+        TerrasegError: A prediction or the truth cannot be used, or the truth covers
+            none of the predictions; the file is named.
     """
     table = prediction_classes(predictions[0], classes)
     vector = truth.suffix.lower() in {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet"}
@@ -126,11 +131,13 @@ def plan_evaluation(
     rasters = (
         None if vector else match_label_rasters(_truth_names(predictions), _truth_files(truth))
     )
-    jobs = []
+    jobs, uncovered = [], []
     for prediction in predictions:
         with open_raster(prediction) as src:
             shape, transform, crs, bounds = src.shape, src.transform, src.crs, tuple(src.bounds)
         scene_truth = SceneVectorLabels(frame, crs, bounds) if frame is not None else None
+        if not _has_truth(scene_truth, rasters, prediction, crs, bounds):
+            uncovered.append(prediction)
         for window in plan_blocks(shape, config.block_size):
             if scene_truth is not None:
                 source: Any = scene_truth.for_window(
@@ -140,7 +147,56 @@ def plan_evaluation(
                 assert rasters is not None
                 source = RasterChunkLabels(str(rasters[_truth_key(prediction)]), config.nodata)
             jobs.append(BlockJob(prediction, window, source, table))
+    check_truth_covers(uncovered, predictions, truth)
     return jobs, table
+
+
+def _has_truth(
+    scene_truth: SceneVectorLabels | None,
+    rasters: dict[Path, Path] | None,
+    prediction: Path,
+    crs: Any,
+    bounds: tuple[float, float, float, float],
+) -> bool:
+    """Whether a truth polygon or the truth raster overlaps the prediction."""
+    if scene_truth is not None:
+        return len(scene_truth) > 0
+    assert rasters is not None
+    return raster_overlaps(rasters[_truth_key(prediction)], crs, bounds)
+
+
+def check_truth_covers(uncovered: list[Path], predictions: list[Path], truth: Path) -> None:
+    """Refuse truth that covers no prediction; warn of each prediction it misses.
+
+    Raises:
+        InputError: No prediction overlaps the truth (nothing could be compared).
+    """
+    if uncovered and len(uncovered) == len(predictions):
+        names = ", ".join(p.name for p in uncovered[:3]) + (", ..." if len(uncovered) > 3 else "")
+        raise InputError(
+            f"the truth covers none of the predictions ({names}); check the CRS and "
+            "extent of both (open them together in QGIS)",
+            path=truth,
+        )
+    for prediction in uncovered:
+        logger.warning(
+            "the truth %s covers nothing of %s; it counts for nothing", truth, prediction
+        )
+
+
+def check_compared(evaluation: Evaluation, truth: Path) -> None:
+    """Refuse an evaluation that compared no pixel (its metrics would all be empty).
+
+    Raises:
+        InputError: Every pixel of the truth is ignored or nodata where the
+            predictions hold a class, or the reverse.
+    """
+    if not evaluation.matrix.any():
+        raise InputError(
+            "no pixel was compared: where the predictions hold a class, the truth is "
+            "ignored or nodata; check the truth's nodata and class ids",
+            path=truth,
+        )
 
 
 def _truth_key(prediction: Path) -> Path:

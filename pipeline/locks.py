@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.errors import LockedError
+from pipeline.files import named_os_errors
 
 LOCK_SUFFIX = ".lock"
 
@@ -96,8 +97,16 @@ def _acquire(path: Path, holder: LockHolder, output: str | Path) -> None:
                 f"wait for it, or remove {path} if that process is gone",
                 path=output,
             ) from None
-        with os.fdopen(fd, "w") as file:
-            json.dump(asdict(holder), file)
+        except OSError as exc:  # read-only folder, no permission: name the output's folder
+            if exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
+        try:
+            with named_os_errors(path.parent), os.fdopen(fd, "w") as file:
+                json.dump(asdict(holder), file)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a full disk leaves no empty lock behind
+            raise
         return
     raise LockedError(f"could not take the lock {path}; another run keeps taking it", path=output)
 

@@ -255,7 +255,8 @@ def check_same_band_count(counts: dict[Path, int]) -> None:
     if len(by_count) > 1:
         listed = ", ".join(f"{p.name} has {c}" for c, p in sorted(by_count.items()))
         raise InputError(
-            f"rasters have different band counts ({listed}); tile them into separate stores"
+            f"rasters have different band counts ({listed}); tile them into separate stores",
+            path=list(by_count.values())[-1],  # the first raster unlike the first one
         )
 
 

@@ -25,7 +25,7 @@ import rasterio
 import rasterio.shutil
 
 from pipeline.errors import DiskSpaceError
-from pipeline.files import atomic_output, partial_path, remove_path
+from pipeline.files import atomic_output, human_size, partial_path, remove_path
 from pipeline.prediction.overviews import ByteArray, halve_mode, overview_factors
 
 COG_BLOCK = 512  # pixels per side of a COG tile; overviews stop once a level fits in one
@@ -118,10 +118,10 @@ def _stage_levels(
     try:
         for start in range(0, height, strip):
             pixels = np.ascontiguousarray(read_rows(start, min(start + strip, height)))
-            pixels.tofile(files[0])
+            files[0].write(pixels.data)  # not tofile: a full disk is an OSError with errno
             for file in files[1:]:
-                pixels = halve_mode(pixels, nodata, classes)
-                pixels.tofile(file)
+                pixels = np.ascontiguousarray(halve_mode(pixels, nodata, classes))
+                file.write(pixels.data)
     finally:
         for file in files:
             file.close()
@@ -139,8 +139,8 @@ def _check_free_space(folder: Path, staged: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise DiskSpaceError(
-            f"{needed / 2**30:.1f} GiB free needed to stage and write the class map, "
-            f"{free / 2**30:.1f} GiB free; free space or predict into another --out folder",
+            f"{human_size(needed)} needed to stage and write the class map, "
+            f"{human_size(free)} free; free space or predict into another --out folder",
             path=folder,
         )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import file_system_error
 from pipeline.executor import Executor, Handle
 from pipeline.files import remove_path
 from pipeline.locks import output_lock
@@ -195,8 +196,15 @@ class FileRun:
             self.executor.wait_first([start])
         self.live, self.writing, self.position = {}, set(), len(self.nodes)
         logger.debug("prediction of %s failed", self.job.raster.path, exc_info=exc)
-        self.outcome.error = str(exc)
+        self.outcome.error = str(_reported(exc, self.job.paths.classes))
         remove_path(self.job.paths.scratch)
+
+
+def _reported(exc: BaseException, output: Path) -> BaseException:
+    """``exc``, or a file-system error (full disk, read-only) as one line naming the file."""
+    if isinstance(exc, OSError):
+        return file_system_error(exc, output) or exc
+    return exc
 
 
 def _run(

@@ -22,6 +22,7 @@ from pipeline.rasters import (
     data_bands,
     open_raster,
 )
+from pipeline.tiling.checks import check_plans
 from pipeline.tiling.config import TileConfig
 from pipeline.tiling.labels import (
     ChunkLabels,
@@ -220,7 +221,9 @@ def prepare_tiling(
     """
     images = distinct_paths(images)
     if vector_labels is not None:
-        return _plan_vector_labels(images, vector_labels, classes, config)
+        plans, table = _plan_vector_labels(images, vector_labels, classes, config)
+        check_plans(plans, config)
+        return plans, table
     if classes is None:
         raise InputError("label rasters and mask tiles need a classes file; pass --classes FILE")
     if pairs is not None:
@@ -232,6 +235,7 @@ def prepare_tiling(
         raise InputError("no labels given; pass --labels FILE or --pairs IMAGES MASKS")
     plans = plan_scenes(images, lambda path, crs, bounds: matched[path], config.nodata)
     check_label_grids(plans)
+    check_plans(plans, config)
     return plans, classes
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pipeline.errors import TrainingError
+from pipeline.files import write_torch
 
 REQUIRED_KEYS = ("model", "model_config", "config", "classes", "optimizer", "step", "state", "rng")
 _SCALARS = (int, float, str, bool, type(None))
@@ -114,7 +115,7 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, tmp)
+    write_torch(tmp, checkpoint)  # a full disk: an OSError naming the file, none left
     os.replace(tmp, path)
     return path
 

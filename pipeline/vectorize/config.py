@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.classes import IGNORE_LABEL
 from pipeline.settings import StrictModel
@@ -19,3 +19,14 @@ class VectorizeConfig(StrictModel):
     background_id: int = Field(0, ge=0, lt=IGNORE_LABEL)
     layer_per_class: bool = False
     layer: str = Field("polygons", min_length=1)
+
+    @field_validator("layer")
+    @classmethod
+    def _layer_name(cls, value: str) -> str:
+        """Refuse a name that GDAL, SQLite or GeoPackage refuse, before any work."""
+        from pipeline.vectorize.gpkg import layer_name_problem
+
+        problem = layer_name_problem(value)
+        if problem is not None:
+            raise ValueError(f"{problem}; choose another layer name")
+        return value

@@ -31,8 +31,14 @@ from pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
 from pipeline.vectorize.geometry import top_range
+from pipeline.vectorize.gpkg import WRITE_ERRORS, write_error
 from pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
-from pipeline.vectorize.layers import RasterParts, VectorizeSummary, write_layers
+from pipeline.vectorize.layers import (
+    RasterParts,
+    VectorizeSummary,
+    check_class_layers,
+    write_layers,
+)
 from pipeline.vectorize.ledger import BlockLedger
 from pipeline.vectorize.merge import EdgeMerger
 from pipeline.vectorize.pieces import Pieces
@@ -75,14 +81,18 @@ def vectorize_rasters(
     Raises:
         LockedError: Another live run is writing ``out``.
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
-        InputError: A raster is given twice with different confidence rasters.
+        InputError: A raster is given twice with different confidence rasters, or a
+            class name cannot name a layer (with ``layer_per_class``).
         CRSError: The rasters are not all in the same CRS.
         ConfigError: A raster holds values missing from its class table.
         IncompleteOutputError: A planned block reported no result (nothing committed).
+        FileSystemError: The GeoPackage cannot be written (a full disk, the file-size
+            limit).
     """
     out = Path(out)
     infos = unique_rasters(infos)
     _check_one_crs(infos)
+    check_class_layers(infos, config)
     with output_lock(out) as holder:
         _refuse_existing(out, overwrite=overwrite)
         scratch = _scratch_folder(out, holder.run_id)
@@ -143,7 +153,10 @@ def _write_output(
             RasterParts(info, _raster_files(k, info, config, executor, scratch, ledger, progress))
             for k, info in enumerate(infos)
         ]
-        summary = write_layers(temporary, parts, config)
+        try:
+            summary = write_layers(temporary, parts, config)
+        except WRITE_ERRORS as exc:  # a full disk, in GDAL's or SQLite's words
+            raise write_error(out, temporary, exc) from exc
         summary.blocks = ledger.check(infos, config)
     summary.path = out
     return summary

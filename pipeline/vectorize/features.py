@@ -16,6 +16,7 @@ import pyarrow as pa
 import shapely
 
 from pipeline.errors import InputError
+from pipeline.files import named_os_errors
 from pipeline.vectorize.geometry import remove_collinear, to_crs
 from pipeline.vectorize.measure import area_perimeter
 from pipeline.vectorize.pieces import Pieces
@@ -84,8 +85,16 @@ def save_features(path: str | Path, features: dict[str, Any]) -> None:
     ]
     table = pa.table(columns, schema=SCRATCH_SCHEMA)
     temporary = Path(f"{path}.tmp")
-    with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, SCRATCH_SCHEMA) as writer:
-        writer.write_table(table)
+    try:
+        with (
+            named_os_errors(path),  # Arrow's errors of a full disk name no file
+            pa.OSFile(str(temporary), "wb") as sink,
+            pa.ipc.new_file(sink, SCRATCH_SCHEMA) as writer,
+        ):
+            writer.write_table(table)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
 
 

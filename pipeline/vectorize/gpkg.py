@@ -11,6 +11,9 @@ added and other clients can read it.
 
 from __future__ import annotations
 
+import errno
+import resource
+import shutil
 import sqlite3
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,14 +24,58 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pyarrow as pa
 import pyogrio
+import pyogrio.errors
 
 from pipeline.classes import ClassTable
+from pipeline.errors import OS_ERROR_REASONS, FileSystemError
+from pipeline.files import human_size
 
+# GDAL's and SQLite's errors of a GeoPackage write (see :func:`write_error`).
+WRITE_ERRORS = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, sqlite3.Error)
+LOW_SPACE = 2**20  # bytes: a write that failed with less free than this filled the disk
 GEOMETRY_COLUMN = "geom"
+GDAL_REFUSED_FIRST = "`~!@#$%^&*()+-={}|[]\\:\";'<>?,./"  # first characters GDAL refuses
 GPKG_VERSION = "1.2"  # the newest version GDAL 3.6 and QGIS 3.22 read without a warning
 WKB_FIELD = pa.field(
     GEOMETRY_COLUMN, pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"}
 )
+
+
+def layer_name_problem(name: str) -> str | None:
+    """Why GDAL, SQLite or this module would refuse ``name`` as a layer, or ``None``."""
+    lowered = name.lower()
+    if not name.strip():
+        return "a layer name cannot be empty"
+    if lowered.startswith("gpkg"):
+        return "GeoPackage reserves names that begin with 'gpkg'"
+    if lowered.startswith("sqlite_"):
+        return "SQLite reserves names that begin with 'sqlite_'"
+    if name[0] in GDAL_REFUSED_FIRST:
+        return f"GDAL refuses layer names that begin with {name[0]!r}"
+    if lowered == "layer_styles":
+        return "the table layer_styles holds the layers' styles"
+    return None
+
+
+def check_layer_names(names: Sequence[str]) -> None:
+    """Refuse layer names that GeoPackage, GDAL or SQLite refuse, or that clash.
+
+    SQLite compares table names without case, so ``Road`` and ``road`` clash.
+
+    Raises:
+        ValueError: The first refused name and why.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        problem = layer_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"layer name {name!r}: {problem}")
+        clash = seen.setdefault(name.lower(), name)
+        if clash != name:
+            raise ValueError(
+                f"layer names {clash!r} and {name!r} are one table name in a GeoPackage "
+                "(names are compared without case)"
+            )
 
 
 def polygon_schema(with_confidence: bool) -> pa.Schema:
@@ -262,6 +309,34 @@ def write_styles(path: str | Path, table: ClassTable, layers: Sequence[str]) -> 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
     found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return found.fetchone() is not None
+
+
+def write_error(path: Path, written: Path, exc: Exception) -> FileSystemError:
+    """The error of a GeoPackage that GDAL or SQLite could not write, as one line.
+
+    Both report a full disk and the process's file-size limit in words of their own
+    ("database or disk is full", "disk I/O error", or a later error such as a missing
+    table); the free space beside the file and the size limit tell which it was.
+
+    Args:
+        path: The GeoPackage, as the message names it.
+        written: The file being written (its temporary name), still in place.
+        exc: GDAL's or SQLite's error.
+    """
+    free = shutil.disk_usage(written.parent).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    size = written.stat().st_size if written.exists() else 0
+    code = None
+    if free < LOW_SPACE or "disk is full" in str(exc):
+        code = errno.ENOSPC
+    elif limit != resource.RLIM_INFINITY and size + LOW_SPACE > limit:
+        code = errno.EFBIG
+    if code is None:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return FileSystemError(
+            f"cannot write the GeoPackage ({reason}); {human_size(free)} free", path=path
+        )
+    return FileSystemError(OS_ERROR_REASONS[code], path=path, code=code)
 
 
 def polygon_layers(path: str | Path) -> list[str]:

@@ -17,9 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.classes import ClassTable, class_table
+from pipeline.errors import InputError
 from pipeline.vectorize.config import VectorizeConfig
 from pipeline.vectorize.features import load_features
 from pipeline.vectorize.gpkg import (
+    check_layer_names,
     feature_batch,
     polygon_schema,
     write_layer,
@@ -80,6 +82,39 @@ def write_layers(
     return VectorizeSummary(
         path, list(layers), sum(per_class.values()), dict(sorted(per_class.items()))
     )
+
+
+def check_class_layers(
+    infos: Sequence[RasterInfo], config: VectorizeConfig, source: str | Path | None = None
+) -> None:
+    """With one layer per class, refuse class names that cannot name a layer, before any work.
+
+    The layers are named after the first raster's class table that is known (see
+    :func:`_style_table`); made-up names (``class_<id>``) are always valid.
+
+    Args:
+        infos: The rasters.
+        config: Settings; nothing is checked unless ``layer_per_class``.
+        source: The classes file the table came from, named in the error (default:
+            the raster holding the table).
+
+    Raises:
+        InputError: A class name is refused by GDAL, SQLite or GeoPackage, or two
+            names differ only in case.
+    """
+    known = [info for info in infos if info.classes is not None]
+    if not config.layer_per_class or not known:
+        return
+    table = known[0].classes
+    assert table is not None
+    dropped = config.background_id if config.drop_background else None
+    try:
+        check_layer_names([c.name for c in table.classes if c.id != dropped])
+    except ValueError as exc:
+        raise InputError(
+            f"{exc}; --layer-per-class names a layer after each class: rename the class",
+            path=source or known[0].path,
+        ) from None
 
 
 def _layer_classes(table: ClassTable, config: VectorizeConfig) -> dict[str, int | None]:

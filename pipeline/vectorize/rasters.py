@@ -82,8 +82,8 @@ def read_raster_info(
 
     Raises:
         RasterReadError: The raster cannot be opened.
-        InputError: The raster holds floats and no class table is known, or the
-            confidence raster is on another grid.
+        InputError: The raster is not one band of class ids, holds floats and no
+            class table is known, or the confidence raster is on another grid.
         CRSError: The raster has no CRS.
     """
     try:
@@ -91,6 +91,7 @@ def read_raster_info(
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"cannot open raster ({exc})", path=path) from None
     with src:
+        check_class_map(src, path)
         table = classes or _tagged_classes(src) or _colortable_classes(src)
         is_float = np.dtype(src.dtypes[0]).kind == "f"
         if is_float and table is None:
@@ -117,6 +118,25 @@ def read_raster_info(
             confidence_band=band,
         )
     return replace(info, densify_px=DENSIFY_M / math.sqrt(_pixel_area_m2(info)))
+
+
+def check_class_map(src: Any, path: str | Path) -> None:
+    """Refuse a raster that is not a class map: one band of class ids (integers, or floats).
+
+    Raises:
+        InputError: The raster has several bands (an image, or probabilities), or
+            complex values.
+    """
+    if src.count != 1:
+        raise InputError(
+            f"raster has {src.count} bands, but a class map is one band of class ids; "
+            "vectorize the <name>_classes.tif that terraseg predict writes",
+            path=path,
+        )
+    if src.dtypes[0].startswith("complex"):
+        raise InputError(
+            f"raster is {src.dtypes[0]}, but a class map holds class ids (integers)", path=path
+        )
 
 
 def unique_rasters(infos: Sequence[RasterInfo]) -> list[RasterInfo]:

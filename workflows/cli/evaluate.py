@@ -11,6 +11,7 @@ import click
 from workflows.cli.options import (
     config_opt,
     nodata_opt,
+    note_output,
     resolve_config,
     scheduler_opt,
     show_progress,
@@ -81,12 +82,21 @@ def evaluate(
     nothing. Works block by block, so rasters of any size fit in memory.
     """
     from pipeline.classes import read_classes
-    from pipeline.evaluation import EvaluateConfig, combine, evaluate_block, plan_evaluation
+    from pipeline.evaluation import (
+        EvaluateConfig,
+        check_compared,
+        combine,
+        evaluate_block,
+        plan_evaluation,
+    )
+    from pipeline.files import check_writable
     from pipeline.rasters import expand_inputs
     from workflows.cluster import dask_client, gather_with_progress
 
     config = resolve_config(EvaluateConfig, config_path, options)
     truth = truth.resolve()
+    if out is not None:  # refused before the work when it cannot be written
+        check_writable(note_output(ctx, out.resolve()).parent)
     classes = read_classes(classes_path) if classes_path else None
     jobs, table = plan_evaluation(expand_inputs(predictions), truth, classes, config)
     with dask_client(scheduler, workers=workers) as client:
@@ -95,6 +105,7 @@ def evaluate(
             client, futures, desc="evaluating", unit="block", enabled=show_progress(ctx)
         )
     evaluation = combine(results, table)
+    check_compared(evaluation, truth)
     click.echo(format_report(evaluation))
     if out is not None:
         evaluation.write_json(out)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.errors import TerrasegError
+from pipeline.errors import TerrasegError, file_system_error
 from workflows.cli.lazy import LazyGroup
 from workflows.progress import bars_enabled, configure_library_bars
 
@@ -68,13 +68,32 @@ class TerrasegGroup(LazyGroup):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; print a library error as one line and exit 1."""
+        """Run the command; print a library or file-system error as one line and exit 1.
+
+        An error of the operating system that names a file, or that the machine
+        causes (no space, file-size limit, read-only), is reported like a library
+        error, naming the file (else the output the command writes, see
+        :func:`workflows.cli.options.note_output`). Any other exception keeps its
+        traceback. With ``-v`` the traceback is logged above the line.
+        """
         try:
             return super().invoke(ctx)
         except TerrasegError as exc:
-            logger.debug("library error", exc_info=True)
-            click.echo(f"Error: {exc}", err=True)
+            report_error(exc)
             ctx.exit(1)
+        except OSError as exc:
+            error = file_system_error(exc, (ctx.obj or {}).get("output"))
+            if error is None:
+                raise
+            report_error(error, exc)
+            ctx.exit(1)
+
+
+def report_error(error: TerrasegError, cause: BaseException | None = None) -> None:
+    """Print ``error`` as one line on stderr; log the traceback of ``cause`` (or it) with -v."""
+    cause = cause or error
+    logger.info("%s", type(cause).__name__, exc_info=(type(cause), cause, cause.__traceback__))
+    click.echo(f"Error: {error}", err=True)
 
 
 @click.group(cls=TerrasegGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -59,6 +59,18 @@ def resolve_config(
     return build_config(model, file_data, overrides, source=config_path)
 
 
+def note_output(ctx: click.Context, path: Path) -> Path:
+    """Record the output the command writes; an error of the disk names it (see ``main``).
+
+    Returns:
+        ``path``, for use inline.
+    """
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    root.obj["output"] = path
+    return path
+
+
 def show_progress(ctx: click.Context) -> bool:
     """Whether to draw progress bars: not with ``-q``; see :func:`.progress.bars_enabled`."""
     obj = ctx.find_root().obj or {}

@@ -16,6 +16,7 @@ from workflows.cli.options import (
     choices_of,
     config_opt,
     nodata_opt,
+    note_output,
     resolve_config,
     scheduler_opt,
     show_progress,
@@ -163,6 +164,7 @@ def predict(
     from pipeline.registry import resolve_tracking_uri
     from workflows.cli.options import scene_inputs
 
+    out_dir = note_output(ctx, out_dir.resolve())
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     config = resolve_config(PredictConfig, config_path, options)
     device = check_device(config.device)
@@ -222,7 +224,11 @@ def _run(
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:
-    """One JSON line per input on stdout; errors on stderr; exit 1 when any failed."""
+    """One JSON line per input on stdout; errors on stderr; exit 1 when any failed.
+
+    Each failed input's error is one line; with more than one input a last line
+    counts the failures.
+    """
     from pipeline.errors import TerrasegError
 
     failed = [o for o in outcomes if o.error]
@@ -234,6 +240,8 @@ def _report(outcomes: Sequence[FileOutcome]) -> None:
             "error": outcome.error,
         }
         click.echo(json.dumps(record))
+    if failed and len(outcomes) == 1:
+        raise TerrasegError(str(failed[0].error))  # the one input's error is the one line
     for outcome in failed:
         click.echo(f"Error: {outcome.error}", err=True)
     if failed:

@@ -15,6 +15,7 @@ from workflows.cli.options import (
     band_files_opts,
     config_opt,
     nodata_opt,
+    note_output,
     overwrite_opt,
     resolve_config,
     scene_inputs,
@@ -142,7 +143,7 @@ def tile(
 
     _check_sources(images, labels, pairs, band_files)
     config = resolve_config(TileConfig, config_path, options)
-    out = out.resolve()
+    out = note_output(ctx, out.resolve())
     with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
         stacks = out.parent / BAND_STACKS / out.name
         inputs = scene_inputs(images, band_files, recursive, band_resampling, stacks)

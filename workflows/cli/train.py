@@ -10,7 +10,13 @@ from typing import get_args
 import click
 
 from pipeline.model.config import BackboneName
-from workflows.cli.options import config_opt, overwrite_opt, show_progress, tracking_uri_opt
+from workflows.cli.options import (
+    config_opt,
+    note_output,
+    overwrite_opt,
+    show_progress,
+    tracking_uri_opt,
+)
 
 
 @click.command()
@@ -177,6 +183,7 @@ def train(
     if resume and out is None:
         raise click.UsageError("--resume needs --out, the folder of the run to continue")
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    note_output(ctx, out.resolve())
     saved = out / "config.yaml"
     source = config_path or (saved if resume and saved.exists() else None)
     file_data = load_yaml(source) if source else {}
@@ -184,6 +191,7 @@ def train(
     config = build_config(TrainConfig, file_data, overrides, source=source)
     if config.tracking.alias and not config.tracking.register_as:
         raise click.UsageError("--alias needs --register NAME")
+    check_crop_size(config.data.crop_size, data)
     if config.tracking.enabled:
         from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
 
@@ -195,3 +203,25 @@ def train(
     progress = show_progress(ctx)
     summary = launch(config, data, out, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(json_text(summary, indent=2))
+
+
+def check_crop_size(crop: int, data: Path) -> None:
+    """Refuse crops larger than the store's tiles, before any process starts.
+
+    A training crop is cut from one tile; a larger one would be the tile scaled up.
+
+    Raises:
+        InputError: ``data`` is not a finished terraseg store.
+        ConfigError: ``crop`` exceeds the store's tile size.
+    """
+    from pipeline.errors import ConfigError
+    from pipeline.store import attributes, open_existing
+
+    tile = attributes(open_existing(data)).get("tile_size")
+    if tile is not None and crop > int(tile):
+        raise ConfigError(
+            f"--crop-size {crop} is larger than the store's tiles ({tile} pixels), and a "
+            f"crop is cut from one tile; choose --crop-size {tile} or less, or tile again "
+            f"with --tile-size {crop}",
+            path=data,
+        )

@@ -9,6 +9,7 @@ import click
 
 from workflows.cli.options import (
     config_opt,
+    note_output,
     overwrite_opt,
     resolve_config,
     scheduler_opt,
@@ -145,6 +146,7 @@ def vectorize(
     from pipeline.classes import read_classes
     from pipeline.vectorize.config import VectorizeConfig
     from pipeline.vectorize.driver import check_output, vectorize_rasters
+    from pipeline.vectorize.layers import check_class_layers
     from pipeline.vectorize.rasters import read_raster_info
     from workflows.cluster import dask_client
     from workflows.executor import DaskExecutor
@@ -155,11 +157,12 @@ def vectorize(
         "fill_holes": fill_holes, "layer_per_class": layer_per_class,
         "drop_background": drop_background, "background_id": background_id,
     }  # fmt: skip
-    out = out.resolve()
+    out = note_output(ctx, out.resolve())
     check_output(out, overwrite=overwrite)  # before a cluster starts
     config = resolve_config(VectorizeConfig, config_path, overrides)
     table = read_classes(classes) if classes else None
     infos = [read_raster_info(raster, table, prob) for raster, prob in pairs]
+    check_class_layers(infos, config, classes)  # before a cluster starts
     with dask_client(scheduler, workers=workers) as client, BlockBars(show_progress(ctx)) as bars:
         summary = vectorize_rasters(
             infos, out, config, DaskExecutor(client), overwrite=overwrite, progress=bars
