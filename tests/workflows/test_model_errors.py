@@ -44,16 +44,19 @@ def write(name, text):
     return apply
 
 
+def add_class(manifest):
+    manifest["classes"].append({"id": 9, "name": "extra"})
+    if "class_index" in manifest:
+        manifest["class_index"]["9"] = len(manifest["class_index"])
+
+
 CASES = {
     "truncated weights": (truncate("weights.pt"), "cannot load tensors"),
     "weights not a state dict": (write("weights.pt", "hello"), "cannot load tensors"),
     "malformed description": (write("terraseg_model.json", "{not json"), "not valid JSON"),
     "description without tile_size": (
         manifest_edit(lambda d: d.pop("tile_size")), "no 'tile_size'"),
-    "more classes than outputs": (
-        manifest_edit(lambda d: d["classes"].append({"id": 9, "name": "extra"})),
-        "the model has 5 outputs but",
-    ),
+    "more classes than outputs": (manifest_edit(add_class), "the model has 5 outputs but"),
     "foreign format": (manifest_edit(lambda d: d.update(format="x/1")), "unsupported model format"),
     "weights of another architecture": (
         manifest_edit(lambda d: d["model_config"].update(width_multiplier=0.5)),
