@@ -112,7 +112,7 @@ def predict_command(model, scenes, out, *extra):
             "--probabilities", "--block-size", "128", "--threads", "1", *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("delay", [0.0, 3.0])
+@pytest.mark.parametrize("delay", [0.0, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_two_runs_on_one_out_folder(data, reference, tmp_path, delay):
     model, scenes = data
     out = tmp_path / "out"
@@ -131,6 +131,7 @@ def test_two_runs_on_one_out_folder(data, reference, tmp_path, delay):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference)
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: two worker restarts, each loading torch and the model
 def test_worker_loss_gives_the_local_result_or_no_output(data, reference, tmp_path):
     model, scenes = data
     out = tmp_path / "out"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BIN = Path(sys.executable).parent
@@ -28,6 +29,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "model" / "weights.pt", weights_only=True)
 
 
+@pytest.mark.slow  # two torchrun launchers and the --devices 2 run: about 30 s on 2 cores
 def test_two_torchrun_nodes_equal_two_local_devices(store, tmp_path):
     local = tmp_path / "local"
     subprocess.run([str(BIN / "terraseg"), "-q", *TRAIN, "--data", str(store), "--out", str(local),
