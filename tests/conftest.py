@@ -169,6 +169,17 @@ def mlflow_server_uri(
 
 
 @pytest.fixture(scope="session")
+def mlflow_server_log(
+    mlflow_server_uri: str, _mlflow_server_boot: tuple[subprocess.Popen[bytes], str] | None
+) -> Path:
+    """The log of the `mlflow server` of :func:`mlflow_server_uri`: a line per request."""
+    assert _mlflow_server_boot is not None
+    args = [str(arg) for arg in _mlflow_server_boot[0].args]
+    backend = args[args.index("--backend-store-uri") + 1]
+    return Path(backend.removeprefix("sqlite:///")).parent / "server.log"
+
+
+@pytest.fixture(scope="session")
 def sqlite_store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """URI of an SQLite tracking store file, MLflow's default kind of store."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow-sqlite')}/mlflow.db"

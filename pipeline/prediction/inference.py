@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,39 @@ def open_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact
     from pipeline.registry import load_model
 
     return load_model(reference, tracking_uri)
+
+
+def open_for_workers(
+    reference: str, tracking_uri: str | None, cache: Path, *, shared_disk: bool
+) -> tuple[ModelArtifact, str]:
+    """Load a model once for a run; say how the run's workers load it.
+
+    A ``models:/`` or ``runs:/`` URI is resolved here, once: to its exact version
+    (an alias cannot move under a running job) and to a local folder, found on
+    this machine's disk or downloaded into ``cache`` (see
+    :func:`pipeline.registry.fetch_model`). Workers that share this machine's
+    disk (a LocalCluster, the driver's own process) load that folder: the run
+    downloads the model at most once. Workers elsewhere get the exact URI and
+    download it themselves, once per process.
+
+    Args:
+        reference: A local folder or a model URI.
+        tracking_uri: The tracking store of model URIs.
+        cache: Folder for a downloaded model (e.g. in the run's output folder).
+        shared_disk: The workers see this machine's files.
+
+    Returns:
+        The model (for a URI, ``metadata["resolved_uri"]`` is its exact version)
+        and the reference the workers load.
+    """
+    from pipeline.registry import fetch_model, load_model
+
+    if not reference.startswith(("models:/", "runs:/")):
+        return open_model(reference, tracking_uri), reference
+    folder, exact = fetch_model(reference, tracking_uri, cache)
+    artifact = load_model(folder)
+    artifact.metadata["resolved_uri"] = exact
+    return artifact, str(folder) if shared_disk else exact
 
 
 @lru_cache(maxsize=2)

@@ -12,6 +12,7 @@ from pipeline.registry import (
     ModelRef,
     check_tracking_reachable,
     describe_model,
+    fetch_model,
     list_models,
     load_model,
     promote,
@@ -68,6 +69,25 @@ def test_describe_list_and_promote(trained: Trained) -> None:
     assert listed["latest_version"] == 2
     with pytest.raises(ModelNotFoundError, match="no version 5"):
         promote(name, 5, "production", uri)
+
+
+def test_a_model_is_read_in_place_or_downloaded_once(trained: Trained, tmp_path: Path) -> None:
+    from pipeline.prediction.inference import open_for_workers
+
+    uri, name, cache = trained.tracking_uri, trained.name, tmp_path / "cache"
+    folder, exact = fetch_model(f"models:/{name}@candidate", uri, cache)
+    assert exact == f"models:/{name}/2" and (folder / "MLmodel").is_file()
+    if uri.startswith("sqlite:"):  # on this disk: nothing copied
+        assert not cache.exists()
+    else:
+        assert folder.parent == cache
+        mtime = (folder / "MLmodel").stat().st_mtime_ns
+        assert fetch_model(f"models:/{name}/2", uri, cache)[0] == folder  # found, not fetched
+        assert (folder / "MLmodel").stat().st_mtime_ns == mtime
+    artifact, local = open_for_workers(f"models:/{name}@candidate", uri, cache, shared_disk=True)
+    assert local == str(folder) and artifact.metadata["resolved_uri"] == exact
+    remote = open_for_workers(f"models:/{name}@candidate", uri, cache, shared_disk=False)[1]
+    assert remote == exact  # workers elsewhere: the exact version, never the alias
 
 
 class _Answers(BaseHTTPRequestHandler):

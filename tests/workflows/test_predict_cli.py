@@ -163,3 +163,34 @@ def test_bench_predict_over_several_files(tmp_path):
     )
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert outputs == [f"scene_00{i}_classes.{ext}" for i in (0, 1) for ext in ("qml", "tif")]
+
+
+def test_a_run_downloads_its_model_once(data, tmp_path, mlflow_server_uri, mlflow_server_log):
+    """The driver resolves the URI and downloads once; LocalCluster workers load its folder.
+
+    Counted in the server's log, across every process: one GET of the weights
+    for the run (before, the driver and each worker downloaded the model), none
+    for a second run into the same folder.
+    """
+    from workflows.mlflow_tracking import start_tracking
+
+    model, scenes = data
+    name = f"once-{tmp_path.name}"
+    with start_tracking(mlflow_server_uri, "tests", register=name, alias="candidate") as tracker:
+        tracker.log_model(model)
+    out = tmp_path / "out"
+
+    def downloads_of(*extra):
+        before = mlflow_server_log.read_text()
+        result = run("-q", "predict", *scenes.scenes, "--model", f"models:/{name}@candidate",
+                     "--tracking-uri", mlflow_server_uri, "--out", out, "--threads", "1",
+                     *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        time.sleep(0.5)  # the server's last log lines
+        added = mlflow_server_log.read_text()[len(before) :]
+        return len(re.findall(r"GET /api/2.0/mlflow-artifacts/artifacts/\S*/weights.pt", added))
+
+    assert downloads_of() == 1
+    (cached,) = (out / ".models").iterdir()
+    assert cached.name.startswith(f"models-{name}-1-") and (cached / "MLmodel").is_file()
+    assert downloads_of("--overwrite") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from pipeline.prediction.job import FileJob
 
 logger = logging.getLogger(__name__)
+MODEL_CACHE = ".models"  # in --out: models downloaded from a remote store, by exact version
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -152,13 +154,17 @@ def predict(
     tile is blended with a window that fades towards its neighbours, and the
     result is written as a COG with the input's grid, CRS and nodata. Outputs
     that are complete and made by the same model from the same input are skipped.
+
+    A model URI is resolved once: a model on this machine's disk is read where
+    it is, one in a remote store is downloaded once into OUT/.models; local
+    workers load that folder, workers of a --scheduler the exact version.
     """
     from pipeline.prediction.driver import FileOutcome
     from pipeline.prediction.inference import (
         check_device,
         check_precision,
         check_weights,
-        open_model,
+        open_for_workers,
     )
     from pipeline.prediction.job import plan_files
     from pipeline.registry import resolve_tracking_uri
@@ -169,12 +175,15 @@ def predict(
     config = resolve_config(PredictConfig, config_path, options)
     device = check_device(config.device)
     reference = str(Path(model).resolve()) if Path(model).exists() else model
-    artifact = open_model(reference, tracking_uri)  # read afresh: it may have been retrained
+    artifact, load_from = open_for_workers(  # read afresh: it may have been retrained
+        reference, tracking_uri, out_dir / MODEL_CACHE, shared_disk=scheduler is None
+    )
     check_weights(artifact, reference)
     check_precision(artifact, reference, config.precision, device)
     stacks = out_dir.resolve() / ".band-stacks"
     paths = scene_inputs(inputs, band_files, recursive, band_resampling, stacks)
     jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
+    jobs = [replace(job, model=load_from) for job in jobs]  # the tags keep the reference given
     outcomes = [FileOutcome(path, error=error) for path, error in errors.items()]
     outcomes += _run(ctx, jobs, device, devices, scheduler, config.threads)
     _report(outcomes)
