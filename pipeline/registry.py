@@ -19,10 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import ssl
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,30 +116,56 @@ def check_tracking_reachable(tracking_uri: str, timeout: float = REACH_TIMEOUT) 
 
 
 def _check_server(uri: str, timeout: float) -> None:
-    health = uri.rstrip("/") + "/health"
+    """``GET /health`` through MLflow's own HTTP client, once, within ``timeout`` seconds.
+
+    So the check uses what MLflow's calls will use: credentials in the URI
+    (``http://user:password@host``) or in ``MLFLOW_TRACKING_USERNAME`` and
+    ``..._PASSWORD`` or ``..._TOKEN``, its TLS settings and proxies.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
     try:
-        with urllib.request.urlopen(health, timeout=timeout, context=_tls_context()) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        response = http_request(
+            get_default_host_creds(uri),
+            "/health",
+            "GET",
+            max_retries=0,
+            timeout=timeout,
+            raise_on_status=False,
+        )
+    except MlflowException as exc:  # its message holds the URI, password and all
         raise TrackingError(
-            f"cannot reach the MLflow tracking server at {redact(uri)} ({reason}); "
-            "start it or fix --tracking-uri / MLFLOW_TRACKING_URI"
-        ) from exc
-    if status not in (200, 401, 403):  # a server behind authentication is there all the same
+            f"cannot reach the MLflow tracking server at {redact(uri)} "
+            f"({connection_reason(exc.message, uri)}); start it or fix --tracking-uri / "
+            "MLFLOW_TRACKING_URI"
+        ) from None
+    if response.status_code not in (200, 401, 403):  # behind authentication: there all the same
         raise TrackingError(
-            f"{redact(uri)} answered HTTP {status} to /health: not an MLflow tracking server? "
-            "Fix --tracking-uri / MLFLOW_TRACKING_URI"
+            f"{redact(uri)} answered HTTP {response.status_code} to /health: not an MLflow "
+            "tracking server? Fix --tracking-uri / MLFLOW_TRACKING_URI"
         )
 
 
-def _tls_context() -> ssl.SSLContext:
-    """Certificate checks as MLflow's client does them (its TLS environment variables)."""
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        return ssl._create_unverified_context()  # the user asked for it
-    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+def connection_reason(message: str, uri: str) -> str:
+    """Why a request to ``uri`` failed, in a few words, from an HTTP client's message.
+
+    ``Connection refused``, ``Read timed out``, ``Name or service not known``, ...;
+    else the message itself, shortened, without the password.
+    """
+    for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(Read timed out|Connect timeout|timed out)"):
+        found = re.search(pattern, message)
+        if found:
+            return found.group(1).strip()
+    text = redact_text(message, uri)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def redact_text(text: str, uri: str) -> str:
+    """``text`` with ``uri``'s password masked wherever it appears."""
+    password = urlsplit(uri).password
+    return text if not password else text.replace(password, "***")
 
 
 def _check_sqlite(uri: str) -> None:

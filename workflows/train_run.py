@@ -214,6 +214,8 @@ def _train_here(
     config: TrainConfig, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool
 ) -> dict[str, Any]:
     """This process's share of the run: join the group, train, leave the group."""
+    from workflows.tracking_fallback import amend_summary, keep_training_through_outages
+
     place = init_distributed(config.accelerator)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -221,7 +223,7 @@ def _train_here(
     try:
         prepare_output(out, place, resume=resume, overwrite=overwrite)
         tracking = tracker_for_rank(config, place.is_main, out, resume=resume, former=former)
-        with tracking as tracker:
+        with keep_training_through_outages(tracking, out) as tracker:  # a server gone: goes on
             summary = run_training(
                 config,
                 data,
@@ -231,7 +233,7 @@ def _train_here(
                 resume=resume,
                 progress=progress,
             )
-        return summary
+        return amend_summary(summary, tracker, out)  # what tracking left undone, if anything
     finally:
         if place.world > 1 and dist.is_initialized():
             shutdown_distributed()

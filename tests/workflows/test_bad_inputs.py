@@ -10,6 +10,7 @@ The messages of docs/troubleshooting.md are all among the table's.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import resource
@@ -24,6 +25,7 @@ from typing import Literal
 import pytest
 from click.testing import CliRunner
 
+from pipeline.errors import OS_ERROR_REASONS
 from tests.bad_input_data import BadInputs, make_bad_inputs
 from workflows.cli.main import cli
 
@@ -38,6 +40,7 @@ FULL = (
     "... needed to stage and write the class map, ... free",
 )
 READ_ONLY = ("read-only file system", "permission denied")
+SECRET = "pw-not-shown"  # a password in a tracking URI: no message may show it
 TRAIN = ["--no-track", "--width-multiplier", "0.25", "--crop-size", "32", "--batch-size", "2",
          "--samples-per-epoch", "4", "--epochs", "1", "--num-workers", "0"]  # fmt: skip
 
@@ -176,6 +179,9 @@ CASES: dict[str, Case] = {
     "vectorize: truncated class map": case(
         [*vectorize("IN:truncated_classes.tif"), *CLASSES], "IN:truncated_classes.tif",
         TRUNCATED, "OUT:polygons.gpkg"),
+    "vectorize: output under a file": case(
+        [*vectorize(MAP, out="IN:a_file/polygons.gpkg"), *CLASSES], "IN:a_file",
+        "exists already; remove it or choose another name", "IN:a_file/polygons.gpkg"),
     "vectorize: read-only folder": case(
         [*vectorize(MAP), *CLASSES], "OUT:", READ_ONLY, "OUT:polygons.gpkg", "readonly"),
     "vectorize: full disk": case(
@@ -228,7 +234,16 @@ CASES: dict[str, Case] = {
         "IN:used_run/model"),
     "train: read-only folder": case(train(), "OUT:", READ_ONLY, "OUT:run/model", "readonly"),
     "train: full disk": case(train(), "OUT:run", FULL, "OUT:run/model", "full"),
+    "train: tracking server unreachable": case(
+        [*train(), "--track", "--tracking-uri", f"http://user:{SECRET}@127.0.0.1:9"],
+        "cannot reach the MLflow tracking server at http://user:***@127.0.0.1:9",
+        "cannot reach the MLflow tracking server at http://user:***@127.0.0.1:9 "
+        "(Connection refused)", "OUT:run"),
 }  # fmt: skip
+# Tested elsewhere, with the module that tests it.
+OTHER_MESSAGES = {
+    "model not registered: the tracking store stopped answering": "test_tracking_outage.py",
+}
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +336,7 @@ def test_bad_input_is_one_line(name: str, inputs: BadInputs, scheduler: str, tmp
         code, stderr, everything = run_case(args, made, scheduler)
         assert code == 1, everything
         assert "Traceback" not in everything and "Traceback" not in stderr, stderr
+        assert SECRET not in everything + stderr
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
         named = resolve(case.named, inputs, out)
@@ -349,4 +365,30 @@ def test_troubleshooting_rows_are_tested_cases():
     table = {message for case in CASES.values() for message in messages(case)}
     documented = troubleshooting_messages()
     assert len(documented) >= 30
-    assert [m for m in documented if m not in table] == []
+    untested = [m for m in documented if m not in table and m not in OTHER_MESSAGES]
+    assert untested == []
+    for message, module in OTHER_MESSAGES.items():
+        assert message in (Path(__file__).parent / module).read_text()
+
+
+def test_verbose_shows_the_traceback_above_the_line(inputs: BadInputs):
+    args = ["-v", "vectorize", inputs.path("maps/scene_classes.tif"), "-o",
+            inputs.path("a_file") / "polygons.gpkg", "--classes", inputs.classes]  # fmt: skip
+    done = subprocess.run([TERRASEG, *map(str, args)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "FileExistsError" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"Error: {inputs.path('a_file')}: {OS_ERROR_REASONS[errno.EEXIST]}"
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug"), OSError("an OSError naming no file")])
+def test_other_exceptions_keep_their_traceback(inputs: BadInputs, tmp_path, monkeypatch, error):
+    import pipeline.vectorize.rasters
+
+    def broken(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(pipeline.vectorize.rasters, "read_raster_info", broken)
+    args = ["vectorize", inputs.path("maps/scene_classes.tif"), "-o", tmp_path / "p.gpkg"]
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exception is error  # not turned into a line: Click shows its traceback

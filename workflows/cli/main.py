@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "predict": "workflows.cli.predict:predict",
     "registry": "workflows.cli.registry:registry",
     "run": "workflows.cli.run:run",
+    "sync": "workflows.cli.sync:sync",
     "synth": "workflows.cli.synth:synth",
     "tile": "workflows.cli.tile:tile",
     "train": "workflows.cli.train:train",
@@ -142,6 +143,8 @@ def configure_logging(verbose: int, quiet: int) -> None:
         root.setLevel(level)
     library_level = level if verbose > quiet else max(level, logging.WARNING)
     os.environ["MLFLOW_LOGGING_LEVEL"] = logging.getLevelName(library_level)
+    # MLflow prints a run's URL to stdout (the machine-readable output here), password and all
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
     warnings.filterwarnings("ignore", message=NOT_GEOREFERENCED, category=UserWarning)

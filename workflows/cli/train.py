@@ -178,6 +178,7 @@ def train(
     from pipeline.files import json_text
     from pipeline.settings import build_config, load_yaml
     from pipeline.training.config import TrainConfig
+    from workflows.tracking_fallback import TRACKING_INCOMPLETE, brief_http_retries
     from workflows.train_run import launch
 
     if resume and out is None:
@@ -191,18 +192,22 @@ def train(
     config = build_config(TrainConfig, file_data, overrides, source=source)
     if config.tracking.alias and not config.tracking.register_as:
         raise click.UsageError("--alias needs --register NAME")
-    check_crop_size(config.data.crop_size, data)
     if config.tracking.enabled:
         from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
 
         uri = resolve_tracking_uri(tracking_uri)
         check_tracking_reachable(uri)  # fail before any step
         os.environ["MLFLOW_TRACKING_URI"] = uri  # every training process inherits it
+        brief_http_retries()  # a server gone mid-run: training goes on within seconds
+    check_crop_size(config.data.crop_size, data)
     # A former run in --out is refused, or removed with --overwrite, by rank 0 once
     # the processes have joined their group (under torchrun every rank runs this).
     progress = show_progress(ctx)
     summary = launch(config, data, out, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(json_text(summary, indent=2))
+    if "tracking" in summary:  # trained, but the tracking store did not take everything
+        click.echo(f"Error: {out.resolve()}: {not_logged(summary['tracking'])}", err=True)
+        ctx.exit(TRACKING_INCOMPLETE)
 
 
 def check_crop_size(crop: int, data: Path) -> None:
@@ -225,3 +230,13 @@ def check_crop_size(crop: int, data: Path) -> None:
             f"with --tile-size {crop}",
             path=data,
         )
+
+
+def not_logged(tracking: dict[str, object]) -> str:
+    """One line on what the tracking store did not take, and how to send it later."""
+    head = "model not registered" if tracking["registered"] is False else "not all logged"
+    return (
+        f"{head}: the tracking store stopped answering ({tracking['reason']}); "
+        f"{tracking['not_logged']} wait in {tracking['pending']}: run `{tracking['sync']}` "
+        "once it answers"
+    )
