@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def _rasters(d: BadInputs) -> None:
     write_like(scene, d.path("same/a/scene.tif"))
     write_like(scene, d.path("same/b/scene.tif"))
     write_like(scene, d.path("no_crs.tif"), crs=None)
+    write_like(scene, d.path("far_scene.tif"), transform=shifted(transform, 1e5))
     write_like(labels, d.path("far_labels.tif"), transform=shifted(transform, 1e5))
     write_like(labels, d.path("maps/scene_classes.tif"))
     write_like(labels, d.path("complex_classes.tif"), lambda a: a.astype("complex64"), nodata=None)
@@ -123,7 +125,9 @@ def _huge(scene: Path, target: Path) -> None:
 def _vectors(d: BadInputs) -> None:
     """Vector labels without a CRS, elsewhere, without the class column, with unknown names."""
     frame = gpd.read_file(d.labels)
-    frame.set_crs(None, allow_override=True).to_file(d.path("labels_no_crs.gpkg"))
+    with warnings.catch_warnings():  # that the file has no CRS is the point
+        warnings.filterwarnings("ignore", message="'crs' was not provided")
+        frame.set_crs(None, allow_override=True).to_file(d.path("labels_no_crs.gpkg"))
     far = frame.copy()
     far.geometry = far.geometry.translate(xoff=1e5)
     far.to_file(d.path("labels_far.gpkg"))

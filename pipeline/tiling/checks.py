@@ -190,7 +190,7 @@ def _plan_bounds(plan: ScenePlan) -> tuple[float, float, float, float]:
     xs, ys = [], []
     for row in (0, rows):
         for col in (0, cols):
-            x, y = plan.affine * (col, row)
+            x, y = plan.affine @ (col, row)
             xs.append(x)
             ys.append(y)
     return min(xs), min(ys), max(xs), max(ys)

@@ -213,6 +213,9 @@ CASES: dict[str, Case] = {
     "evaluate: truth elsewhere": case(
         evaluate("IN:far_truth", *CLASSES), "IN:far_truth",
         "the truth covers none of the predictions (scene_classes.tif)", "OUT:e.json"),
+    "evaluate: vector truth elsewhere": case(
+        evaluate("IN:labels_far.gpkg", *CLASSES), "IN:labels_far.gpkg",
+        "the truth covers none of the predictions (scene_classes.tif)", "OUT:e.json"),
     "evaluate: nothing compared": case(
         evaluate("IN:ignored_truth", *CLASSES), "IN:ignored_truth", "no pixel was compared",
         "OUT:e.json"),
@@ -392,3 +395,18 @@ def test_other_exceptions_keep_their_traceback(inputs: BadInputs, tmp_path, monk
     args = ["vectorize", inputs.path("maps/scene_classes.tif"), "-o", tmp_path / "p.gpkg"]
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exception is error  # not turned into a line: Click shows its traceback
+
+
+@pytest.mark.parametrize("labels", ["vector", "raster"])
+def test_labels_that_miss_a_scene_are_named_in_a_warning(
+    inputs: BadInputs, scheduler: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, labels
+):
+    given = inputs.labels if labels == "vector" else inputs.label_raster
+    args = ["-q", "tile", inputs.scene, inputs.path("far_scene.tif"), "--labels", given,
+            "--classes", inputs.classes, "--out", tmp_path / "store.zarr", "--tile-size", "64",
+            "--scheduler", scheduler]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    missed = [r.getMessage() for r in caplog.records if "far_scene.tif" in r.getMessage()]
+    assert len(missed) == 1 and "all its tiles are ignored in training" in missed[0], missed
