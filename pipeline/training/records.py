@@ -14,7 +14,6 @@ Output folder::
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -230,11 +229,12 @@ def _write_epoch(
 ) -> None:
     write_metrics(run.out, state.history)
     folder = run.out / "checkpoints"
-    last = folder / "last.pt"
-    save_checkpoint(last, make_checkpoint(run, step_ctx, raw, state))
+    checkpoint = make_checkpoint(run, step_ctx, raw, state)
+    # best.pt before last.pt: a run killed between the two resumes from the epoch
+    # before, which redoes this one (deterministically) and finds a best.pt either way
     if improved:
-        shutil.copyfile(last, folder / ".best.pt.tmp")
-        os.replace(folder / ".best.pt.tmp", folder / "best.pt")
+        save_checkpoint(folder / "best.pt", checkpoint)
+    save_checkpoint(folder / "last.pt", checkpoint)
 
 
 def _plot_best(run: RunContext, epoch: int, matrix: Any, samples: list[Any]) -> None:
