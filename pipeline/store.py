@@ -176,6 +176,12 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
     return len(merged)
 
 
+def store_location(path: str | Path) -> str:
+    """Where a store is, for records read elsewhere: a local path made absolute, a URL as is."""
+    text = str(path)
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def store_digest(path: str | Path) -> str:
     """The identity of a finished store's content: 16 hex digits.
 

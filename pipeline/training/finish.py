@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.artifact import ModelArtifact, save_artifact
 from pipeline.files import write_json
-from pipeline.store import store_digest, store_resolution
+from pipeline.store import store_digest, store_location, store_resolution
 from pipeline.training.calibration import calibrate_on_store
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.plots import plot_curves
@@ -77,7 +77,7 @@ def _metadata(run: RunContext, epoch: int, metrics: dict[str, Any]) -> dict[str,
     return {
         "epoch": epoch,
         "metrics": metrics,
-        "store": run.info.path,
+        "store": store_location(run.info.path),
         "store_digest": store_digest(run.info.path),
         "resolution": store_resolution(run.info.path),
     }

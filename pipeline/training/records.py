@@ -25,7 +25,7 @@ from torch import nn
 
 from pipeline.errors import OutputExistsError
 from pipeline.files import json_text, write_text
-from pipeline.store import store_digest
+from pipeline.store import store_digest, store_location
 from pipeline.training.checkpoint import save_checkpoint
 from pipeline.training.components import Placement
 from pipeline.training.loop import StepContext, all_reduce_sum
@@ -98,7 +98,7 @@ def start_outputs(run: RunContext, state: RunState) -> None:
     run.tracker.log_params(params)
     profile = {"scenes": len({t.scene for t in info.train + info.val}),
                "train_tiles": len(info.train), "val_tiles": len(info.val)}  # fmt: skip
-    run.tracker.log_dataset(info.path, store_digest(info.path), profile)
+    run.tracker.log_dataset(store_location(info.path), store_digest(info.path), profile)
     run.tracker.log_artifact(config_path)
     for metrics in state.history:  # a resumed run: a tracker skips the epochs it holds
         log_epoch(run, metrics)

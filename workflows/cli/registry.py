@@ -98,8 +98,11 @@ def _metric_lines(metrics: dict[str, float]) -> list[str]:
     else:
         title = f"  metrics of epoch {best:.0f}, the best of {last:.0f} (the registered weights):"
     skip = ("best_epoch", "last_epoch")
-    headline = {k: v for k, v in metrics.items() if k not in skip and not k.startswith("last/")}
-    lines = [title, *(f"    {key:<32} {value:.4g}" for key, value in headline.items())]
+    headline = [k for k in metrics if k not in skip and not k.startswith("last/")]
+    headline.sort(
+        key=lambda k: (not k.startswith("val/"), not k.startswith("train/"), k.count("/"), k)
+    )
+    lines = [title, *(f"    {key:<32} {metrics[key]:.4g}" for key in headline)]
     if best is not None and last is not None and "last/val/mean_iou" in metrics:
         lines.append(f"  last epoch ({last:.0f}): val/mean_iou {metrics['last/val/mean_iou']:.4g}")
     return lines
