@@ -112,7 +112,7 @@ def _use_steps(tracking_uri: str) -> list[Step]:
             name="evaluate",
             command="evaluate",
             args=[prediction],
-            options={"truth": "data/labels.gpkg", "out": "metrics.json"},
+            options={"truth": "data/labels.gpkg", "out": "metrics.json", "overwrite": True},
             outputs=["metrics.json"],
         ),
     ]
@@ -187,6 +187,7 @@ def report(out: Path, quicklook_paths: list[Path], experiment_id: str) -> str:
         f"  polygons           {out / 'polygons.gpkg'}",
         f"  metrics            {out / 'metrics.json'}",
         *[f"  quick-look         {p}" for p in quicklook_paths],
+        f"  steps' output      {out / 'steps.log'}",
         "",
         "open them:",
         f"  QGIS: add {out / 'polygons.gpkg'} (styled by class) and {out / 'predictions'}/*.tif",

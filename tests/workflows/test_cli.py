@@ -42,7 +42,7 @@ def test_library_error_is_one_line_and_exit_1(tmp_path):
 
 
 def test_usage_error_exit_2(tmp_path):
-    result = run("synth", tmp_path / "out", "--nodata", "sometimes")
+    result = run("synth", tmp_path / "out", "--nodata-areas", "sometimes")
     assert result.exit_code == 2
     assert "'sometimes' is not one of 'none', 'border', 'holes', 'both'" in result.output
     assert run("no-such-command").exit_code == 2

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_describe_prints_parameters_and_multiply_adds() -> None:
     args = ["model", "describe", "--backbone", "resnet101", "--output-stride", "16"]
-    args += ["--bands", "4", "--classes", "6", "--tile-size", "512"]
+    args += ["--num-bands", "4", "--num-classes", "6", "--tile-size", "512"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -28,7 +28,7 @@ def test_describe_prints_parameters_and_multiply_adds() -> None:
 def test_describe_json_with_config_file_and_overrides(tmp_path: Path) -> None:
     config = tmp_path / "model.yaml"
     config.write_text("backbone: xception65\nwidth_multiplier: 0.25\nnum_classes: 3\n")
-    args = ["model", "describe", "--config", str(config), "--no-decoder", "--classes", "5"]
+    args = ["model", "describe", "--config", str(config), "--no-decoder", "--num-classes", "5"]
     result = CliRunner().invoke(cli, [*args, "--tile-size", "64", "--json", "--time-runs", "1"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

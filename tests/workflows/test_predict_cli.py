@@ -135,9 +135,8 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
 
 
 def test_bench_predict_over_several_files(tmp_path):
-    result = run(
-        "bench", "predict", "--size", "256", "--files", "2", "--repeats", "2", "--workdir", tmp_path
-    )
+    result = run("bench", "predict", "--scene-size", "256", "--files", "2", "--repeats", "2",
+                 "--workdir", tmp_path)  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "2 tiles of 512 px, 25% overlap, 2 files of 256 x 256 px" in lines[0]

@@ -150,7 +150,7 @@ def test_bench_reports_missing_gdal_polygonize(monkeypatch: pytest.MonkeyPatch) 
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    code, output = invoke("bench", "vectorize", "--size", "64")
+    code, output = invoke("bench", "vectorize", "--scene-size", "64")
     assert code == 1
     assert "gdal_polygonize not found" in output and "apt-get install -y gdal-bin" in output
 
@@ -161,7 +161,7 @@ def test_bench_agrees_with_gdal_polygonize(tmp_path: Path) -> None:
 
     if not any(shutil.which(n) for n in ("gdal_polygonize", "gdal_polygonize.py")):
         pytest.skip("gdal_polygonize is not installed (apt-get install -y gdal-bin)")
-    code, output = invoke("bench", "vectorize", "--size", "600", "--block-size", "256",
+    code, output = invoke("bench", "vectorize", "--scene-size", "600", "--block-size", "256",
                           "--workdir", str(tmp_path))  # fmt: skip
     assert code == 0, output
     assert "same polygon count and area per class: yes" in output

@@ -29,10 +29,13 @@ import numpy as np
 
 from pipeline.model.config import BackboneName
 from workflows.bench_utils import TreeRSS, bench_workdir
+from workflows.cli.options import renamed_opt
 
 
 @click.command("predict")
-@click.option("--size", type=click.IntRange(min=256), default=2048, show_default=True)
+@click.option("--scene-size", "size", type=click.IntRange(min=256), default=2048,
+              show_default=True, help="Side of the synthetic scene in pixels.")  # fmt: skip
+@renamed_opt("--size", "--scene-size", "the rows and columns of the generated scene")
 @click.option(
     "--backbone",
     type=click.Choice(get_args(BackboneName)),

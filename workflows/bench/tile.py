@@ -12,17 +12,20 @@ import rasterio
 
 from pipeline.grid import Window
 from workflows.bench_utils import TreeRSS, bench_workdir, seconds
+from workflows.cli.options import renamed_opt
 from workflows.cluster import WORKER_GDAL_CACHEMAX_MB
 
 
 @click.command("tile")
 @click.option(
-    "--size",
+    "--scene-size",
+    "size",
     type=click.IntRange(min=256),
     default=8192,
     show_default=True,
     help="Side of the synthetic scene in pixels.",
 )
+@renamed_opt("--size", "--scene-size", "the rows and columns of the generated scene")
 @click.option("--scenes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--tile-size", type=click.IntRange(min=64), default=512, show_default=True)
 @click.option("--chunks-per-task", type=click.IntRange(min=1), default=2, show_default=True)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workflows.bench_utils import TreeRSS, bench_workdir
+from workflows.cli.options import renamed_opt
 
 GDAL_POLYGONIZE = ("gdal_polygonize", "gdal_polygonize.py")
 INSTALL_HINT = "install GDAL's command-line tools, e.g. `apt-get install -y gdal-bin`"
@@ -38,8 +39,9 @@ class Run:
 
 
 @click.command("vectorize")
-@click.option("--size", type=click.IntRange(min=64), default=4000, show_default=True,
-              help="Rows and columns of the generated class map.")  # fmt: skip
+@click.option("--scene-size", "size", type=click.IntRange(min=64), default=4000,
+              show_default=True, help="Rows and columns of the generated class map.")  # fmt: skip
+@renamed_opt("--size", "--scene-size", "the rows and columns of the generated scene")
 @click.option("--block-size", type=click.IntRange(min=16), default=2048, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--raster", type=click.Path(exists=True, dir_okay=False, path_type=Path),

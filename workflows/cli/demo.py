@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import click
 
+STEPS_LOG = "steps.log"  # in --out: what the steps print on stdout, appended run by run
+
 
 @click.command()
 @click.option(
+    "-o",
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -30,6 +34,9 @@ def demo(ctx: click.Context, /, out: Path, force: tuple[str, ...]) -> None:
     artifacts in OUT/mlruns, by paths relative to OUT: the folder can be moved).
     The registered model version gets the held-back scene's scores as tags. Run
     it again and finished steps are skipped.
+
+    The steps' own output (file lists, JSON records, tables) goes to OUT/steps.log;
+    stdout gets the closing report, stderr warnings and errors.
     """
     from pipeline.registry import record_held_back
     from workflows.cli.run import step_runner
@@ -42,6 +49,7 @@ def demo(ctx: click.Context, /, out: Path, force: tuple[str, ...]) -> None:
     tracking_uri = f"sqlite:///{out / 'mlflow.db'}"
     experiment_id = movable_experiment(tracking_uri, EXPERIMENT)
     execute, accepts = step_runner(ctx)
-    run_workflow(demo_workflow(tracking_uri), out, execute, accepts, only=list(force))
+    with (out / STEPS_LOG).open("a") as steps, redirect_stdout(steps):  # the report sums up
+        run_workflow(demo_workflow(tracking_uri), out, execute, accepts, only=list(force))
     record_held_back(f"models:/{MODEL_NAME}@candidate", out / "metrics.json", tracking_uri)
     click.echo(report(out, quicklooks(out), experiment_id))

@@ -12,6 +12,7 @@ from workflows.cli.options import (
     config_opt,
     nodata_opt,
     note_output,
+    overwrite_opt,
     resolve_config,
     scheduler_opt,
     show_progress,
@@ -49,12 +50,14 @@ if TYPE_CHECKING:
 )
 @nodata_opt("the truth rasters")
 @click.option(
+    "-o",
     "--out",
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the metrics and confusion matrix as JSON.",
 )
+@overwrite_opt
 @click.option("--run-id", default=None, help="Also log the metrics to this MLflow run.")
 @tracking_uri_opt
 @scheduler_opt
@@ -68,6 +71,7 @@ def evaluate(
     truth: Path,
     classes_path: Path | None,
     out: Path | None,
+    overwrite: bool,
     run_id: str | None,
     tracking_uri: str | None,
     scheduler: str | None,
@@ -82,6 +86,7 @@ def evaluate(
     nothing. Works block by block, so rasters of any size fit in memory.
     """
     from pipeline.classes import read_classes
+    from pipeline.errors import OutputExistsError
     from pipeline.evaluation import (
         EvaluateConfig,
         check_compared,
@@ -95,8 +100,11 @@ def evaluate(
 
     config = resolve_config(EvaluateConfig, config_path, options)
     truth = truth.resolve()
-    if out is not None:  # refused before the work when it cannot be written
-        check_writable(note_output(ctx, out.resolve()).parent)
+    if out is not None:  # refused before the work when it exists or cannot be written
+        out = note_output(ctx, out.resolve())
+        if out.exists() and not overwrite:
+            raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
+        check_writable(out.parent)
     classes = read_classes(classes_path) if classes_path else None
     jobs, table = plan_evaluation(expand_inputs(predictions), truth, classes, config)
     with dask_client(scheduler, workers=workers) as client:

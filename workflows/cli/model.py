@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, get_args
 import click
 
 from pipeline.model.config import BackboneName, ModelConfig
-from workflows.cli.options import config_opt, resolve_config, tracking_uri_opt
+from workflows.cli.options import config_opt, renamed_opt, resolve_config, tracking_uri_opt
 
 if TYPE_CHECKING:
     from pipeline.model.complexity import Complexity
@@ -26,8 +26,12 @@ def model() -> None:
     "--backbone", type=click.Choice(get_args(BackboneName)), default=None, help="Encoder."
 )
 @click.option("--output-stride", type=click.Choice(["8", "16"]), default=None, help="8 or 16.")
-@click.option("--bands", type=click.IntRange(min=1), default=None, help="Input bands.")
-@click.option("--classes", type=click.IntRange(min=1), default=None, help="Output classes.")
+@click.option("--num-bands", "bands", type=click.IntRange(min=1), default=None,
+              help="Number of input bands.")  # fmt: skip
+@click.option("--num-classes", "classes", type=click.IntRange(min=1), default=None,
+              help="Number of output classes.")  # fmt: skip
+@renamed_opt("--bands", "--num-bands", "the number of input bands")
+@renamed_opt("--classes", "--num-classes", "the number of output classes")
 @click.option("--decoder/--no-decoder", default=None, help="Decoder, or bilinear upsampling (BU).")
 @click.option(
     "--width-multiplier", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -86,7 +90,7 @@ def describe(
     help="A training store (terraseg tile) with the model's bands.",
 )  # fmt: skip
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
     help="Folder of the calibrated copy of the model.",
 )  # fmt: skip
 @click.option(

@@ -42,6 +42,34 @@ overwrite_opt = click.option(
 )
 
 
+def renamed_opt(former: str, current: str, meaning: str) -> Callable[[FC], FC]:
+    """A hidden option that refuses a former spelling in one line, naming the current one.
+
+    An option name means one thing in every command (tested over all commands):
+    where a command used a name that other commands use for something else, the
+    command's option got a name of its own, and the former one is refused
+    rather than read in either meaning.
+
+    Args:
+        former: The former spelling, e.g. ``--classes``.
+        current: The option that replaces it here, e.g. ``--num-classes``.
+        meaning: What the option gives, e.g. ``the number of output classes``.
+    """
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: object) -> None:
+        if value is not None:
+            raise click.UsageError(
+                f"{former} is {current} in this command ({meaning}); "
+                f"elsewhere {former} means something else",
+                ctx=ctx,
+            )
+
+    name = "former_" + former.lstrip("-").replace("-", "_")  # not the current option's name
+    return click.option(
+        former, name, type=str, hidden=True, expose_value=False, callback=refuse, is_eager=True
+    )
+
+
 def resolve_config(
     model: type[ModelT], config_path: Path | None, overrides: dict[str, Any]
 ) -> ModelT:

@@ -53,6 +53,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, or a model folder.",
 )
 @click.option(
+    "-o",
     "--out",
     "out_dir",
     required=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from workflows.cli.options import config_opt, resolve_config, show_progress
+from workflows.cli.options import config_opt, renamed_opt, resolve_config, show_progress
 
 
 @click.command()
@@ -17,17 +17,21 @@ from workflows.cli.options import config_opt, resolve_config, show_progress
 @click.option("--crs", default=None, help="Projected CRS of the imagery [EPSG:32633].")
 @click.option("--resolution", type=float, default=None, help="Metres per pixel [0.5].")
 @click.option(
-    "--nodata",
+    "--nodata-areas",
+    "nodata",
     type=click.Choice(["none", "border", "holes", "both"]),
     default=None,
     help="Add nodata areas: a rotated-swath border, cloud holes, or both [none].",
 )
 @click.option(
-    "--labels",
+    "--label-format",
+    "labels",
     type=click.Choice(["vector", "raster"]),
     default=None,
     help="One GeoPackage of polygons, or a label raster per scene [vector].",
 )
+@renamed_opt("--nodata", "--nodata-areas", "the nodata areas to paint")
+@renamed_opt("--labels", "--label-format", "how to write the labels")
 @click.option("--labels-crs", default=None, help="Write label polygons in this CRS [imagery CRS].")
 @click.option(
     "--dtype", type=click.Choice(["uint8", "uint16"]), default=None, help="Pixel type [uint8]."

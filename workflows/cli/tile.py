@@ -51,7 +51,12 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".g
     help="Already-cut image and mask tiles, matched by file name.",
 )
 @click.option(
-    "--out", "out", required=True, type=click.Path(path_type=Path), help="The Zarr store to write."
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The Zarr store to write.",
 )
 @click.option(
     "--classes",

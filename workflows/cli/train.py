@@ -27,6 +27,7 @@ from workflows.cli.options import (
     help="The Zarr store written by `terraseg tile`.",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
