@@ -134,6 +134,7 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
     ]
 
 
+@pytest.mark.slow  # a benchmark run: about 30 s on 2 cores
 def test_bench_predict_over_several_files(tmp_path):
     result = run("bench", "predict", "--scene-size", "256", "--files", "2", "--repeats", "2",
                  "--workdir", tmp_path)  # fmt: skip

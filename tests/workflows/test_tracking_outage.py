@@ -116,6 +116,7 @@ def train_killing_the_server(server: Server, store: Path, out: Path, name: str):
     return training.returncode, stdout, stderr, time.monotonic() - killed
 
 
+@pytest.mark.slow  # a real server killed and restarted around a 3-epoch run: about 35 s
 def test_training_outlives_its_tracking_server_and_sync_logs_the_rest(server, store, tmp_path):
     name = f"outage-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "run"

@@ -5,6 +5,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -96,6 +97,7 @@ DDP_TINY = {
 }
 
 
+@pytest.mark.slow  # two spawned ranks with loader workers: about 20 s
 def test_devices_2_on_cpu_trains_through_the_elastic_launcher(store, tmp_path):
     config = TrainConfig.model_validate(DDP_TINY)
     out = tmp_path / "run"
