@@ -47,7 +47,7 @@ def dask_client(
     # distributed logs its lifecycle at INFO, and a failed run's tear-down (a task's
     # error, clients leaving) at ERROR: terraseg reports the failure itself in one
     # line, so Dask's logs reach stderr only when terraseg is verbose.
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.CRITICAL + 1)
+    _set_dask_log_level(logging.INFO if verbose else logging.CRITICAL + 1)
     if not verbose:  # the in-process scheduler's handlers log their tear-down errors here
         logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
     if address:
@@ -76,6 +76,17 @@ def dask_client(
     ):
         logger.info("started LocalCluster with %d workers", n_workers)
         yield client
+
+
+def _set_dask_log_level(level: int) -> None:
+    """Set the level of distributed's loggers, children included.
+
+    Dask's configuration gives some children a level of their own (``distributed.client``
+    among them), which a level set on ``distributed`` alone would not reach.
+    """
+    names = [n for n in logging.Logger.manager.loggerDict if n.startswith("distributed.")]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(level)
 
 
 # A LocalCluster runs without a dashboard, so nothing reads its workers' statistical
