@@ -34,7 +34,13 @@ from pipeline.files import PARTIAL_SUFFIX, atomic_output, partial_path, remove_p
 from pipeline.grid import Window
 from pipeline.prediction.class_cog import COG_BLOCK, write_class_cog
 from pipeline.prediction.overviews import overview_factors
-from pipeline.prediction.styles import class_map_qml, confidence_qml, style_path
+from pipeline.prediction.styles import (
+    class_map_pam,
+    class_map_qml,
+    confidence_qml,
+    pam_path,
+    style_path,
+)
 
 COG_OPTIONS: dict[str, str | int] = {
     "compress": "deflate",
@@ -88,8 +94,11 @@ class OutputPaths:
         return [p for p in (self.classes, self.probabilities) if p is not None]
 
     def styles(self) -> list[Path]:
-        """The QGIS style beside each COG (``<stem>_classes.qml``, ...)."""
-        return [style_path(p) for p in self.rasters()]
+        """The styles beside the COGs: QGIS's ``.qml`` and the class map's ``.aux.xml``.
+
+        The ``.aux.xml`` holds GDAL category names and the attribute table.
+        """
+        return [*(style_path(p) for p in self.rasters()), pam_path(self.classes)]
 
     def finals(self) -> list[Path]:
         """The output files: the COGs, then their styles."""
@@ -213,6 +222,7 @@ def assemble(
         options=COG_OPTIONS,
     )
     write_text(style_path(paths.classes), class_map_qml(table))
+    write_text(pam_path(paths.classes), class_map_pam(table))
     if paths.probabilities is not None:
         probs: Any = root["probabilities"]
         names = [f"p_{name}" for name in table.names] + ["confidence"]

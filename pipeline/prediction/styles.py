@@ -128,3 +128,36 @@ def _document(root: ET.Element, pipe: ET.Element) -> str:
 
 def _hex(color: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def pam_path(raster: Path) -> Path:
+    """GDAL's auxiliary metadata file of ``raster`` (``<name>.tif.aux.xml``)."""
+    return raster.with_name(raster.name + ".aux.xml")
+
+
+def class_map_pam(table: ClassTable, band: int = 1) -> str:
+    """GDAL category names and a thematic raster attribute table (value, name, colour).
+
+    The GTiff driver keeps both in this ``.aux.xml`` beside the file (a COG cannot
+    hold them inside); GDAL, QGIS and ArcGIS read it with the raster. Category names
+    cover ids 0 to the largest class id, unnamed ids empty.
+    """
+    root = ET.Element("PAMDataset")
+    band_element = ET.SubElement(root, "PAMRasterBand", band=str(band))
+    names = ET.SubElement(band_element, "CategoryNames")
+    by_id = {c.id: c.name for c in table.classes}
+    for class_id in range(max(by_id) + 1):
+        ET.SubElement(names, "Category").text = by_id.get(class_id, "")
+    rat = ET.SubElement(band_element, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
+    for index, (name, kind, usage) in enumerate(fields):  # GDAL's field types and usages
+        field = ET.SubElement(rat, "FieldDefn", index=str(index))
+        ET.SubElement(field, "Name").text = name
+        ET.SubElement(field, "Type").text = str(kind)
+        ET.SubElement(field, "Usage").text = str(usage)
+    for row_index, cls in enumerate(table.classes):
+        row = ET.SubElement(rat, "Row", index=str(row_index))
+        for value in (cls.id, cls.name, *cls.color):
+            ET.SubElement(row, "F").text = str(value)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -127,10 +127,11 @@ def test_killed_run_leaves_no_final_file_and_completes(data, tmp_path):
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with rasterio.open(out / "scene_000_classes.tif") as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-    # no scratch, no lock: the COG and its QGIS style
+    # no scratch, no lock: the COG, its QGIS style and GDAL's categories and table
     assert sorted(p.name for p in out.iterdir()) == [
         "scene_000_classes.qml",
         "scene_000_classes.tif",
+        "scene_000_classes.tif.aux.xml",
     ]
 
 

@@ -119,6 +119,7 @@ def test_class_map_style_lists_exactly_the_model_classes(tmp_path):
         tmp_path / "scene_probabilities.tif",
         tmp_path / "scene_classes.qml",  # the name QGIS loads as the default style
         tmp_path / "scene_probabilities.qml",
+        tmp_path / "scene_classes.tif.aux.xml",  # GDAL's category names and attribute table
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.finals())
     qml = paths.styles()[0].read_text()
@@ -153,3 +154,32 @@ def test_a_missing_style_makes_the_outputs_not_current(tmp_path):
     assert is_current(paths, TAGS)
     paths.styles()[1].unlink()  # interrupted after the last COG
     assert not is_current(paths, TAGS)
+
+
+def test_class_map_has_gdal_category_names_and_an_attribute_table(tmp_path):
+    """``<name>.tif.aux.xml`` beside the class COG: GDAL reads category names and a
+    thematic attribute table (value, class, colour) with the raster."""
+    import json
+    import shutil
+    import subprocess
+
+    from pipeline.prediction.styles import class_map_pam, pam_path
+
+    table = class_table([(2, "water", (30, 100, 220)), (5, "road & rail", (90, 90, 90))])
+    root = ET.fromstring(class_map_pam(table))
+    categories = [c.text or "" for c in root.iter("Category")]
+    assert categories == ["", "", "water", "", "", "road & rail"]
+    rows = [[f.text for f in row.iter("F")] for row in root.iter("Row")]
+    assert rows == [["2", "water", "30", "100", "220"], ["5", "road & rail", "90", "90", "90"]]
+    if shutil.which("gdalinfo") is None:
+        return  # the file's content is checked above; GDAL's reading where it is installed
+    raster = tmp_path / "m_classes.tif"
+    profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "uint8"}
+    with rasterio.open(raster, "w", **profile) as dst:
+        dst.write(np.full((1, 8, 8), 5, np.uint8))
+    pam_path(raster).write_text(class_map_pam(table))
+    info = json.loads(subprocess.run(["gdalinfo", "-json", str(raster)], capture_output=True,
+                                     text=True, check=True).stdout)  # fmt: skip
+    assert info["bands"][0]["categories"] == categories
+    assert [r["f"] for r in info["rat"]["row"]] == [[2, "water", 30, 100, 220],
+                                                    [5, "road & rail", 90, 90, 90]]  # fmt: skip

@@ -60,7 +60,11 @@ def sequential(model, scenes, tmp_path_factory):
 
 def test_outputs_are_cogs_on_the_input_grid(sequential, scenes):
     classes_path, probs_path, *styles = sequential[0]
-    assert [p.name for p in styles] == ["scene_000_classes.qml", "scene_000_probabilities.qml"]
+    assert [p.name for p in styles] == [
+        "scene_000_classes.qml",
+        "scene_000_probabilities.qml",
+        "scene_000_classes.tif.aux.xml",
+    ]
     with rasterio.open(scenes.scenes[0]) as src, rasterio.open(classes_path) as out:
         assert out.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
