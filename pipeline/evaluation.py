@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,7 @@ from pipeline.rasters import NodataOverride, open_raster, read_band, shared_read
 from pipeline.settings import StrictModel
 from pipeline.tiling.checks import raster_overlaps
 from pipeline.tiling.labels import (
+    LabelsCover,
     RasterChunkLabels,
     SceneVectorLabels,
     chunk_label,
@@ -49,7 +50,7 @@ class EvaluateConfig(StrictModel):
         "class", description="Column of vector truth with class ids or names."
     )
     all_touched: bool = Field(False, description="Burn every pixel a truth polygon touches.")
-    labels_cover: Literal["complete", "partial"] = Field(
+    labels_cover: LabelsCover = Field(
         "complete",
         description="complete: pixels outside truth polygons are background; partial: ignored.",
     )

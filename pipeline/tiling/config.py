@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from pipeline.rasters import NodataOverride
 from pipeline.settings import StrictModel
+from pipeline.tiling.labels import LabelsCover
 
 
 class TileConfig(StrictModel):
@@ -31,7 +32,7 @@ class TileConfig(StrictModel):
     all_touched: bool = Field(
         False, description="Burn every pixel a polygon touches, not only centres."
     )
-    labels_cover: Literal["complete", "partial"] = Field(
+    labels_cover: LabelsCover = Field(
         "complete",
         description="complete: unlabelled pixels are background; partial: they are ignored.",
     )
