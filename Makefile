@@ -45,7 +45,7 @@ format: $(STAMP)
 
 # docs/configuration.md is generated from the configuration models; a test checks it.
 docs: $(STAMP)
-	$(BIN)/python -m workflows.config_reference > docs/configuration.md
+	$(BIN)/python -m terraseg.workflows.config_reference > docs/configuration.md
 
 demo: $(STAMP)
 	$(BIN)/terraseg demo --out demo

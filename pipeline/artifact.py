@@ -3,10 +3,10 @@
 A folder holds ``terraseg_model.json`` (architecture config, band names and
 order, normalization statistics, classes with names and colours, tile size, and
 free-form metadata such as the training run and its metrics; ``class_index`` maps
-each class id to its output, see :mod:`pipeline.classes`) and ``weights.pt``
+each class id to its output, see :mod:`terraseg.pipeline.classes`) and ``weights.pt``
 (the model's state dict, loadable with ``torch.load(weights_only=True)``), and,
 for models that can run in int8, ``int8_calibration.pt`` (the backbone's
-activation ranges, see :mod:`pipeline.model.quantization`). Nothing else is
+activation ranges, see :mod:`terraseg.pipeline.model.quantization`). Nothing else is
 looked up at prediction time.
 """
 
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.classes import ClassTable
-from pipeline.errors import InputError, WeightsError
-from pipeline.files import atomic_output, finite, named_os_errors, write_torch
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import InputError, WeightsError
+from terraseg.pipeline.files import atomic_output, finite, named_os_errors, write_torch
 
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.model.deeplab import DeepLabV3Plus
+    from terraseg.pipeline.model.deeplab import DeepLabV3Plus
 
 ARTIFACT_FORMAT = "terraseg-model/1"
 MANIFEST = "terraseg_model.json"
@@ -86,8 +86,8 @@ class ModelArtifact:
 
     def build_model(self, device: str | torch.device = "cpu") -> DeepLabV3Plus:
         """The network with these weights, in eval mode."""
-        from pipeline.model.config import ModelConfig
-        from pipeline.model.deeplab import build_model
+        from terraseg.pipeline.model.config import ModelConfig
+        from terraseg.pipeline.model.deeplab import build_model
 
         config = ModelConfig(**{**self.model_config, "pretrained_weights": None})
         model = build_model(config)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from pipeline.errors import InputError
-from pipeline.files import write_text
-from pipeline.rasters import RASTER_SUFFIXES, open_raster
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.files import write_text
+from terraseg.pipeline.rasters import RASTER_SUFFIXES, open_raster
 
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "average")
 

@@ -24,7 +24,7 @@ import zarr
 from numcodecs import Zstd
 from numpy.typing import NDArray
 
-from pipeline.files import write_bytes
+from terraseg.pipeline.files import write_bytes
 
 
 @dataclass(frozen=True)

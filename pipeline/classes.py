@@ -22,8 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.errors import ConfigError
-from pipeline.settings import StrictModel, build_config, load_yaml
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.settings import StrictModel, build_config, load_yaml
 
 IGNORE_LABEL = 255  # label value for nodata and unlabelled pixels; costs nothing in training
 CLASSES_TAG = "TERRASEG_CLASSES"  # raster tag holding ClassTable.to_dict() as JSON
@@ -172,7 +172,7 @@ def write_classes(table: ClassTable, path: str | Path) -> None:
     """Write ``table`` as a classes YAML file."""
     import yaml
 
-    from pipeline.files import write_text
+    from terraseg.pipeline.files import write_text
 
     write_text(path, yaml.safe_dump(table.to_dict(), sort_keys=False))
 

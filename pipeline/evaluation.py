@@ -5,7 +5,7 @@ prediction's grid by nearest neighbour when grids differ) or vector labels
 (reprojected and rasterized on the prediction's grid, block by block). Pixels
 that are nodata in the prediction or ignored in the truth count for nothing.
 Both hold class ids; the confusion matrix has one row and column per class, in
-id order (see :mod:`pipeline.classes`).
+id order (see :mod:`terraseg.pipeline.classes`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from pipeline.classes import CLASSES_TAG, ClassTable
-from pipeline.errors import InputError
-from pipeline.files import write_json
-from pipeline.grid import Window, plan_blocks
-from pipeline.metrics import confusion_counts, scores
-from pipeline.rasters import NodataOverride, open_raster, read_band, shared_reader
-from pipeline.settings import StrictModel
-from pipeline.tiling.checks import raster_overlaps
-from pipeline.tiling.labels import (
+from terraseg.pipeline.classes import CLASSES_TAG, ClassTable
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.files import write_json
+from terraseg.pipeline.grid import Window, plan_blocks
+from terraseg.pipeline.metrics import confusion_counts, scores
+from terraseg.pipeline.rasters import NodataOverride, open_raster, read_band, shared_reader
+from terraseg.pipeline.settings import StrictModel
+from terraseg.pipeline.tiling.checks import raster_overlaps
+from terraseg.pipeline.tiling.labels import (
     LabelsCover,
     RasterChunkLabels,
     SceneVectorLabels,
@@ -209,7 +209,7 @@ def _truth_names(predictions: list[Path]) -> list[Path]:
 
 
 def _truth_files(truth: Path) -> list[Path]:
-    from pipeline.rasters import expand_inputs
+    from terraseg.pipeline.rasters import expand_inputs
 
     return expand_inputs([truth], what="truth raster")
 

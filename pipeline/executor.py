@@ -2,7 +2,7 @@
 
 A stage driver (tile, predict, vectorize) plans its work as tasks and hands them to
 an :class:`Executor`. :class:`InProcessExecutor` runs each task at once in this
-process (tests, small jobs, benchmarks); ``workflows.executor.DaskExecutor`` runs
+process (tests, small jobs, benchmarks); ``terraseg.workflows.executor.DaskExecutor`` runs
 them on a Dask cluster. Both take the same calls, so the same driver decides what
 is computed in both, and a fix lands once.
 

@@ -20,8 +20,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.errors import LockedError
-from pipeline.files import named_os_errors
+from terraseg.pipeline.errors import LockedError
+from terraseg.pipeline.files import named_os_errors
 
 LOCK_SUFFIX = ".lock"
 

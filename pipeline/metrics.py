@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.classes import IGNORE_LABEL
 
 
 def confusion_counts(

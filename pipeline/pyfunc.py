@@ -7,7 +7,7 @@ float32}``. The wrapper itself (``unwrap_python_model()``, or :func:`predict_arr
 also accepts a single ``(bands, rows, cols)`` image of any numeric dtype.
 
 Images of any size are predicted as ``terraseg predict`` predicts a raster, through
-:func:`pipeline.prediction.arrays.predict_array`: the same tile grid, overlap and
+:func:`terraseg.pipeline.prediction.arrays.predict_array`: the same tile grid, overlap and
 windowed blending, in fp32 (:data:`PYFUNC_CONFIG`), so the result does not depend on
 the CPU's bf16 support.
 
@@ -25,13 +25,13 @@ import numpy as np
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from numpy.typing import NDArray
 
-from pipeline.artifact import ModelArtifact, load_artifact
-from pipeline.errors import ModelInputError
-from pipeline.prediction.arrays import predict_array as predict_image
-from pipeline.prediction.blocks import BatchPredictor
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.inference import predictor_for
-from pipeline.registry import PYFUNC_ARTIFACT_KEY
+from terraseg.pipeline.artifact import ModelArtifact, load_artifact
+from terraseg.pipeline.errors import ModelInputError
+from terraseg.pipeline.prediction.arrays import predict_array as predict_image
+from terraseg.pipeline.prediction.blocks import BatchPredictor
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.inference import predictor_for
+from terraseg.pipeline.registry import PYFUNC_ARTIFACT_KEY
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature

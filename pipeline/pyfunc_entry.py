@@ -6,6 +6,6 @@ nothing is unpickled. Importing it elsewhere has no use.
 
 import mlflow.models
 
-from pipeline.pyfunc import TerrasegPyfunc
+from terraseg.pipeline.pyfunc import TerrasegPyfunc
 
 mlflow.models.set_model(TerrasegPyfunc())

@@ -10,8 +10,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
 
-from pipeline.classes import IGNORE_LABEL, ClassTable
-from pipeline.rasters import open_raster
+from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable
+from terraseg.pipeline.rasters import open_raster
 
 NODATA_COLOUR = (0, 0, 0)
 

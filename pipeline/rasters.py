@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioIOError
 
-from pipeline.errors import InputError, RasterReadError
-from pipeline.grid import Window
+from terraseg.pipeline.errors import InputError, RasterReadError
+from terraseg.pipeline.grid import Window
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
 # A nodata setting that overrides what a raster declares: a value, "none" (every
@@ -32,7 +32,7 @@ class SourceIdentity:
     """What a file was when it was read: a changed file has a different identity.
 
     A VRT's identity holds those of the files it reads (``parts``), so a band file
-    replaced under an unchanged VRT (:mod:`pipeline.bandfiles`) changes it too.
+    replaced under an unchanged VRT (:mod:`terraseg.pipeline.bandfiles`) changes it too.
     """
 
     path: str

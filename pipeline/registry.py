@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pipeline.artifact import MANIFEST, ModelArtifact, load_artifact
-from pipeline.errors import InputError, ModelNotFoundError, TrackingError
+from terraseg.pipeline.artifact import MANIFEST, ModelArtifact, load_artifact
+from terraseg.pipeline.errors import InputError, ModelNotFoundError, TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -416,7 +416,7 @@ def artifact_path(storage: str, tracking_uri: str) -> Path | None:
     """The local path of an artifact URI, or ``None`` when it is not on this machine's disk.
 
     A relative path (the artifact location of an experiment created movable, see
-    :func:`workflows.mlflow_tracking.movable_experiment`) is relative to the folder
+    :func:`terraseg.workflows.mlflow_tracking.movable_experiment`) is relative to the folder
     of the SQLite store file, wherever that folder has been moved; with any
     other store, to the working directory, as MLflow reads it.
     """
@@ -609,7 +609,7 @@ def version_card(manifest: dict[str, Any]) -> VersionCard:
     in sentences (MLflow shows it as Markdown on the version's page).
 
     Args:
-        manifest: :meth:`pipeline.artifact.ModelArtifact.manifest`.
+        manifest: :meth:`terraseg.pipeline.artifact.ModelArtifact.manifest`.
     """
     meta = manifest.get("metadata") or {}
     classes = ", ".join(f"{c['id']} {c['name']}" for c in manifest["classes"])

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipeline.errors import ConfigError
+from terraseg.pipeline.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

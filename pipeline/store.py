@@ -16,7 +16,7 @@ Layout::
 A scene is ``complete`` only after a check that every window of its plan was
 written by the run that created it; the root is ``complete`` only after every
 scene is, and the statistics and split are set.
-The store is written by :mod:`pipeline.tiling` and read by training.
+The store is written by :mod:`terraseg.pipeline.tiling` and read by training.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 import zarr
 
-from pipeline.classes import ClassTable
-from pipeline.errors import InputError
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import InputError
 
 STORE_FORMAT = "terraseg-store/1"
 SCENES = "scenes"
@@ -139,7 +139,7 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
     import shapely
     from affine import Affine
 
-    from pipeline.files import atomic_output
+    from terraseg.pipeline.files import atomic_output
 
     root = open_existing(store)
     classes = ClassTable.from_mapping(attributes(root)).names  # class_counts are in id order

@@ -19,4 +19,4 @@ elif ! "$PYTHON" -c 'import rasterio, dask.distributed, zarr, mlflow, geopandas'
     "$PYTHON" -m pip install -q -e .
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 480 "$PYTHON" -m workflows.cli.main bench gpu "$@"
+exec timeout 480 "$PYTHON" -m terraseg.workflows.cli.main bench gpu "$@"

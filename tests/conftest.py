@@ -195,8 +195,8 @@ def store_uri(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def trained(store_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Two fake training runs registered as versions 1 and 2 of one model, alias on 2."""
+    from terraseg.workflows.mlflow_tracking import start_tracking
     from tests.mlflow_helpers import Trained, fake_training, tiny_artifact
-    from workflows.mlflow_tracking import start_tracking
 
     workdir = tmp_path_factory.mktemp("trained")
     name = f"seg-{uuid.uuid4().hex[:8]}"

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.settings import build_config
-from pipeline.synth.config import SynthConfig
-from pipeline.synth.writer import SynthOutputs, synthesize
+from terraseg.pipeline.settings import build_config
+from terraseg.pipeline.synth.config import SynthConfig
+from terraseg.pipeline.synth.writer import SynthOutputs, synthesize
 
 TINY = {"scenes": 2, "size": "256x192", "seed": 11, "resolution": 2.0, "workers": 1}
 
@@ -40,10 +40,10 @@ def tiny_model_artifact(
     """
     import torch
 
-    from pipeline.artifact import ModelArtifact, Normalization, save_artifact
-    from pipeline.classes import default_class_table
-    from pipeline.model.config import ModelConfig
-    from pipeline.model.deeplab import build_model
+    from terraseg.pipeline.artifact import ModelArtifact, Normalization, save_artifact
+    from terraseg.pipeline.classes import default_class_table
+    from terraseg.pipeline.model.config import ModelConfig
+    from terraseg.pipeline.model.deeplab import build_model
 
     config = ModelConfig(
         backbone="mobilenetv2", in_channels=4, num_classes=5, width_multiplier=0.25
@@ -61,8 +61,8 @@ def tiny_model_artifact(
         state_dict=model.state_dict(),
     )
     if calibrated:
-        from pipeline.model.inference import inference_network
-        from pipeline.model.quantization import calibrate
+        from terraseg.pipeline.model.inference import inference_network
+        from terraseg.pipeline.model.quantization import calibrate
 
         tiles = torch.from_numpy(calibration_tiles(4, tile, seed=seed))
         artifact.calibration = calibrate(inference_network(artifact.build_model(), "cpu"), [tiles])

@@ -10,11 +10,11 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.artifact import ModelArtifact, Normalization, save_artifact
-from pipeline.classes import default_class_table
-from pipeline.model.config import ModelConfig
-from pipeline.model.deeplab import DeepLabV3Plus, build_model
-from pipeline.training.tracker import Tracker, code_version, flatten
+from terraseg.pipeline.artifact import ModelArtifact, Normalization, save_artifact
+from terraseg.pipeline.classes import default_class_table
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
+from terraseg.pipeline.training.tracker import Tracker, code_version, flatten
 
 TINY_CONFIG = ModelConfig(
     backbone="mobilenetv2", width_multiplier=0.25, in_channels=4, num_classes=5

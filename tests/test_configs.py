@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model.config import ModelConfig
-from pipeline.prediction.config import PredictConfig
-from pipeline.settings import build_config, load_yaml
-from pipeline.synth.config import SynthConfig
-from pipeline.tiling import TileConfig
-from pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.settings import build_config, load_yaml
+from terraseg.pipeline.synth.config import SynthConfig
+from terraseg.pipeline.tiling import TileConfig
+from terraseg.pipeline.vectorize.config import VectorizeConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS = {

@@ -14,10 +14,10 @@ MAX_TABLE_ROW = 120  # characters; longer rows belong in lists or prose
 
 
 def test_configuration_reference_is_current() -> None:
-    from workflows.config_reference import render
+    from terraseg.workflows.config_reference import render
 
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert page == render(), "run: make docs (python -m workflows.config_reference)"
+    assert page == render(), "run: make docs (python -m terraseg.workflows.config_reference)"
 
 
 def _prose(path: Path) -> str:

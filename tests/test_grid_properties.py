@@ -13,16 +13,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.grid import plan_blocks, plan_tiles
-from pipeline.prediction.blocks import (
+from terraseg.pipeline.grid import plan_blocks, plan_tiles
+from terraseg.pipeline.prediction.blocks import (
     accumulate_block,
     below_spill,
     class_map,
     finish_block,
     right_spill,
 )
-from pipeline.prediction.graph import Slot, block_graph, run_in_order
-from pipeline.prediction.plan import PredictionPlan
+from terraseg.pipeline.prediction.graph import Slot, block_graph, run_in_order
+from terraseg.pipeline.prediction.plan import PredictionPlan
 
 CLASSES = 4
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -24,7 +24,7 @@ def modules() -> dict[str, Path]:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            found[name] = path
+            found[f"terraseg.{name}"] = path
     return found
 
 
@@ -63,9 +63,9 @@ def imported(path: Path, *, top_level_only: bool) -> set[str]:
 
 def test_the_library_never_imports_orchestration():
     offenders = {
-        name: sorted(n for n in imported(path, top_level_only=False) if n.startswith("workflows"))
+        name: sorted(n for n in imported(path, top_level_only=False) if n.startswith("terraseg.workflows"))
         for name, path in MODULES.items()
-        if name.startswith("pipeline")
+        if name.startswith("terraseg.pipeline")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -94,13 +94,33 @@ def test_no_import_cycles():
 def test_each_stage_is_one_hop_from_its_command_to_its_package(command, package):
     assert (ROOT / "pipeline" / package / "__init__.py").is_file()
     used = imported(ROOT / "workflows" / "cli" / f"{command}.py", top_level_only=False)
-    assert any(name.split(".")[:2] == ["pipeline", package] for name in used), used
+    assert any(name.split(".")[:3] == ["terraseg", "pipeline", package] for name in used), used
+
+
+def test_the_packages_are_imported_only_as_terraseg():
+    """The wheel installs ``terraseg`` alone; a bare ``import pipeline`` would work only here."""
+    offenders = []
+    for path in [*MODULES.values(), *sorted((ROOT / "tests").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in PACKAGES]
+    assert offenders == []
+
+
+def test_the_tree_maps_both_folders_under_terraseg():
+    for package in PACKAGES:
+        assert (ROOT / "terraseg" / package).resolve() == (ROOT / package).resolve()
 
 
 def function_lengths() -> list[tuple[str, int]]:
     lengths = []
     for name, path in MODULES.items():
-        if name.startswith("workflows.bench"):
+        if name.startswith("terraseg.workflows.bench"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -122,11 +142,11 @@ def test_every_choice_list_has_one_source():
 
     from click.testing import CliRunner
 
-    from pipeline.model.backbones import BACKBONES
-    from pipeline.model.config import BackboneName
-    from pipeline.prediction.blending import BLEND_WINDOWS, WindowName
-    from pipeline.prediction.config import PredictConfig
-    from workflows.cli.main import cli
+    from terraseg.pipeline.model.backbones import BACKBONES
+    from terraseg.pipeline.model.config import BackboneName
+    from terraseg.pipeline.prediction.blending import BLEND_WINDOWS, WindowName
+    from terraseg.pipeline.prediction.config import PredictConfig
+    from terraseg.workflows.cli.main import cli
 
     assert list(BLEND_WINDOWS) == list(get_args(WindowName))
     assert set(BACKBONES) == set(get_args(BackboneName))

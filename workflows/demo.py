@@ -1,6 +1,6 @@
 """The demo: sample scenes, a small model trained, registered, applied to held-back scenes.
 
-The chain is an ordinary workflow (see :mod:`workflows.run_workflow`), so an
+The chain is an ordinary workflow (see :mod:`terraseg.workflows.run_workflow`), so an
 interrupted demo resumes where it stopped; ``configs/workflows/demo.yaml`` is the
 same workflow as a file.
 """
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from workflows.run_workflow import Step, Workflow
+from terraseg.workflows.run_workflow import Step, Workflow
 
 MODEL_NAME = "terraseg-demo"
 EXPERIMENT = "terraseg-demo"
@@ -120,8 +120,8 @@ def _use_steps(tracking_uri: str) -> list[Step]:
 
 def quicklooks(out: Path) -> list[Path]:
     """A PNG per predicted scene: imagery, truth and prediction side by side."""
-    from pipeline.classes import read_classes
-    from pipeline.quicklook import quicklook
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.quicklook import quicklook
 
     table = read_classes(out / "data" / "classes.yaml")
     written = []
@@ -144,7 +144,7 @@ def mlflow_ui_lines(out: Path, experiment_id: str) -> list[str]:
     """How to open the demo's runs and model in the MLflow UI.
 
     The store's artifact locations are relative to ``out`` (see
-    :func:`workflows.mlflow_tracking.movable_experiment`), so ``mlflow ui`` starts
+    :func:`terraseg.workflows.mlflow_tracking.movable_experiment`), so ``mlflow ui`` starts
     there. The links name the runs page and the ML workflow: MLflow 3's UI
     otherwise opens an experiment on its GenAI traces.
     """

@@ -1,4 +1,4 @@
-"""Running a stage's tasks on a Dask cluster: the Dask side of :mod:`pipeline.executor`."""
+"""Running a stage's tasks on a Dask cluster: the Dask side of :mod:`terraseg.pipeline.executor`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from dask.distributed import Client, Future, wait
 from distributed.protocol import pickle
 
-from pipeline.executor import Handle
+from terraseg.pipeline.executor import Handle
 
 
 class DaskExecutor:

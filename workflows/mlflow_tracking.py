@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from pipeline import __version__
-from pipeline.artifact import load_artifact
-from pipeline.errors import ConfigError, TrackingError
-from pipeline.files import finite, write_text
-from pipeline.registry import (
+from terraseg.pipeline import __version__
+from terraseg.pipeline.artifact import load_artifact
+from terraseg.pipeline.errors import ConfigError, TrackingError
+from terraseg.pipeline.files import finite, write_text
+from terraseg.pipeline.registry import (
     MLMODEL_METADATA_KEY,
     PYFUNC_ARTIFACT_KEY,
     check_tracking_reachable,
@@ -49,7 +49,7 @@ from pipeline.registry import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from pipeline.training.config import TrackingConfig
+    from terraseg.pipeline.training.config import TrackingConfig
 
 __all__ = [
     "RUN_ID_FILE",
@@ -69,7 +69,9 @@ _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
 RUN_ID_FILE = "mlflow_run_id"  # in a training run folder: the id of its MLflow run
 EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps are the epochs
 HEADLINE_METRIC = "best_epoch"  # logged with the headline, one step after the last epoch
-GIT_COMMIT_PARAM = "code.git_commit"  # the parameter of pipeline.training.tracker.code_version
+GIT_COMMIT_PARAM = (
+    "code.git_commit"  # the parameter of terraseg.pipeline.training.tracker.code_version
+)
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's standard tag for it
 # The MLflow UI's kind of experiment: model training (its runs page), not GenAI traces.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -77,7 +79,7 @@ ARTIFACT_FOLDER = "mlruns"  # next to an SQLite store: the artifacts of its expe
 
 
 class MlflowTracker:
-    """A :class:`~pipeline.training.tracker.Tracker` that records into one MLflow run.
+    """A :class:`~terraseg.pipeline.training.tracker.Tracker` that records into one MLflow run.
 
     Create it with :func:`start_tracking`; the run must be MLflow's active run when
     :meth:`log_model` is called. In a reopened run (see :meth:`recall`), epochs and
@@ -151,7 +153,7 @@ class MlflowTracker:
         """Record the training store as the run's dataset, in context ``training``.
 
         An MLflow dataset of metadata only: named after the store's folder, its
-        source the store's path, its digest :func:`~pipeline.store.store_digest`,
+        source the store's path, its digest :func:`~terraseg.pipeline.store.store_digest`,
         its profile the tile counts. A path MLflow has no dataset source for is
         recorded as the tag ``training_store`` instead, with a warning.
         """
@@ -185,7 +187,7 @@ class MlflowTracker:
         """Log a model artifact folder as a ``pyfunc`` model, and register it if asked.
 
         Args:
-            artifact_dir: A folder written by :func:`pipeline.artifact.save_artifact`.
+            artifact_dir: A folder written by :func:`terraseg.pipeline.artifact.save_artifact`.
 
         Returns:
             ``models:/NAME/VERSION`` when registered, else ``runs:/RUN_ID/model``.
@@ -195,7 +197,7 @@ class MlflowTracker:
         """
         import mlflow
 
-        from pipeline.pyfunc import ENTRY_FILE, signature_for
+        from terraseg.pipeline.pyfunc import ENTRY_FILE, signature_for
 
         artifact = load_artifact(artifact_dir)
         self._check_active("log_model")
@@ -405,7 +407,7 @@ def movable_experiment(tracking_uri: str, name: str) -> str:
     against its working directory: ``mlflow ui`` is started in that folder, and
     runs that write into the experiment run there (:func:`start_tracking` refuses
     others); terraseg reads the models from anywhere (see
-    :func:`pipeline.registry.artifact_path`). In other stores, and for an
+    :func:`terraseg.pipeline.registry.artifact_path`). In other stores, and for an
     experiment that exists, this is :func:`start_tracking`'s experiment.
 
     Raises:

@@ -44,9 +44,9 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from pipeline.errors import ConfigError
-from pipeline.files import write_json
-from pipeline.settings import StrictModel, build_config, load_yaml
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.files import write_json
+from terraseg.pipeline.settings import StrictModel, build_config, load_yaml
 
 logger = logging.getLogger(__name__)
 STAMPS = ".terraseg-run"

@@ -1,7 +1,7 @@
 """Training through a tracking outage: what the store could not take waits in the run folder.
 
 The store is checked before training starts (see
-:func:`pipeline.registry.check_tracking_reachable`). When a call to it fails later (the
+:func:`terraseg.pipeline.registry.check_tracking_reachable`). When a call to it fails later (the
 server went away), MLflow retries briefly (:data:`HTTP_RETRIES`: a few seconds, not
 MLflow's default of minutes), then training goes on: one warning says so, the calls that
 follow are not sent, and every call that was not logged is kept in order in
@@ -24,16 +24,16 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError, TrackingError
-from pipeline.files import finite, remove_path, write_json
-from pipeline.registry import (
+from terraseg.pipeline.errors import InputError, TrackingError
+from terraseg.pipeline.files import finite, remove_path, write_json
+from terraseg.pipeline.registry import (
     check_tracking_reachable,
     connection_reason,
     redact,
     resolve_tracking_uri,
 )
-from pipeline.training.tracker import Tracker
-from workflows.mlflow_tracking import (
+from terraseg.pipeline.training.tracker import Tracker
+from terraseg.workflows.mlflow_tracking import (
     EPOCH_METRIC,
     HEADLINE_METRIC,
     MlflowTracker,
@@ -362,8 +362,8 @@ def sync_run(out: Path, tracking_uri: str | None) -> dict[str, Any]:
         InputError: Nothing waits in ``out``, or it is not a training run folder.
         TrackingError: The store cannot be reached (nothing is sent).
     """
-    from pipeline.settings import build_config, load_yaml
-    from pipeline.training.config import TrainConfig
+    from terraseg.pipeline.settings import build_config, load_yaml
+    from terraseg.pipeline.training.config import TrainConfig
 
     pending = Path(out) / PENDING_FILE
     entries = read_pending(pending)

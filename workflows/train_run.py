@@ -5,7 +5,7 @@ launcher (the environment torchrun sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_AD
 MASTER_PORT), or joins the group when started under torchrun, or runs in this
 process for one device. Each process joins the group, opens its tracker (MLflow on
 rank 0 when tracking is enabled: the run folder's own MLflow run when resuming) and runs
-:func:`pipeline.training.session.run_training`, which writes the output folder.
+:func:`terraseg.pipeline.training.session.run_training`, which writes the output folder.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pipeline import errors
-from pipeline.errors import TerrasegError, TrainingError
-from pipeline.training.config import TrainConfig
-from pipeline.training.records import prepare_output
-from pipeline.training.session import run_training
-from pipeline.training.tracker import NullTracker, Tracker
+from terraseg.pipeline import errors
+from terraseg.pipeline.errors import TerrasegError, TrainingError
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.records import prepare_output
+from terraseg.pipeline.training.session import run_training
+from terraseg.pipeline.training.tracker import NullTracker, Tracker
 
 
 def tracker_for_rank(
@@ -58,7 +58,7 @@ def tracker_for_rank(
     """
     if not config.tracking.enabled or not is_main:
         return nullcontext(NullTracker())
-    from workflows.mlflow_tracking import start_tracking, track_run_folder
+    from terraseg.workflows.mlflow_tracking import start_tracking, track_run_folder
 
     uri, tracking = os.environ.get("MLFLOW_TRACKING_URI"), config.tracking
     if out is not None:
@@ -72,7 +72,7 @@ def former_run_id(config: TrainConfig, out: Path, is_main: bool) -> str | None:
     """The MLflow run id kept in the run folder ``out`` (rank 0, tracking on), else ``None``."""
     if not config.tracking.enabled or not is_main:
         return None
-    from workflows.mlflow_tracking import read_run_id
+    from terraseg.workflows.mlflow_tracking import read_run_id
 
     return read_run_id(out)
 
@@ -214,7 +214,7 @@ def _train_here(
     config: TrainConfig, data: Path, out: Path, resume: bool, overwrite: bool, progress: bool
 ) -> dict[str, Any]:
     """This process's share of the run: join the group, train, leave the group."""
-    from workflows.tracking_fallback import amend_summary, keep_training_through_outages
+    from terraseg.workflows.tracking_fallback import amend_summary, keep_training_through_outages
 
     place = init_distributed(config.accelerator)
     if config.threads:

@@ -69,7 +69,7 @@ def worker_threads(device: str, workers: int, torch_threads: int | None = None) 
 class InferenceSetup(WorkerPlugin):
     """Prepares each worker for inference, including workers that join or restart later.
 
-    On CUDA it records the worker's GPU (:func:`pipeline.prediction.devices.assign_gpu`),
+    On CUDA it records the worker's GPU (:func:`terraseg.pipeline.prediction.devices.assign_gpu`),
     which every inference task makes current in its own thread; on CPU it sets the
     torch threads of the worker's inference streams.
     """
@@ -81,7 +81,7 @@ class InferenceSetup(WorkerPlugin):
         """Run in the worker process when the plugin is registered or the worker starts."""
         import torch
 
-        from pipeline.prediction.devices import assign_gpu, gpu_for_worker
+        from terraseg.pipeline.prediction.devices import assign_gpu, gpu_for_worker
 
         if self.device == "cuda":
             assign_gpu(gpu_for_worker(str(worker.name), self.names, self.gpus))

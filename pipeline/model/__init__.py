@@ -9,16 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.config import ModelConfig
 
 if TYPE_CHECKING:
-    from pipeline.model.backbones import BACKBONES
-    from pipeline.model.deeplab import DeepLabV3Plus, build_model
+    from terraseg.pipeline.model.backbones import BACKBONES
+    from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
 
 _LAZY = {
-    "BACKBONES": "pipeline.model.backbones",
-    "DeepLabV3Plus": "pipeline.model.deeplab",
-    "build_model": "pipeline.model.deeplab",
+    "BACKBONES": "terraseg.pipeline.model.backbones",
+    "DeepLabV3Plus": "terraseg.pipeline.model.deeplab",
+    "build_model": "terraseg.pipeline.model.deeplab",
 }
 
 __all__ = ["BACKBONES", "DeepLabV3Plus", "ModelConfig", "build_model"]

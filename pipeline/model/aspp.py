@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.model.layers import ConvBNAct, SeparableConv2d
+from terraseg.pipeline.model.layers import ConvBNAct, SeparableConv2d
 
 # Atrous rates of the three 3x3 branches per output stride (paper Sec. 4: rates
 # 6, 12, 18 at OS16, doubled at OS8 so they cover the same image context).

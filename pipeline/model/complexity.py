@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.model.config import ModelConfig
-from pipeline.model.deeplab import DeepLabV3Plus, build_model
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
 
 PARTS = ("backbone", "aspp", "decoder", "head")
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.settings import StrictModel
+from terraseg.pipeline.settings import StrictModel
 
 BackboneName = Literal["resnet50", "resnet101", "xception65", "mobilenetv2"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.model.layers import ConvBNAct, SeparableConv2d, upsample_to
+from terraseg.pipeline.model.layers import ConvBNAct, SeparableConv2d, upsample_to
 
 
 class Decoder(nn.Module):

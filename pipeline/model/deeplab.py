@@ -8,13 +8,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from pipeline.errors import ModelInputError
-from pipeline.model.aspp import ASPP
-from pipeline.model.backbones import BACKBONES, Backbone
-from pipeline.model.config import ModelConfig
-from pipeline.model.decoder import Decoder
-from pipeline.model.layers import init_weights, scaled_channels, upsample_to
-from pipeline.model.weights import load_backbone_weights
+from terraseg.pipeline.errors import ModelInputError
+from terraseg.pipeline.model.aspp import ASPP
+from terraseg.pipeline.model.backbones import BACKBONES, Backbone
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.decoder import Decoder
+from terraseg.pipeline.model.layers import init_weights, scaled_channels, upsample_to
+from terraseg.pipeline.model.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_model(config: ModelConfig) -> DeepLabV3Plus:
 
     Channel counts of ASPP and decoder scale with ``width_multiplier`` like the
     backbone's. Backbone weights named by ``pretrained_weights`` are loaded after
-    initialization (see :func:`pipeline.model.weights.load_backbone_weights`).
+    initialization (see :func:`terraseg.pipeline.model.weights.load_backbone_weights`).
 
     Args:
         config: The architecture.

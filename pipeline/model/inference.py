@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipeline.model.fusion import fuse_batch_norms
-from pipeline.model.padding import pad_wide_depthwise
+from terraseg.pipeline.model.fusion import fuse_batch_norms
+from terraseg.pipeline.model.padding import pad_wide_depthwise
 
 
 def inference_network(model: nn.Module, device: str) -> nn.Module:

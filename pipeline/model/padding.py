@@ -22,7 +22,7 @@ def pad_wide_depthwise(model: nn.Module, fast_padding: int = FAST_PADDING) -> nn
 
     Each such ``Conv2d`` becomes ``Sequential(ZeroPad2d, Conv2d)`` with the same
     weights and no padding of its own, which computes the same function. Apply
-    after :func:`~pipeline.model.fusion.fuse_batch_norms`, which looks for the
+    after :func:`~terraseg.pipeline.model.fusion.fuse_batch_norms`, which looks for the
     plain ``Conv2d`` layers.
     """
     for module in list(model.modules()):

@@ -11,7 +11,7 @@ depthwise, gains nothing.
 
 Quantizing activations needs their ranges. :func:`calibrate` observes them over
 tiles of the training store when a model is trained; the ranges are stored
-with the model (:data:`pipeline.artifact.CALIBRATION`), so prediction needs
+with the model (:data:`terraseg.pipeline.artifact.CALIBRATION`), so prediction needs
 no data and every run quantizes a model alike.
 
 torch marks its FX quantization API as deprecated in favour of torchao's
@@ -30,7 +30,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.errors import ConfigError, InputError
 
 # name prefix of the observers of the quantized layers' inputs and outputs
 OBSERVER_KEY = "activation_post_process"

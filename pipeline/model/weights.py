@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pipeline.errors import WeightsError
-from pipeline.model.backbones import Backbone
+from terraseg.pipeline.errors import WeightsError
+from terraseg.pipeline.model.backbones import Backbone
 
 logger = logging.getLogger(__name__)
 

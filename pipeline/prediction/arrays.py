@@ -1,6 +1,6 @@
 """Prediction of an image array in memory, with the tiling and blending of ``terraseg predict``.
 
-:func:`predict_array` runs the same block graph (:mod:`pipeline.prediction.graph`)
+:func:`predict_array` runs the same block graph (:mod:`terraseg.pipeline.prediction.graph`)
 and the same block arithmetic as the file driver over an array instead of a
 raster: the same tile grid, blending window and nodata handling, so an array cut
 from a raster gets the pixels ``terraseg predict`` writes for that raster.
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.artifact import ModelArtifact
-from pipeline.classes import IGNORE_LABEL
-from pipeline.errors import ModelInputError
-from pipeline.prediction.blocks import (
+from terraseg.pipeline.artifact import ModelArtifact
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.errors import ModelInputError
+from terraseg.pipeline.prediction.blocks import (
     BatchPredictor,
     accumulate_block,
     below_spill,
@@ -26,10 +26,10 @@ from pipeline.prediction.blocks import (
     finish_block,
     right_spill,
 )
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.graph import Node, block_graph, run_in_order
-from pipeline.prediction.inference import predictor_for, resolve_device
-from pipeline.prediction.plan import PredictionPlan
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.graph import Node, block_graph, run_in_order
+from terraseg.pipeline.prediction.inference import predictor_for, resolve_device
+from terraseg.pipeline.prediction.plan import PredictionPlan
 
 
 @dataclass

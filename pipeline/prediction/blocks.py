@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.classes import IGNORE_LABEL
-from pipeline.grid import Window
-from pipeline.prediction.blending import tile_weights
-from pipeline.prediction.plan import PredictionPlan
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.prediction.blending import tile_weights
+from terraseg.pipeline.prediction.plan import PredictionPlan
 
 F32 = NDArray[np.float32]
 BatchPredictor = Callable[

@@ -2,7 +2,7 @@
 
 The class map is read from the scratch store in strips and written uncompressed
 to a raw file; each strip is halved into every overview level as it passes
-(:mod:`pipeline.prediction.overviews`), each level into a raw file of its own.
+(:mod:`terraseg.pipeline.prediction.overviews`), each level into a raw file of its own.
 A VRT ties the files together with the georeferencing, nodata, colour table,
 band description and tags, and declares the levels as its overviews, so GDAL's
 COG driver only encodes: it neither computes overviews nor stages them in a
@@ -24,9 +24,9 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 
-from pipeline.errors import DiskSpaceError
-from pipeline.files import atomic_output, human_size, partial_path, remove_path
-from pipeline.prediction.overviews import ByteArray, halve_mode, overview_factors
+from terraseg.pipeline.errors import DiskSpaceError
+from terraseg.pipeline.files import atomic_output, human_size, partial_path, remove_path
+from terraseg.pipeline.prediction.overviews import ByteArray, halve_mode, overview_factors
 
 COG_BLOCK = 512  # pixels per side of a COG tile; overviews stop once a level fits in one
 # raw bands are what the VRTs are made of, whatever the environment says of them

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.prediction.blending import WindowName
-from pipeline.rasters import NodataOverride
-from pipeline.settings import StrictModel
+from terraseg.pipeline.prediction.blending import WindowName
+from terraseg.pipeline.rasters import NodataOverride
+from terraseg.pipeline.settings import StrictModel
 
 
 class PredictConfig(StrictModel):

@@ -1,7 +1,7 @@
 """The one driver of ``terraseg predict``: block graphs of many rasters through one executor.
 
 For each raster the driver takes the output's lock, skips it when its outputs are
-current, and otherwise submits its block graph (:mod:`pipeline.prediction.graph`)
+current, and otherwise submits its block graph (:mod:`terraseg.pipeline.prediction.graph`)
 node by node in row-major order through a bounded window of blocks in flight, so
 the next raster's blocks start while a raster's last ones run. A node's result is
 dropped once the last node that needs it is submitted. When every block of a
@@ -9,8 +9,8 @@ raster is stored, its COGs are assembled as one more task, after a check that th
 scratch store holds every block of the plan written by this run. A raster whose
 tasks fail is reported and cleaned up while the others go on.
 
-The same driver runs in one process (:class:`pipeline.executor.InProcessExecutor`)
-and on a Dask cluster (``workflows.executor.DaskExecutor``).
+The same driver runs in one process (:class:`terraseg.pipeline.executor.InProcessExecutor`)
+and on a Dask cluster (``terraseg.workflows.executor.DaskExecutor``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import file_system_error
-from pipeline.executor import Executor, Handle
-from pipeline.files import remove_path
-from pipeline.locks import output_lock
-from pipeline.prediction.blocks import below_spill, right_spill
-from pipeline.prediction.graph import Node, NodeId, NodeKind, Slot, block_graph, last_uses
-from pipeline.prediction.job import FileJob, check_distinct_outputs, needs_work
-from pipeline.prediction.tasks import (
+from terraseg.pipeline.errors import file_system_error
+from terraseg.pipeline.executor import Executor, Handle
+from terraseg.pipeline.files import remove_path
+from terraseg.pipeline.locks import output_lock
+from terraseg.pipeline.prediction.blocks import below_spill, right_spill
+from terraseg.pipeline.prediction.graph import Node, NodeId, NodeKind, Slot, block_graph, last_uses
+from terraseg.pipeline.prediction.job import FileJob, check_distinct_outputs, needs_work
+from terraseg.pipeline.prediction.tasks import (
     assemble_file,
     infer_block,
     read_block,
@@ -71,7 +71,7 @@ def predict_files(
     """Predict every job's raster; return one outcome per job, in order.
 
     Args:
-        jobs: Planned files (see :func:`pipeline.prediction.job.plan_file`).
+        jobs: Planned files (see :func:`terraseg.pipeline.prediction.job.plan_file`).
         executor: Where the tasks run.
         window: Blocks in flight at once, from submission until written (default:
             4 per task thread, at least 8; at 2 per thread the workers ran out of

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifact import ModelArtifact
-from pipeline.errors import ConfigError, InputError, WeightsError
-from pipeline.prediction.blocks import BatchPredictor
-from pipeline.prediction.tta import with_tta
+from terraseg.pipeline.artifact import ModelArtifact
+from terraseg.pipeline.errors import ConfigError, InputError, WeightsError
+from terraseg.pipeline.prediction.blocks import BatchPredictor
+from terraseg.pipeline.prediction.tta import with_tta
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def int8_model(model: Any, artifact: ModelArtifact, reference: str, device: str)
         ConfigError: Not on CPU, or this torch cannot run int8.
         InputError: The model has no int8 calibration, or one that does not fit.
     """
-    from pipeline.model.quantization import quantize_backbone
+    from terraseg.pipeline.model.quantization import quantize_backbone
 
     check_precision(artifact, reference, "int8", device)
     assert artifact.calibration is not None
@@ -125,7 +125,7 @@ def open_model(reference: str, tracking_uri: str | None = None) -> ModelArtifact
         tracking_uri: The tracking store of ``models:/`` and ``runs:/`` URIs
             (default: ``MLFLOW_TRACKING_URI``, else MLflow's default).
     """
-    from pipeline.registry import load_model
+    from terraseg.pipeline.registry import load_model
 
     return load_model(reference, tracking_uri)
 
@@ -138,7 +138,7 @@ def open_for_workers(
     A ``models:/`` or ``runs:/`` URI is resolved here, once: to its exact version
     (an alias cannot move under a running job) and to a local folder, found on
     this machine's disk or downloaded into ``cache`` (see
-    :func:`pipeline.registry.fetch_model`). Workers that share this machine's
+    :func:`terraseg.pipeline.registry.fetch_model`). Workers that share this machine's
     disk (a LocalCluster, the driver's own process) load that folder: the run
     downloads the model at most once. Workers elsewhere get the exact URI and
     download it themselves, once per process.
@@ -153,7 +153,7 @@ def open_for_workers(
         The model (for a URI, ``metadata["resolved_uri"]`` is its exact version)
         and the reference the workers load.
     """
-    from pipeline.registry import fetch_model, load_model
+    from terraseg.pipeline.registry import fetch_model, load_model
 
     if not reference.startswith(("models:/", "runs:/")):
         return open_model(reference, tracking_uri), reference
@@ -225,7 +225,7 @@ def predictor_for(
     """A batch predictor of ``artifact`` (not cached; ``reference`` names it in errors)."""
     import torch
 
-    from pipeline.model.inference import inference_network
+    from terraseg.pipeline.model.inference import inference_network
 
     device = resolve_device(device)
     model: Any = inference_network(artifact.build_model(device), device)

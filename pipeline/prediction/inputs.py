@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.artifact import ModelArtifact
-from pipeline.errors import InputError
-from pipeline.grid import Window
-from pipeline.rasters import (
+from terraseg.pipeline.artifact import ModelArtifact
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.rasters import (
     NodataOverride,
     SourceIdentity,
     check_nodata_fits,
@@ -45,7 +45,8 @@ def check_raster(
         path: The raster.
         artifact: The model.
         bands: The 1-based bands to feed the model (default: all data bands).
-        nodata: Overrides the raster's own nodata (see :data:`~pipeline.rasters.NodataOverride`).
+        nodata: Overrides the raster's own nodata (see
+            :data:`~terraseg.pipeline.rasters.NodataOverride`).
 
     Raises:
         RasterReadError: The raster cannot be opened.

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.artifact import ModelArtifact, weights_digest
-from pipeline.errors import InputError, TerrasegError
-from pipeline.locks import new_run_id
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.inputs import RasterInput, check_raster
-from pipeline.prediction.outputs import OutputPaths, is_current
-from pipeline.prediction.plan import PredictionPlan
+from terraseg.pipeline.artifact import ModelArtifact, weights_digest
+from terraseg.pipeline.errors import InputError, TerrasegError
+from terraseg.pipeline.locks import new_run_id
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.inputs import RasterInput, check_raster
+from terraseg.pipeline.prediction.outputs import OutputPaths, is_current
+from terraseg.pipeline.prediction.plan import PredictionPlan
 
 # Settings that change the pixels of an output (the others change only speed).
 # ``nodata`` counts only when set, so outputs made before it existed stay current.
@@ -66,7 +66,7 @@ def plan_file(
         config: Prediction settings.
         tracking_uri: Where workers resolve ``models:/`` and ``runs:/`` URIs.
         run_id: Names this run's scratch store (default: a fresh id).
-        weights: :func:`~pipeline.artifact.weights_digest` of ``artifact``, when known.
+        weights: :func:`~terraseg.pipeline.artifact.weights_digest` of ``artifact``, when known.
 
     Raises:
         TerrasegError: The raster cannot be read or does not fit the model.

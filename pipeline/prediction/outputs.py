@@ -3,12 +3,12 @@
 Blocks write their interiors into a scratch store whose chunks are the block
 interiors, so concurrent writers never touch the same chunk. When every block
 is done, the class map (class ids, uint8, nodata 255, colour table, mode overviews; see
-:mod:`pipeline.prediction.class_cog`) and optionally the probabilities (one band
+:mod:`terraseg.pipeline.prediction.class_cog`) and optionally the probabilities (one band
 per model output, in class-id order, plus a max-probability confidence band, average
 overviews, an internal
 mask for nodata; uint8 bands scaled by 1/255) are copied into COGs under
 temporary names and renamed. Each COG gets a QGIS style beside it
-(:mod:`pipeline.prediction.styles`), written the same way after it. Tags record
+(:mod:`terraseg.pipeline.prediction.styles`), written the same way after it. Tags record
 the model and the source, so a re-run can tell a complete, current output from a
 stale one.
 """
@@ -27,14 +27,20 @@ import zarr
 from numpy.typing import NDArray
 from rasterio.enums import ColorInterp, Resampling
 
-from pipeline.chunk_writer import write_region
-from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
-from pipeline.errors import IncompleteOutputError
-from pipeline.files import PARTIAL_SUFFIX, atomic_output, partial_path, remove_path, write_text
-from pipeline.grid import Window
-from pipeline.prediction.class_cog import COG_BLOCK, write_class_cog
-from pipeline.prediction.overviews import overview_factors
-from pipeline.prediction.styles import (
+from terraseg.pipeline.chunk_writer import write_region
+from terraseg.pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
+from terraseg.pipeline.errors import IncompleteOutputError
+from terraseg.pipeline.files import (
+    PARTIAL_SUFFIX,
+    atomic_output,
+    partial_path,
+    remove_path,
+    write_text,
+)
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.prediction.class_cog import COG_BLOCK, write_class_cog
+from terraseg.pipeline.prediction.overviews import overview_factors
+from terraseg.pipeline.prediction.styles import (
     class_map_pam,
     class_map_qml,
     confidence_qml,

@@ -1,6 +1,6 @@
 """Which tiles each block infers, and which pixels its accumulators cover.
 
-Tiles come from the raster's one tile plan (:func:`pipeline.grid.axis_offsets`).
+Tiles come from the raster's one tile plan (:func:`terraseg.pipeline.grid.axis_offsets`).
 Block boundaries are ``block`` pixels apart, rounded to a multiple of the
 tile stride and at least one tile apart; a small raster gets smaller blocks,
 so that its work spreads over several threads. Each tile belongs to the
@@ -18,7 +18,7 @@ import bisect
 from dataclasses import dataclass
 from functools import cached_property
 
-from pipeline.grid import Window, axis_offsets
+from terraseg.pipeline.grid import Window, axis_offsets
 
 # A raster with fewer tiles along an axis than this many blocks of the configured
 # size would hold gets blocks of fewer tiles instead, so that even a small raster

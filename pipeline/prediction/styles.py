@@ -19,7 +19,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from pipeline.classes import ClassTable
+from terraseg.pipeline.classes import ClassTable
 
 QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 QGIS_VERSION = "3.22.0"  # the oldest QGIS the styles are checked with

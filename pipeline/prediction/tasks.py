@@ -1,6 +1,6 @@
 """The tasks of one raster's prediction, as the block graph names them.
 
-Each function is one node kind of :mod:`pipeline.prediction.graph`: ``start``
+Each function is one node kind of :mod:`terraseg.pipeline.prediction.graph`: ``start``
 creates the scratch store, ``read`` reads a block's extent, ``infer`` accumulates
 its tiles, ``right`` and ``below`` pick out the spill strips its neighbours need,
 ``write`` completes a block's interior with its neighbours' spill and stores it,
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.prediction.blocks import (
+from terraseg.pipeline.prediction.blocks import (
     Accumulator,
     BatchPredictor,
     BlockParts,
@@ -26,11 +26,11 @@ from pipeline.prediction.blocks import (
     class_map,
     finish_block,
 )
-from pipeline.prediction.devices import use_assigned_gpu
-from pipeline.prediction.inference import batch_predictor, cached_model, resolve_device
-from pipeline.prediction.inputs import read_normalized
-from pipeline.prediction.job import FileJob
-from pipeline.prediction.outputs import assemble, create_scratch, write_block
+from terraseg.pipeline.prediction.devices import use_assigned_gpu
+from terraseg.pipeline.prediction.inference import batch_predictor, cached_model, resolve_device
+from terraseg.pipeline.prediction.inputs import read_normalized
+from terraseg.pipeline.prediction.job import FileJob
+from terraseg.pipeline.prediction.outputs import assemble, create_scratch, write_block
 
 Pixels = tuple[NDArray[np.float32], NDArray[np.bool_]]  # normalized image, valid mask
 
@@ -57,7 +57,7 @@ def infer_block(job: FileJob, block: tuple[int, int], pixels: Pixels) -> BlockPa
     """Infer a block's tiles and accumulate weighted probabilities over its extent.
 
     On CUDA the worker's GPU is made current in this task's thread first (see
-    :mod:`pipeline.prediction.devices`).
+    :mod:`terraseg.pipeline.prediction.devices`).
     """
     config = job.config
     device = resolve_device(config.device)

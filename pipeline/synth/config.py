@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.settings import StrictModel
+from terraseg.pipeline.settings import StrictModel
 
 TIFF_TILE = 512  # GeoTIFF internal tile size; painting blocks are multiples of it
 
@@ -59,7 +59,7 @@ class SynthConfig(StrictModel):
     @field_validator("crs")
     @classmethod
     def _projected(cls, value: str) -> str:
-        from pipeline.synth.writer import projected_crs
+        from terraseg.pipeline.synth.writer import projected_crs
 
         projected_crs(value)
         return value

@@ -24,7 +24,7 @@ from shapely import affinity
 from shapely.geometry import LineString, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.synth.noise import noise_at
+from terraseg.pipeline.synth.noise import noise_at
 
 CELL_M = 512.0  # metres per generation cell
 EMPTY = Polygon()

@@ -22,8 +22,8 @@ from rasterio.features import rasterize
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.grid import Window
-from pipeline.synth.layout import (
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.synth.layout import (
     BUILDING,
     CELL_M,
     ROAD,
@@ -35,7 +35,7 @@ from pipeline.synth.layout import (
     SceneLayout,
     SceneSpec,
 )
-from pipeline.synth.noise import fractal_noise, white_noise
+from terraseg.pipeline.synth.noise import fractal_noise, white_noise
 
 F32 = NDArray[np.float32]
 

@@ -23,13 +23,13 @@ from rasterio.errors import CRSError as RasterioCRSError
 from rasterio.transform import from_origin
 from shapely import affinity
 
-from pipeline.classes import default_class_table, write_classes
-from pipeline.errors import CRSError
-from pipeline.files import atomic_output
-from pipeline.grid import Window, plan_blocks
-from pipeline.synth.config import TIFF_TILE, SynthConfig
-from pipeline.synth.layout import SceneSpec
-from pipeline.synth.paint import NODATA, ScenePainter
+from terraseg.pipeline.classes import default_class_table, write_classes
+from terraseg.pipeline.errors import CRSError
+from terraseg.pipeline.files import atomic_output
+from terraseg.pipeline.grid import Window, plan_blocks
+from terraseg.pipeline.synth.config import TIFF_TILE, SynthConfig
+from terraseg.pipeline.synth.layout import SceneSpec
+from terraseg.pipeline.synth.paint import NODATA, ScenePainter
 
 BAND_NAMES = ("red", "green", "blue", "nir")
 BAND_COLORINTERP = (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined)

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.files import human_size
-from pipeline.rasters import open_raster
+from terraseg.pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.files import human_size
+from terraseg.pipeline.rasters import open_raster
 
 if TYPE_CHECKING:
     from rasterio.crs import CRS
 
-    from pipeline.tiling.config import TileConfig
-    from pipeline.tiling.plan import ScenePlan
+    from terraseg.pipeline.tiling.config import TileConfig
+    from terraseg.pipeline.tiling.plan import ScenePlan
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +124,17 @@ def check_label_coverage(plans: Sequence[ScenePlan]) -> None:
     """Refuse label rasters that cover none of their images; warn of each scene labels miss.
 
     Vector labels that overlap no raster at all are refused where they are read
-    (:func:`pipeline.tiling.labels.rasters_without_labels`); a scene they miss is
+    (:func:`terraseg.pipeline.tiling.labels.rasters_without_labels`); a scene they miss is
     warned of here.
 
     A label raster in another CRS is compared through its bounds in the image's CRS;
     one without a CRS (or an image without one) must share the image's grid, which
-    :func:`pipeline.tiling.plan.check_label_grids` checks.
+    :func:`terraseg.pipeline.tiling.plan.check_label_grids` checks.
 
     Raises:
         InputError: No label raster overlaps its image (every label would be ignored).
     """
-    from pipeline.tiling.labels import SceneVectorLabels
+    from terraseg.pipeline.tiling.labels import SceneVectorLabels
 
     missed = [p for p in plans if isinstance(p.labels, Path) and not _label_overlaps(p)]
     if missed and len(missed) == len([p for p in plans if isinstance(p.labels, Path)]):

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.classes import IGNORE_LABEL, ClassTable
-from pipeline.errors import IncompleteOutputError
-from pipeline.grid import Window, axis_offsets
-from pipeline.rasters import read_window, shared_reader
-from pipeline.tiling.labels import ChunkLabels, chunk_label
-from pipeline.tiling.plan import ScenePlan
-from pipeline.tiling.stats import BandSummary
-from pipeline.tiling.store import scene_run, write_chunk
+from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable
+from terraseg.pipeline.errors import IncompleteOutputError
+from terraseg.pipeline.grid import Window, axis_offsets
+from terraseg.pipeline.rasters import read_window, shared_reader
+from terraseg.pipeline.tiling.labels import ChunkLabels, chunk_label
+from terraseg.pipeline.tiling.plan import ScenePlan
+from terraseg.pipeline.tiling.stats import BandSummary
+from terraseg.pipeline.tiling.store import scene_run, write_chunk
 
 TileKey = tuple[int, int]  # (row, col) of a tile's upper-left pixel
 

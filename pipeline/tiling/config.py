@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
-from pipeline.rasters import NodataOverride
-from pipeline.settings import StrictModel
-from pipeline.tiling.labels import LabelsCover
+from terraseg.pipeline.rasters import NodataOverride
+from terraseg.pipeline.settings import StrictModel
+from terraseg.pipeline.tiling.labels import LabelsCover
 
 
 class TileConfig(StrictModel):

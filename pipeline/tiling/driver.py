@@ -1,9 +1,9 @@
 """The one driver of ``terraseg tile``: scenes to window tasks, merge trees and finish tasks.
 
-The driver holds the store's lock (:func:`pipeline.locks.output_lock`) for the
+The driver holds the store's lock (:func:`terraseg.pipeline.locks.output_lock`) for the
 whole run, so a second run on the same store refuses at once. For each scene
 still to do it submits one task per chunk-aligned window
-(:func:`pipeline.tiling.chunks.tile_window`), one at a time, so that workers start
+(:func:`terraseg.pipeline.tiling.chunks.tile_window`), one at a time, so that workers start
 on the first windows while the labels of later ones are still being cut out, and a
 tree of merge tasks (:data:`FAN_IN` summaries each) that reduces their summaries.
 Once every window of a scene has reported back, counted against the scene's plan,
@@ -14,8 +14,8 @@ the driver assigns the split and the statistics of the store and marks it comple
 Task keys are deterministic within a run and distinct between runs (they carry the
 run id), so a cluster never hands one run the results of another's tasks.
 
-The same driver runs in one process (:class:`pipeline.executor.InProcessExecutor`)
-and on a Dask cluster (``workflows.executor.DaskExecutor``).
+The same driver runs in one process (:class:`terraseg.pipeline.executor.InProcessExecutor`)
+and on a Dask cluster (``terraseg.workflows.executor.DaskExecutor``).
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.classes import ClassTable
-from pipeline.errors import IncompleteOutputError, LockedError
-from pipeline.executor import Executor, Handle
-from pipeline.files import remove_path
-from pipeline.locks import LockHolder, lock_path, output_lock
-from pipeline.tiling.chunks import merge_summaries, tile_window
-from pipeline.tiling.config import TileConfig
-from pipeline.tiling.finish import finish_scene, finish_store, stored_scene_tiles
-from pipeline.tiling.plan import ScenePlan
-from pipeline.tiling.split import SceneTiles, fit_split_block
-from pipeline.tiling.store import remove_partial_chunks, start_store
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import IncompleteOutputError, LockedError
+from terraseg.pipeline.executor import Executor, Handle
+from terraseg.pipeline.files import remove_path
+from terraseg.pipeline.locks import LockHolder, lock_path, output_lock
+from terraseg.pipeline.tiling.chunks import merge_summaries, tile_window
+from terraseg.pipeline.tiling.config import TileConfig
+from terraseg.pipeline.tiling.finish import finish_scene, finish_store, stored_scene_tiles
+from terraseg.pipeline.tiling.plan import ScenePlan
+from terraseg.pipeline.tiling.split import SceneTiles, fit_split_block
+from terraseg.pipeline.tiling.store import remove_partial_chunks, start_store
 
 FAN_IN = 8  # summaries merged per merge task
 Progress = Callable[[int, int], None]  # called with (windows done, windows in all)
@@ -62,7 +62,7 @@ def tile_scenes(
 
     Args:
         store: The Zarr store to write (created when missing).
-        plans: The scenes (see :func:`pipeline.tiling.plan.prepare_tiling`).
+        plans: The scenes (see :func:`terraseg.pipeline.tiling.plan.prepare_tiling`).
         config: Tiling settings.
         classes: The class table.
         executor: Where the tasks run.
@@ -130,7 +130,7 @@ def fit_split(
 ) -> TileConfig:
     """``config`` with a split block side that leaves validation non-empty.
 
-    The side is fitted (:func:`~pipeline.tiling.split.fit_split_block`) to the tiles
+    The side is fitted (:func:`~terraseg.pipeline.tiling.split.fit_split_block`) to the tiles
     of every scene the store will hold: the planned ones and, unless ``overwrite``,
     those it keeps.
 

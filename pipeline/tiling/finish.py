@@ -8,15 +8,21 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.classes import IGNORE_LABEL
-from pipeline.errors import IncompleteOutputError
-from pipeline.grid import Window
-from pipeline.store import array, attributes, open_root, scene_group, scene_names
-from pipeline.tiling.chunks import ChunkSummary
-from pipeline.tiling.config import TileConfig
-from pipeline.tiling.plan import ScenePlan
-from pipeline.tiling.split import SPLITS, SceneTiles, Split, assign_splits, warn_if_share_is_off
-from pipeline.tiling.stats import BandSummary, band_statistics, merge_all
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.errors import IncompleteOutputError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.store import array, attributes, open_root, scene_group, scene_names
+from terraseg.pipeline.tiling.chunks import ChunkSummary
+from terraseg.pipeline.tiling.config import TileConfig
+from terraseg.pipeline.tiling.plan import ScenePlan
+from terraseg.pipeline.tiling.split import (
+    SPLITS,
+    SceneTiles,
+    Split,
+    assign_splits,
+    warn_if_share_is_off,
+)
+from terraseg.pipeline.tiling.stats import BandSummary, band_statistics, merge_all
 
 
 def finish_scene(

@@ -24,10 +24,10 @@ from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
-from pipeline.classes import IGNORE_LABEL, ClassTable, class_table, ensure_ids_known
-from pipeline.errors import ConfigError, CRSError, InputError
-from pipeline.grid import Window
-from pipeline.rasters import RASTER_SUFFIXES, NodataOverride, open_raster, valid_unless
+from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable, class_table, ensure_ids_known
+from terraseg.pipeline.errors import ConfigError, CRSError, InputError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.rasters import RASTER_SUFFIXES, NodataOverride, open_raster, valid_unless
 
 LabelsCover = Literal["complete", "partial"]
 UNDECLARED_HINT = "declare them as classes, or list them under ignore"

@@ -11,10 +11,10 @@ from typing import Any
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.classes import ClassTable
-from pipeline.errors import CRSError, InputError
-from pipeline.grid import Window, plan_blocks, plan_tiles
-from pipeline.rasters import (
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import CRSError, InputError
+from terraseg.pipeline.grid import Window, plan_blocks, plan_tiles
+from terraseg.pipeline.rasters import (
     NodataOverride,
     SourceIdentity,
     check_nodata_fits,
@@ -22,9 +22,9 @@ from pipeline.rasters import (
     data_bands,
     open_raster,
 )
-from pipeline.tiling.checks import check_plans
-from pipeline.tiling.config import TileConfig
-from pipeline.tiling.labels import (
+from terraseg.pipeline.tiling.checks import check_plans
+from terraseg.pipeline.tiling.config import TileConfig
+from terraseg.pipeline.tiling.labels import (
     ChunkLabels,
     RasterChunkLabels,
     SceneVectorLabels,
@@ -149,7 +149,8 @@ def plan_scenes(
     Args:
         images: Raster files.
         labels_for: Gives a raster's label source from its path, CRS and bounds.
-        nodata: Overrides the rasters' own nodata (see :data:`~pipeline.rasters.NodataOverride`).
+        nodata: Overrides the rasters' own nodata (see
+            :data:`~terraseg.pipeline.rasters.NodataOverride`).
 
     Returns:
         One plan per raster, in order.

@@ -36,9 +36,9 @@ import shapely
 from affine import Affine
 from numpy.typing import NDArray
 
-from pipeline.errors import InputError
-from pipeline.grid import Window
-from pipeline.tiling.config import TileConfig
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.tiling.config import TileConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Writing the training store: opening it for a run, creating scenes, writing chunks.
 
-The layout, and reading a finished store, are in :mod:`pipeline.store`.
+The layout, and reading a finished store, are in :mod:`terraseg.pipeline.store`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import zarr
 from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
-from pipeline.chunk_writer import remove_partial_files, write_region
-from pipeline.classes import ClassTable
-from pipeline.errors import IncompleteOutputError, OutputExistsError
-from pipeline.files import remove_path
-from pipeline.grid import Window
-from pipeline.store import (
+from terraseg.pipeline.chunk_writer import remove_partial_files, write_region
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import IncompleteOutputError, OutputExistsError
+from terraseg.pipeline.files import remove_path
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.store import (
     SCENES,
     STORE_FORMAT,
     attributes,
@@ -30,8 +30,8 @@ from pipeline.store import (
     scene_names,
     stored_class_index,
 )
-from pipeline.tiling.config import TileConfig
-from pipeline.tiling.plan import ScenePlan
+from terraseg.pipeline.tiling.config import TileConfig
+from terraseg.pipeline.tiling.plan import ScenePlan
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def start_store(
     that are not among the inputs are kept (with a warning); an input whose scene
     is complete and unchanged (same raster, labels, settings and class table) is
     skipped. The root stays marked incomplete until
-    :func:`pipeline.tiling.finish.finish_store` runs.
+    :func:`terraseg.pipeline.tiling.finish.finish_store` runs.
 
     Args:
         path: The store.
@@ -283,7 +283,7 @@ def write_chunk(
 ) -> None:
     """Write one chunk-aligned window of a scene.
 
-    The chunks go straight to their files (see :mod:`pipeline.chunk_writer`).
+    The chunks go straight to their files (see :mod:`terraseg.pipeline.chunk_writer`).
     """
     corner = (window.row_off, window.col_off)
     write_region(store, f"{SCENES}/{scene}/image", (0, *corner), image)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-from pipeline.training.config import AugmentConfig
+from terraseg.pipeline.training.config import AugmentConfig
 
 
 def dihedral(image: Tensor, label: Tensor, k: int) -> tuple[Tensor, Tensor]:

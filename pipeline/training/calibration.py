@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.artifact import ModelArtifact
-from pipeline.errors import InputError
-from pipeline.model.inference import inference_network
-from pipeline.model.quantization import calibrate, int8_supported
-from pipeline.training.dataset import StoreInfo, ValTiles, read_store_info
+from terraseg.pipeline.artifact import ModelArtifact
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.model.inference import inference_network
+from terraseg.pipeline.model.quantization import calibrate, int8_supported
+from terraseg.pipeline.training.dataset import StoreInfo, ValTiles, read_store_info
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def calibrate_on_store(model: nn.Module, info: StoreInfo, tiles: int) -> dict[st
         tiles: How many tiles to observe.
 
     Returns:
-        The ranges (see :func:`pipeline.model.quantization.calibrate`), or None when
+        The ranges (see :func:`terraseg.pipeline.model.quantization.calibrate`), or None when
         ``tiles`` is 0 or this torch cannot quantize for x86.
     """
     if not tiles or not int8_supported():

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.errors import TrainingError
-from pipeline.files import write_torch
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.files import write_torch
 
 REQUIRED_KEYS = ("model", "model_config", "config", "classes", "optimizer", "step", "state", "rng")
 _SCALARS = (int, float, str, bool, type(None))

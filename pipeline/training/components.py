@@ -10,22 +10,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pipeline.errors import ConfigError
-from pipeline.model.config import ModelConfig
-from pipeline.model.deeplab import build_model
-from pipeline.training.config import TrainConfig
-from pipeline.training.dataset import StoreInfo, TrainCrops, ValTiles
-from pipeline.training.loop import StepContext
-from pipeline.training.losses import SegmentationLoss, class_weights
-from pipeline.training.optim import build_optimizer, build_scheduler
-from pipeline.training.precision import choose_autocast
-from pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weights
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.deeplab import build_model
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.dataset import StoreInfo, TrainCrops, ValTiles
+from terraseg.pipeline.training.loop import StepContext
+from terraseg.pipeline.training.losses import SegmentationLoss, class_weights
+from terraseg.pipeline.training.optim import build_optimizer, build_scheduler
+from terraseg.pipeline.training.precision import choose_autocast
+from terraseg.pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weights
 
 
 class Placement(Protocol):
     """This process's place in the run: its rank, the number of ranks, its device.
 
-    ``workflows.train_run.init_distributed`` provides one after joining the group.
+    ``terraseg.workflows.train_run.init_distributed`` provides one after joining the group.
     """
 
     @property
@@ -84,7 +84,7 @@ def make_loaders(
         The training loader, the validation loader, the training sampler (its
         epoch is set before each epoch) and the number of optimizer steps per epoch.
         Both loaders draw from generators of their own, never from the global one;
-        :func:`~pipeline.training.seeding.seed_epoch` seeds them.
+        :func:`~terraseg.pipeline.training.seeding.seed_epoch` seeds them.
     """
     data = config.data
     per_step = place.world * data.batch_size * config.optimizer.accumulate

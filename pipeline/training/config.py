@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.model.config import ModelConfig
-from pipeline.settings import StrictModel
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.settings import StrictModel
 
 Accelerator = Literal["auto", "cpu", "cuda"]
 Precision = Literal["bf16", "fp16", "fp32"]

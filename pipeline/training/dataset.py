@@ -18,10 +18,10 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pipeline.artifact import Normalization
-from pipeline.classes import IGNORE_LABEL, ClassTable
-from pipeline.errors import TrainingError
-from pipeline.store import (
+from terraseg.pipeline.artifact import Normalization
+from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.store import (
     array,
     attributes,
     open_existing,
@@ -29,9 +29,9 @@ from pipeline.store import (
     stored_class_index,
     tile_index,
 )
-from pipeline.training.augment import augment, crop_side
-from pipeline.training.config import AugmentConfig
-from pipeline.training.seeding import seed_worker_sample
+from terraseg.pipeline.training.augment import augment, crop_side
+from terraseg.pipeline.training.config import AugmentConfig
+from terraseg.pipeline.training.seeding import seed_worker_sample
 
 
 @dataclass(frozen=True)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.artifact import ModelArtifact, save_artifact
-from pipeline.files import write_json
-from pipeline.store import store_digest, store_location, store_resolution
-from pipeline.training.calibration import calibrate_on_store
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.plots import plot_curves
-from pipeline.training.records import log_headline
-from pipeline.training.state import RunContext, RunState
-from pipeline.training.uncertainty import report_uncertainty
+from terraseg.pipeline.artifact import ModelArtifact, save_artifact
+from terraseg.pipeline.files import write_json
+from terraseg.pipeline.store import store_digest, store_location, store_resolution
+from terraseg.pipeline.training.calibration import calibrate_on_store
+from terraseg.pipeline.training.checkpoint import load_checkpoint
+from terraseg.pipeline.training.plots import plot_curves
+from terraseg.pipeline.training.records import log_headline
+from terraseg.pipeline.training.state import RunContext, RunState
+from terraseg.pipeline.training.uncertainty import report_uncertainty
 
 
 def finish(run: RunContext, state: RunState) -> dict[str, Any]:
     """Export the best checkpoint's model, plot the learning curves, and summarize.
 
     The tracker gets the model, then the best epoch's metrics as the run's headline
-    (see :func:`~pipeline.training.records.log_headline`).
+    (see :func:`~terraseg.pipeline.training.records.log_headline`).
 
     Args:
         run: The run's config, store, folder and tracker.
@@ -29,7 +29,7 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         The summary, also written to ``OUT/summary.json`` (strict JSON, a metric
         that is not a number is null): best epoch, best
         validation mean IoU, per-class IoU, throughput, paths and the model URI,
-        and the validation's uncertainty (see :mod:`pipeline.training.uncertainty`).
+        and the validation's uncertainty (see :mod:`terraseg.pipeline.training.uncertainty`).
     """
     out, history = run.out, state.history
     best = load_checkpoint(out / "checkpoints" / "best.pt")

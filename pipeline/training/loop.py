@@ -28,8 +28,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from pipeline.training.losses import SegmentationLoss
-from pipeline.training.metrics import confusion_matrix
+from terraseg.pipeline.training.losses import SegmentationLoss
+from terraseg.pipeline.training.metrics import confusion_matrix
 
 Batch = tuple[Tensor, Tensor]
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.classes import IGNORE_LABEL
 
 
 def class_weights(

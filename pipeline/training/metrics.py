@@ -1,4 +1,6 @@
-"""Confusion matrices of training batches, on the device; metrics come from pipeline.metrics.
+"""Confusion matrices of training batches, on the device.
+
+The metrics come from :mod:`terraseg.pipeline.metrics`.
 
 Rows of the matrix are true classes, columns predicted classes. Matrices from
 batches and processes are summed before any metric is computed, so every metric
@@ -10,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.classes import IGNORE_LABEL
-from pipeline.metrics import scores
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.metrics import scores
 
 __all__ = ["confusion_matrix", "scores"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.classes import IGNORE_LABEL, ClassTable
+from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable
 
 
 def _pyplot() -> Any:

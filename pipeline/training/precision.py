@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from pipeline.training.config import Precision
+from terraseg.pipeline.training.config import Precision
 
 logger = logging.getLogger(__name__)
 

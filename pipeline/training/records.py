@@ -23,16 +23,16 @@ import torch
 import yaml
 from torch import nn
 
-from pipeline.errors import OutputExistsError
-from pipeline.files import json_text, write_text
-from pipeline.store import store_digest, store_location
-from pipeline.training.checkpoint import save_checkpoint
-from pipeline.training.components import Placement
-from pipeline.training.loop import StepContext, all_reduce_sum
-from pipeline.training.metrics import scores
-from pipeline.training.plots import plot_confusion, plot_overlays
-from pipeline.training.state import RunContext, RunState, make_checkpoint
-from pipeline.training.tracker import NullTracker, Tracker, code_version, flatten
+from terraseg.pipeline.errors import OutputExistsError
+from terraseg.pipeline.files import json_text, write_text
+from terraseg.pipeline.store import store_digest, store_location
+from terraseg.pipeline.training.checkpoint import save_checkpoint
+from terraseg.pipeline.training.components import Placement
+from terraseg.pipeline.training.loop import StepContext, all_reduce_sum
+from terraseg.pipeline.training.metrics import scores
+from terraseg.pipeline.training.plots import plot_confusion, plot_overlays
+from terraseg.pipeline.training.state import RunContext, RunState, make_checkpoint
+from terraseg.pipeline.training.tracker import NullTracker, Tracker, code_version, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def start_outputs(run: RunContext, state: RunState) -> None:
     """Create the output folder; write the config and the history so far; log parameters.
 
     The tracker also gets the training store as the run's dataset (path and
-    :func:`~pipeline.store.store_digest`).
+    :func:`~terraseg.pipeline.store.store_digest`).
 
     The history restored from a checkpoint is reported to the tracker again: an
     MLflow run reopened for the resume skips the epochs it holds, a new one gets
@@ -157,7 +157,7 @@ def epoch_metrics(
     Args:
         epoch: The epoch (1-based).
         train: The training statistics of the epoch (``loss``, ``lr``, ...).
-        result: Validation scores from :func:`~pipeline.training.metrics.scores`.
+        result: Validation scores from :func:`~terraseg.pipeline.training.metrics.scores`.
         names: Class names, in class order.
 
     Returns:

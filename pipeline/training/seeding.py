@@ -54,7 +54,7 @@ def seed_epoch(seed: int, epoch: int, rank: int, loaders: tuple[DataLoader[Any],
         epoch: The epoch about to start (1-based).
         rank: This process's rank.
         loaders: Loaders built with a generator of their own (see
-            :func:`~pipeline.training.components.make_loaders`).
+            :func:`~terraseg.pipeline.training.components.make_loaders`).
     """
     seed_globals(derive_seed(seed, _GLOBAL, epoch, rank))
     for index, loader in enumerate(loaders):

@@ -1,8 +1,8 @@
 """The training driver: one process's share of a run, in phases.
 
 Config, data, model (new or resumed), loop, finish. The caller joins the process
-group first and passes this process's :class:`~pipeline.training.components.Placement`
-and a :class:`~pipeline.training.tracker.Tracker`; ``workflows.train_run`` does
+group first and passes this process's :class:`~terraseg.pipeline.training.components.Placement`
+and a :class:`~terraseg.pipeline.training.tracker.Tracker`; ``terraseg.workflows.train_run`` does
 both for the CLI. Rank 0 alone logs, tracks and writes files; metrics are computed
 from confusion matrices summed over ranks, so every rank takes the same decisions.
 """
@@ -15,19 +15,19 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.errors import TrainingError
-from pipeline.training.checkpoint import check_compatible, load_checkpoint
-from pipeline.training.components import (
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.training.checkpoint import check_compatible, load_checkpoint
+from terraseg.pipeline.training.components import (
     Placement,
     build_network,
     make_loaders,
     make_step_context,
     resolve_model_config,
 )
-from pipeline.training.config import TrainConfig
-from pipeline.training.dataset import read_store_info
-from pipeline.training.finish import finish
-from pipeline.training.loop import (
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.dataset import read_store_info
+from terraseg.pipeline.training.finish import finish
+from terraseg.pipeline.training.loop import (
     NonFiniteLossError,
     StepContext,
     all_reduce_sum,
@@ -35,11 +35,11 @@ from pipeline.training.loop import (
     validate,
     wait_for_all,
 )
-from pipeline.training.records import end_epoch, start_outputs
-from pipeline.training.sampler import WeightedCropSampler
-from pipeline.training.seeding import seed_epoch
-from pipeline.training.state import RunContext, RunState, restore_progress
-from pipeline.training.tracker import Tracker
+from terraseg.pipeline.training.records import end_epoch, start_outputs
+from terraseg.pipeline.training.sampler import WeightedCropSampler
+from terraseg.pipeline.training.seeding import seed_epoch
+from terraseg.pipeline.training.state import RunContext, RunState, restore_progress
+from terraseg.pipeline.training.tracker import Tracker
 
 
 def run_training(

@@ -13,13 +13,13 @@ from typing import Any
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from pipeline.model.config import ModelConfig
-from pipeline.training.checkpoint import rng_state, set_rng_state
-from pipeline.training.components import Placement
-from pipeline.training.config import TrainConfig
-from pipeline.training.dataset import StoreInfo
-from pipeline.training.loop import StepContext
-from pipeline.training.tracker import Tracker
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.training.checkpoint import rng_state, set_rng_state
+from terraseg.pipeline.training.components import Placement
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.dataset import StoreInfo
+from terraseg.pipeline.training.loop import StepContext
+from terraseg.pipeline.training.tracker import Tracker
 
 
 @dataclass
@@ -88,8 +88,8 @@ def restore_progress(checkpoint: dict[str, Any], step_ctx: StepContext, state: R
     """Put the optimizer, scaler, schedule, progress and RNG states of ``checkpoint`` back.
 
     The model's weights are loaded when it is built; see
-    :func:`~pipeline.training.components.build_network`. Every epoch then seeds
-    its generators from ``(seed, epoch, rank)`` (:mod:`pipeline.training.seeding`),
+    :func:`~terraseg.pipeline.training.components.build_network`. Every epoch then seeds
+    its generators from ``(seed, epoch, rank)`` (:mod:`terraseg.pipeline.training.seeding`),
     so the epochs that follow draw what they would have drawn without the stop.
     """
     step_ctx.optimizer.load_state_dict(checkpoint["optimizer"])

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline import __version__
+from terraseg.pipeline import __version__
 
 
 class Tracker(Protocol):

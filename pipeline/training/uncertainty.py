@@ -25,13 +25,13 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.metrics import scores
-from pipeline.store import attributes, open_existing, tile_index
-from pipeline.training.dataset import StoreInfo, ValTiles
-from pipeline.training.metrics import confusion_matrix
+from terraseg.pipeline.metrics import scores
+from terraseg.pipeline.store import attributes, open_existing, tile_index
+from terraseg.pipeline.training.dataset import StoreInfo, ValTiles
+from terraseg.pipeline.training.metrics import confusion_matrix
 
 if TYPE_CHECKING:
-    from pipeline.training.state import RunContext, RunState
+    from terraseg.pipeline.training.state import RunContext, RunState
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def block_confusions(
 
 
 def mean_ious(matrices: NDArray[np.int64]) -> NDArray[np.float64]:
-    """Mean IoU of each of a stack of (C, C) matrices, as :func:`pipeline.metrics.scores`.
+    """Mean IoU of each of a stack of (C, C) matrices, as :func:`terraseg.pipeline.metrics.scores`.
 
     A class neither present nor predicted in a matrix is left out of its mean.
     """

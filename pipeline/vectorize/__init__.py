@@ -22,15 +22,12 @@ Post-processing follows one-pass semantics:
   block lines. Points where boundaries cross block lines stay where they are, so the
   simplified result depends (slightly) on the block size; no gaps or overlaps open.
 
-Modules: :mod:`~pipeline.vectorize.config` (settings), :mod:`~pipeline.vectorize.rasters`
-(what a task needs to know about a raster, reading its blocks), :mod:`~pipeline.vectorize.pieces`
-(polygons in pixel coordinates), :mod:`~pipeline.vectorize.blocks` (the block task),
-:mod:`~pipeline.vectorize.geometry` and :mod:`~pipeline.vectorize.holes` (geometry
-operations), :mod:`~pipeline.vectorize.merge` (joining edge pieces),
-:mod:`~pipeline.vectorize.measure` (true areas and perimeters, whatever the CRS),
-:mod:`~pipeline.vectorize.features` (attributes and Arrow scratch files),
-:mod:`~pipeline.vectorize.layers` and :mod:`~pipeline.vectorize.gpkg` (the GeoPackage),
-:mod:`~pipeline.vectorize.ledger` (the blocks that reported, checked before commit) and
-:mod:`~pipeline.vectorize.driver` (the one driver, written against
-:class:`pipeline.executor.Executor`).
+Modules (all under ``terraseg.pipeline.vectorize``): :mod:`.config` (settings),
+:mod:`.rasters` (what a task needs to know about a raster, reading its blocks),
+:mod:`.pieces` (polygons in pixel coordinates), :mod:`.blocks` (the block task),
+:mod:`.geometry` and :mod:`.holes` (geometry operations), :mod:`.merge` (joining edge
+pieces), :mod:`.measure` (true areas and perimeters, whatever the CRS), :mod:`.features`
+(attributes and Arrow scratch files), :mod:`.layers` and :mod:`.gpkg` (the GeoPackage),
+:mod:`.ledger` (the blocks that reported, checked before commit) and :mod:`.driver` (the
+one driver, written against :class:`terraseg.pipeline.executor.Executor`).
 """

@@ -12,14 +12,14 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from pipeline.grid import Window, plan_blocks
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
-from pipeline.vectorize.geometry import simplify_block, top_range
-from pipeline.vectorize.holes import fill_small_holes
-from pipeline.vectorize.measure import at_least
-from pipeline.vectorize.pieces import OUTSIDE, GeomArray, Pieces, empty_pieces
-from pipeline.vectorize.rasters import RasterInfo, read_block, read_confidence
+from terraseg.pipeline.grid import Window, plan_blocks
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
+from terraseg.pipeline.vectorize.geometry import simplify_block, top_range
+from terraseg.pipeline.vectorize.holes import fill_small_holes
+from terraseg.pipeline.vectorize.measure import at_least
+from terraseg.pipeline.vectorize.pieces import OUTSIDE, GeomArray, Pieces, empty_pieces
+from terraseg.pipeline.vectorize.rasters import RasterInfo, read_block, read_confidence
 
 
 @dataclass
@@ -35,7 +35,7 @@ class BlockResult:
 
 
 def block_plan(info: RasterInfo, config: VectorizeConfig) -> list[Window]:
-    """Plan the blocks of a raster (:func:`pipeline.grid.plan_blocks`)."""
+    """Plan the blocks of a raster (:func:`terraseg.pipeline.grid.plan_blocks`)."""
     return plan_blocks(info.shape, config.block_size)
 
 

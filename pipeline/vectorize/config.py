@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from pipeline.classes import IGNORE_LABEL
-from pipeline.settings import StrictModel
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.settings import StrictModel
 
 
 class VectorizeConfig(StrictModel):
@@ -24,7 +24,7 @@ class VectorizeConfig(StrictModel):
     @classmethod
     def _layer_name(cls, value: str) -> str:
         """Refuse a name that GDAL, SQLite or GeoPackage refuse, before any work."""
-        from pipeline.vectorize.gpkg import layer_name_problem
+        from terraseg.pipeline.vectorize.gpkg import layer_name_problem
 
         problem = layer_name_problem(value)
         if problem is not None:

@@ -1,15 +1,15 @@
 """The vectorize driver: from class-map rasters to one GeoPackage, with tasks on an executor.
 
-The block tasks (:func:`pipeline.vectorize.blocks.polygonize_block`) run on the
-executor given (:class:`pipeline.executor.InProcessExecutor` in process, a
+The block tasks (:func:`terraseg.pipeline.vectorize.blocks.polygonize_block`) run on the
+executor given (:class:`terraseg.pipeline.executor.InProcessExecutor` in process, a
 ``DaskExecutor`` on a cluster) and write their final polygons to scratch files next to
 the output. The driver takes their results in window order, at most two rows of
 blocks (and at least two tasks per worker thread) ahead, and merges the edge pieces
-one block at a time (:mod:`pipeline.vectorize.merge`), writing each polygon closed by
+one block at a time (:mod:`terraseg.pipeline.vectorize.merge`), writing each polygon closed by
 a block to a scratch file too, so it holds only the groups that cross the line
 between done and pending blocks. Everything is then streamed into the GeoPackage in a
 fixed order (rasters as given; per block its final polygons, then the merged polygons
-that the block closed; see :mod:`pipeline.vectorize.layers`), so the file does not
+that the block closed; see :mod:`terraseg.pipeline.vectorize.layers`), so the file does not
 depend on which worker ran what.
 """
 
@@ -21,28 +21,28 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
-from pipeline.classes import ensure_ids_known
-from pipeline.errors import CRSError, OutputExistsError
-from pipeline.executor import Executor, ordered_map
-from pipeline.files import atomic_output, partial_path, remove_path
-from pipeline.grid import Window
-from pipeline.locks import output_lock
-from pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
-from pipeline.vectorize.geometry import top_range
-from pipeline.vectorize.gpkg import WRITE_ERRORS, write_error
-from pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
-from pipeline.vectorize.layers import (
+from terraseg.pipeline.classes import ensure_ids_known
+from terraseg.pipeline.errors import CRSError, OutputExistsError
+from terraseg.pipeline.executor import Executor, ordered_map
+from terraseg.pipeline.files import atomic_output, partial_path, remove_path
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.locks import output_lock
+from terraseg.pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
+from terraseg.pipeline.vectorize.geometry import top_range
+from terraseg.pipeline.vectorize.gpkg import WRITE_ERRORS, write_error
+from terraseg.pipeline.vectorize.holes import Batch, HoleFilter, post_process_merged
+from terraseg.pipeline.vectorize.layers import (
     RasterParts,
     VectorizeSummary,
     check_class_layers,
     write_layers,
 )
-from pipeline.vectorize.ledger import BlockLedger
-from pipeline.vectorize.merge import EdgeMerger
-from pipeline.vectorize.pieces import Pieces
-from pipeline.vectorize.rasters import RasterInfo, unique_rasters
+from terraseg.pipeline.vectorize.ledger import BlockLedger
+from terraseg.pipeline.vectorize.merge import EdgeMerger
+from terraseg.pipeline.vectorize.pieces import Pieces
+from terraseg.pipeline.vectorize.rasters import RasterInfo, unique_rasters
 
 # Called after each block of a raster with (raster, blocks done, blocks planned),
 # and once with 0 blocks done before the first.
@@ -65,7 +65,7 @@ def vectorize_rasters(
     place only after every planned block of every raster reported its result.
 
     Args:
-        infos: The rasters (see :func:`pipeline.vectorize.rasters.read_raster_info`),
+        infos: The rasters (see :func:`terraseg.pipeline.vectorize.rasters.read_raster_info`),
             all in one CRS.
         out: The GeoPackage to write.
         config: Settings.

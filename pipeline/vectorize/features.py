@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from pipeline.errors import InputError
-from pipeline.files import named_os_errors
-from pipeline.vectorize.geometry import remove_collinear, to_crs
-from pipeline.vectorize.measure import area_perimeter
-from pipeline.vectorize.pieces import Pieces
-from pipeline.vectorize.rasters import RasterInfo
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.files import named_os_errors
+from terraseg.pipeline.vectorize.geometry import remove_collinear, to_crs
+from terraseg.pipeline.vectorize.measure import area_perimeter
+from terraseg.pipeline.vectorize.pieces import Pieces
+from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 
 def finalize(pieces: Pieces, info: RasterInfo, *, simplified: bool) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def finalize(pieces: Pieces, info: RasterInfo, *, simplified: bool) -> dict[str,
 
     Returns:
         Columns ``wkb``, ``class_id``, ``area_m2`` and ``perimeter_m`` (true square
-        metres and metres, see :mod:`pipeline.vectorize.measure`), ``confidence``
+        metres and metres, see :mod:`terraseg.pipeline.vectorize.measure`), ``confidence``
         (NaN without a confidence raster) and ``anchor`` (a point inside each polygon,
         pixel coordinates, two columns).
     """

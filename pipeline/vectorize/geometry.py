@@ -7,7 +7,7 @@ import numpy.typing as npt
 import shapely
 from affine import Affine
 
-from pipeline.vectorize.pieces import FloatArray, GeomArray, Pieces
+from terraseg.pipeline.vectorize.pieces import FloatArray, GeomArray, Pieces
 
 
 def to_crs(geoms: GeomArray, transform: Affine) -> GeomArray:

@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyogrio
 import pyogrio.errors
 
-from pipeline.classes import ClassTable
-from pipeline.errors import OS_ERROR_REASONS, FileSystemError
-from pipeline.files import human_size
+from terraseg.pipeline.classes import ClassTable
+from terraseg.pipeline.errors import OS_ERROR_REASONS, FileSystemError
+from terraseg.pipeline.files import human_size
 
 # GDAL's and SQLite's errors of a GeoPackage write (see :func:`write_error`).
 WRITE_ERRORS = (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, sqlite3.Error)
@@ -95,7 +95,10 @@ def polygon_schema(with_confidence: bool) -> pa.Schema:
 def feature_batch(
     features: Mapping[str, Any], names: Mapping[int, str], source: str, schema: pa.Schema
 ) -> pa.RecordBatch:
-    """Build an Arrow batch from finalized features (see :mod:`pipeline.vectorize.features`)."""
+    """Build an Arrow batch from finalized features.
+
+    See :mod:`terraseg.pipeline.vectorize.features`.
+    """
     ids = np.asarray(features["class_id"], np.int32)
     n = len(ids)
     columns: dict[str, Any] = {

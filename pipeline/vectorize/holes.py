@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import load_features, save_features
-from pipeline.vectorize.geometry import inside_any
-from pipeline.vectorize.measure import area_m2, at_least
-from pipeline.vectorize.pieces import OUTSIDE, FloatArray, GeomArray, Pieces
-from pipeline.vectorize.rasters import RasterInfo
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.features import load_features, save_features
+from terraseg.pipeline.vectorize.geometry import inside_any
+from terraseg.pipeline.vectorize.measure import area_m2, at_least
+from terraseg.pipeline.vectorize.pieces import OUTSIDE, FloatArray, GeomArray, Pieces
+from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 
 def fill_small_holes(pieces: Pieces, max_area_m2: float, info: RasterInfo) -> Pieces:
@@ -46,7 +46,8 @@ def fill_holes(
 
     Args:
         geoms: Polygons in the pixel coordinates of ``info``'s raster.
-        max_area_m2: Holes of a smaller true area (m², see :mod:`pipeline.vectorize.measure`)
+        max_area_m2: Holes of a smaller true area (m², see
+            :mod:`terraseg.pipeline.vectorize.measure`)
             are filled.
         info: The raster.
 

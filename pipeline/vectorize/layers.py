@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.classes import ClassTable, class_table
-from pipeline.errors import InputError
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.features import load_features
-from pipeline.vectorize.gpkg import (
+from terraseg.pipeline.classes import ClassTable, class_table
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.features import load_features
+from terraseg.pipeline.vectorize.gpkg import (
     check_layer_names,
     feature_batch,
     polygon_schema,
     write_layer,
     write_styles,
 )
-from pipeline.vectorize.rasters import RasterInfo
+from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.errors import IncompleteOutputError
-from pipeline.grid import Window
-from pipeline.vectorize.blocks import block_plan
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.rasters import RasterInfo
+from terraseg.pipeline.errors import IncompleteOutputError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.vectorize.blocks import block_plan
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 
 class BlockLedger:

@@ -23,13 +23,13 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from pipeline.errors import CRSError
-from pipeline.vectorize.pieces import FloatArray, GeomArray
+from terraseg.pipeline.errors import CRSError
+from terraseg.pipeline.vectorize.pieces import FloatArray, GeomArray
 
 if TYPE_CHECKING:
     from pyproj import Transformer
 
-    from pipeline.vectorize.rasters import RasterInfo
+    from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 DENSIFY_M = 1000.0  # longest edge measured as a straight line in the equal-area plane
 

@@ -20,9 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from pipeline.grid import Shape, Window
-from pipeline.vectorize.geometry import remove_collinear
-from pipeline.vectorize.pieces import FloatArray, IntArray, Pieces, empty_pieces
+from terraseg.pipeline.grid import Shape, Window
+from terraseg.pipeline.vectorize.geometry import remove_collinear
+from terraseg.pipeline.vectorize.pieces import FloatArray, IntArray, Pieces, empty_pieces
 
 
 class EdgeMerger:
@@ -43,7 +43,7 @@ class EdgeMerger:
     def add_block(self, edges: Pieces, window: Window) -> Pieces:
         """Join one block's edge pieces to the open groups.
 
-        Blocks must come in the order of :func:`pipeline.grid.plan_blocks`.
+        Blocks must come in the order of :func:`terraseg.pipeline.grid.plan_blocks`.
 
         Args:
             edges: The block's edge pieces.

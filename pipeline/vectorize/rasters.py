@@ -16,11 +16,11 @@ import rasterio
 import shapely
 from affine import Affine
 
-from pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
-from pipeline.errors import CRSError, InputError, RasterReadError
-from pipeline.grid import Window
-from pipeline.rasters import read_band
-from pipeline.vectorize.measure import DENSIFY_M, area_m2, equal_area_crs
+from terraseg.pipeline.classes import CLASSES_TAG, IGNORE_LABEL, ClassTable
+from terraseg.pipeline.errors import CRSError, InputError, RasterReadError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.rasters import read_band
+from terraseg.pipeline.vectorize.measure import DENSIFY_M, area_m2, equal_area_crs
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _tagged_classes(src: Any) -> ClassTable | None:
 
 
 def _colortable_classes(src: Any) -> ClassTable | None:
-    from pipeline.classes import class_table
+    from terraseg.pipeline.classes import class_table
 
     try:
         cmap = src.colormap(1)

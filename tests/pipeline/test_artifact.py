@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.artifact import ModelArtifact, Normalization, load_artifact, save_artifact
-from pipeline.classes import default_class_table
-from pipeline.errors import InputError
-from pipeline.model.config import ModelConfig
-from pipeline.model.deeplab import build_model
+from terraseg.pipeline.artifact import ModelArtifact, Normalization, load_artifact, save_artifact
+from terraseg.pipeline.classes import default_class_table
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.model.config import ModelConfig
+from terraseg.pipeline.model.deeplab import build_model
 
 
 def test_artifact_round_trip_gives_the_same_outputs(tmp_path):

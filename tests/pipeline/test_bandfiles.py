@@ -9,10 +9,10 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
-from pipeline.bandfiles import find_band_scenes, write_stack_vrt
-from pipeline.errors import InputError
+from terraseg.pipeline.bandfiles import find_band_scenes, write_stack_vrt
+from terraseg.pipeline.errors import InputError
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact
-from workflows.cli.main import cli
 
 CRS = "EPSG:32633"
 ORIGIN = (400000.0, 5800000.0)

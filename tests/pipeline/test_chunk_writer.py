@@ -3,7 +3,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.chunk_writer import ChunkLayout, remove_partial_files, write_region
+from terraseg.pipeline.chunk_writer import ChunkLayout, remove_partial_files, write_region
 
 
 def _array(path, shape, chunks, dtype, fill, compressors=None):

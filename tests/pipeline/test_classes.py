@@ -10,12 +10,12 @@ import shapely
 import zarr
 from rasterio.transform import from_origin
 
-from pipeline.artifact import load_artifact, save_artifact
-from pipeline.classes import ClassTable, class_table, read_classes
-from pipeline.errors import ConfigError, InputError
-from pipeline.executor import InProcessExecutor
-from pipeline.settings import build_config
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.pipeline.artifact import load_artifact, save_artifact
+from terraseg.pipeline.classes import ClassTable, class_table, read_classes
+from terraseg.pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.settings import build_config
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
 from tests.helpers import tiny_model_artifact
 
 PROFILE = {

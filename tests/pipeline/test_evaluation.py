@@ -5,12 +5,12 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
-from pipeline.classes import CLASSES_TAG, read_classes
-from pipeline.errors import InputError
-from pipeline.evaluation import EvaluateConfig, evaluate
-from pipeline.metrics import confusion_counts, scores
+from terraseg.pipeline.classes import CLASSES_TAG, read_classes
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.evaluation import EvaluateConfig, evaluate
+from terraseg.pipeline.metrics import confusion_counts, scores
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_scenes
-from workflows.cli.main import cli
 
 CONFIG = EvaluateConfig(block_size=64)
 

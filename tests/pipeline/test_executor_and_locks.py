@@ -7,10 +7,10 @@ import sys
 import pytest
 from dask.distributed import Client, LocalCluster
 
-from pipeline.errors import LockedError
-from pipeline.executor import InProcessExecutor, ordered_map
-from pipeline.locks import lock_path, output_lock
-from workflows.executor import DaskExecutor
+from terraseg.pipeline.errors import LockedError
+from terraseg.pipeline.executor import InProcessExecutor, ordered_map
+from terraseg.pipeline.locks import lock_path, output_lock
+from terraseg.workflows.executor import DaskExecutor
 
 
 def add(a, b):

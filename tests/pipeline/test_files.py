@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.files import atomic_output, partial_path
+from terraseg.pipeline.files import atomic_output, partial_path
 
 
 def test_atomic_output_renames_on_success(tmp_path):

@@ -2,7 +2,7 @@ from itertools import pairwise
 
 import pytest
 
-from pipeline.grid import Window, axis_offsets, plan_blocks, plan_tiles
+from terraseg.pipeline.grid import Window, axis_offsets, plan_blocks, plan_tiles
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,20 @@ import zarr
 from click.testing import CliRunner
 from rasterio.transform import from_origin
 
-from pipeline.classes import class_table
-from pipeline.errors import ConfigError, InputError
-from pipeline.evaluation import EvaluateConfig, evaluate
-from pipeline.executor import InProcessExecutor
-from pipeline.grid import Window
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import cached_model
-from pipeline.prediction.job import needs_work, plan_file
-from pipeline.rasters import check_nodata_fits, open_raster, read_window
-from pipeline.settings import build_config
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.pipeline.classes import class_table
+from terraseg.pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.evaluation import EvaluateConfig, evaluate
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import cached_model
+from terraseg.pipeline.prediction.job import needs_work, plan_file
+from terraseg.pipeline.rasters import check_nodata_fits, open_raster, read_window
+from terraseg.pipeline.settings import build_config
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact
-from workflows.cli.main import cli
 
 PROFILE = {
     "driver": "GTiff",

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.artifact import load_artifact
-from pipeline.errors import ModelInputError
-from pipeline.prediction.arrays import predict_array as predict_image
-from pipeline.pyfunc import PYFUNC_CONFIG, TerrasegPyfunc, predict_array, signature_for
+from terraseg.pipeline.artifact import load_artifact
+from terraseg.pipeline.errors import ModelInputError
+from terraseg.pipeline.prediction.arrays import predict_array as predict_image
+from terraseg.pipeline.pyfunc import PYFUNC_CONFIG, TerrasegPyfunc, predict_array, signature_for
 from tests.mlflow_helpers import reference_softmax, sample_images, tiny_artifact
 
 

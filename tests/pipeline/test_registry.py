@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError, ModelNotFoundError, TrackingError
-from pipeline.registry import (
+from terraseg.pipeline.errors import InputError, ModelNotFoundError, TrackingError
+from terraseg.pipeline.registry import (
     ModelRef,
     check_tracking_reachable,
     describe_model,
@@ -72,7 +72,7 @@ def test_describe_list_and_promote(trained: Trained) -> None:
 
 
 def test_a_model_is_read_in_place_or_downloaded_once(trained: Trained, tmp_path: Path) -> None:
-    from pipeline.prediction.inference import open_for_workers
+    from terraseg.pipeline.prediction.inference import open_for_workers
 
     uri, name, cache = trained.tracking_uri, trained.name, tmp_path / "cache"
     folder, exact = fetch_model(f"models:/{name}@candidate", uri, cache)

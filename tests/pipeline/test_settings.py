@@ -3,8 +3,8 @@ from typing import Literal
 import pytest
 from pydantic import Field
 
-from pipeline.errors import ConfigError
-from pipeline.settings import StrictModel, build_config, load_yaml
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.settings import StrictModel, build_config, load_yaml
 
 
 class Optimizer(StrictModel):

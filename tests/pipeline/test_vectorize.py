@@ -15,8 +15,8 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.classes import CLASSES_TAG, class_table
-from pipeline.errors import (
+from terraseg.pipeline.classes import CLASSES_TAG, class_table
+from terraseg.pipeline.errors import (
     ConfigError,
     CRSError,
     IncompleteOutputError,
@@ -24,16 +24,21 @@ from pipeline.errors import (
     LockedError,
     OutputExistsError,
 )
-from pipeline.executor import InProcessExecutor
-from pipeline.locks import lock_path, output_lock
-from pipeline.vectorize.blocks import block_plan, polygonize_block
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import block_results, check_output, vectorize_rasters
-from pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, load_features, save_features
-from pipeline.vectorize.geometry import remove_collinear
-from pipeline.vectorize.gpkg import polygon_layers
-from pipeline.vectorize.merge import EdgeMerger
-from pipeline.vectorize.rasters import read_raster_info
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.locks import lock_path, output_lock
+from terraseg.pipeline.vectorize.blocks import block_plan, polygonize_block
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.driver import block_results, check_output, vectorize_rasters
+from terraseg.pipeline.vectorize.features import (
+    SCRATCH_SUFFIX,
+    finalize,
+    load_features,
+    save_features,
+)
+from terraseg.pipeline.vectorize.geometry import remove_collinear
+from terraseg.pipeline.vectorize.gpkg import polygon_layers
+from terraseg.pipeline.vectorize.merge import EdgeMerger
+from terraseg.pipeline.vectorize.rasters import read_raster_info
 from tests.vectorize_data import TRANSFORM, blobs, rings, write_classmap
 
 PIXEL_AREA = 0.25  # 0.5 m pixels
@@ -593,7 +598,7 @@ def test_a_locked_output_is_refused_at_once(tmp_path: Path) -> None:
 def test_a_block_without_result_leaves_no_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.vectorize.driver as driver
+    import terraseg.pipeline.vectorize.driver as driver
 
     def losing_one(*args: object) -> Iterator[object]:
         results = list(block_results(*args))  # type: ignore[arg-type]

@@ -25,9 +25,9 @@ from typing import Literal
 import pytest
 from click.testing import CliRunner
 
-from pipeline.errors import OS_ERROR_REASONS
+from terraseg.pipeline.errors import OS_ERROR_REASONS
+from terraseg.workflows.cli.main import cli
 from tests.bad_input_data import BadInputs, make_bad_inputs
-from workflows.cli.main import cli
 
 TERRASEG = str(Path(sys.executable).parent / "terraseg")
 DOCS = Path(__file__).parents[2] / "docs" / "troubleshooting.md"
@@ -252,7 +252,7 @@ OTHER_MESSAGES = {
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """The address of one LocalCluster (as the CLI starts it) shared by every case."""
-    from workflows.cluster import dask_client
+    from terraseg.workflows.cluster import dask_client
 
     with dask_client(workers=1, threads_per_worker=2) as client:
         yield client.scheduler.address
@@ -386,12 +386,12 @@ def test_verbose_shows_the_traceback_above_the_line(inputs: BadInputs):
 
 @pytest.mark.parametrize("error", [ValueError("a bug"), OSError("an OSError naming no file")])
 def test_other_exceptions_keep_their_traceback(inputs: BadInputs, tmp_path, monkeypatch, error):
-    import pipeline.vectorize.rasters
+    import terraseg.pipeline.vectorize.rasters
 
     def broken(*args: object) -> None:
         raise error
 
-    monkeypatch.setattr(pipeline.vectorize.rasters, "read_raster_info", broken)
+    monkeypatch.setattr(terraseg.pipeline.vectorize.rasters, "read_raster_info", broken)
     args = ["vectorize", inputs.path("maps/scene_classes.tif"), "-o", tmp_path / "p.gpkg"]
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exception is error  # not turned into a line: Click shows its traceback

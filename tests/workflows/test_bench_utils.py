@@ -3,7 +3,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-from workflows.bench_utils import TreeRSS
+from terraseg.workflows.bench_utils import TreeRSS
 
 # a child that touches 300 MiB and holds it long enough for several samples
 HOLD_300_MIB = "import time; b = b'x' * (300 * 2**20); time.sleep(0.6)"

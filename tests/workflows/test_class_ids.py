@@ -14,20 +14,20 @@ import rasterio
 import zarr
 from rasterio.transform import from_origin
 
-from pipeline.artifact import load_artifact
-from pipeline.classes import IGNORE_LABEL, class_table, write_classes
-from pipeline.evaluation import EvaluateConfig, evaluate
-from pipeline.executor import InProcessExecutor
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import cached_model
-from pipeline.prediction.job import plan_file
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import vectorize_rasters
-from pipeline.vectorize.rasters import read_raster_info
+from terraseg.pipeline.artifact import load_artifact
+from terraseg.pipeline.classes import IGNORE_LABEL, class_table, write_classes
+from terraseg.pipeline.evaluation import EvaluateConfig, evaluate
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import cached_model
+from terraseg.pipeline.prediction.job import plan_file
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.driver import vectorize_rasters
+from terraseg.pipeline.vectorize.rasters import read_raster_info
+from terraseg.workflows.train_run import launch
 from tests.pipeline.training.test_train import tiny
-from workflows.train_run import launch
 
 IDS = (3, 5, 7)
 SHAPE = (96, 128)

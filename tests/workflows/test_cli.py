@@ -14,9 +14,9 @@ import rasterio
 from click.testing import CliRunner
 from rasterio.errors import NotGeoreferencedWarning
 
-from pipeline import __version__
-from workflows.cli.main import cli
-from workflows.progress import bars_enabled
+from terraseg.pipeline import __version__
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.progress import bars_enabled
 
 TERRASEG = str(Path(sys.executable).parent / "terraseg")
 
@@ -143,7 +143,9 @@ def test_quiet_after_the_command_and_no_georeferencing_warning(tmp_path):
     tile = ["tile", "--pairs", images, masks, "--workers", "1", "--val-fraction", "0"]  # one tile
     code, stderr = terraseg(*tile, "--out", tmp_path / "a.zarr")
     assert code == 0, stderr
-    assert "WARNING pipeline.tiling.split: 1 scenes have no CRS" in stderr  # terraseg's own
+    assert (
+        "WARNING terraseg.pipeline.tiling.split: 1 scenes have no CRS" in stderr
+    )  # terraseg's own
     assert "NotGeoreferencedWarning" not in stderr and "\r" not in stderr
     code, stderr = terraseg(*tile, "--out", tmp_path / "b.zarr", "-q")
     assert (code, stderr) == (0, "")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.model import ModelConfig
-from pipeline.settings import load_yaml
-from workflows.cli.main import cli
+from terraseg.pipeline.model import ModelConfig
+from terraseg.pipeline.settings import load_yaml
+from terraseg.workflows.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,8 @@ def test_shipped_model_yaml_holds_the_defaults() -> None:
 
 def test_help_does_not_import_torch() -> None:
     code = (
-        "import sys; from click.testing import CliRunner; from workflows.cli.main import cli; "
+        "import sys; from click.testing import CliRunner; "
+        "from terraseg.workflows.cli.main import cli; "
         "r = CliRunner().invoke(cli, ['model', 'describe', '--help']); "
         "assert r.exit_code == 0, r.output; assert 'torch' not in sys.modules"
     )

@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from workflows.cli.main import cli
+from terraseg.workflows.cli.main import cli
 
 
 def _commands() -> Iterator[tuple[str, click.Command]]:

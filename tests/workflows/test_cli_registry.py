@@ -6,8 +6,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
+from terraseg.workflows.cli.main import cli
 from tests.mlflow_helpers import Trained
-from workflows.cli.main import cli
 
 
 def _run(*args: str, group: str = "registry") -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ import os
 
 import dask.config
 
-from workflows.cluster import LOCAL_CLUSTER_CONFIG, WORKER_GLIBC_TUNABLES, dask_client
+from terraseg.workflows.cluster import LOCAL_CLUSTER_CONFIG, WORKER_GLIBC_TUNABLES, dask_client
 
 
 def _worker_settings() -> dict[str, object]:

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from dask.distributed import Client, LocalCluster
 
-from pipeline.prediction.devices import gpu_for_worker
-from workflows.cli.main import cli
-from workflows.cluster import dask_client
-from workflows.workers import configure_workers, local_cluster_plan
+from terraseg.pipeline.prediction.devices import gpu_for_worker
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.cluster import dask_client
+from terraseg.workflows.workers import configure_workers, local_cluster_plan
 
 
 def test_a_local_cluster_for_two_gpus_runs_tasks_that_ask_for_a_gpu():
@@ -38,7 +38,7 @@ def _task():
     import torch
     from distributed import get_worker
 
-    from pipeline.prediction.devices import use_assigned_gpu
+    from terraseg.pipeline.prediction.devices import use_assigned_gpu
 
     index = use_assigned_gpu()
     me = threading.get_ident()

@@ -14,7 +14,7 @@ import rasterio
 import zarr
 from click.testing import CliRunner
 
-from workflows.cli.main import cli
+from terraseg.workflows.cli.main import cli
 
 DEVSET = Path(os.environ.get("TERRASEG_DEVSET", "/tmp/devset"))
 S2 = DEVSET / "sentinel2_brandenburg_osm"

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import rasterio
 
-from pipeline.classes import IGNORE_LABEL
-from pipeline.executor import InProcessExecutor
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import cached_model
-from pipeline.prediction.job import plan_file
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import vectorize_rasters
-from pipeline.vectorize.rasters import read_raster_info
+from terraseg.pipeline.classes import IGNORE_LABEL
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import cached_model
+from terraseg.pipeline.prediction.job import plan_file
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.driver import vectorize_rasters
+from terraseg.pipeline.vectorize.rasters import read_raster_info
 from tests.helpers import tiny_model_artifact, tiny_scenes
 
 QGIS_CHECK = Path(__file__).resolve().parents[1] / "qgis_check.py"

@@ -6,8 +6,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact, tiny_scenes
-from workflows.cli.main import cli
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.errors import ConfigError
-from pipeline.registry import describe_model, load_model
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.registry import describe_model, load_model
+from terraseg.workflows.demo import EXPERIMENT, mlflow_ui_lines
+from terraseg.workflows.mlflow_tracking import movable_experiment, start_tracking
 from tests.mlflow_helpers import BANDS, fake_training
-from workflows.demo import EXPERIMENT, mlflow_ui_lines
-from workflows.mlflow_tracking import movable_experiment, start_tracking
 
 
 def test_the_demo_store_works_after_its_folder_moved(

@@ -11,8 +11,8 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact, tiny_scenes
-from workflows.cli.main import cli
 
 TERRASEG = str(Path(sys.executable).parent / "terraseg")
 
@@ -173,7 +173,7 @@ def test_a_run_downloads_its_model_once(data, tmp_path, mlflow_server_uri, mlflo
     for the run (before, the driver and each worker downloaded the model), none
     for a second run into the same folder.
     """
-    from workflows.mlflow_tracking import start_tracking
+    from terraseg.workflows.mlflow_tracking import start_tracking
 
     model, scenes = data
     name = f"once-{tmp_path.name}"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.errors import IncompleteOutputError
-from pipeline.executor import InProcessExecutor
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import open_model
-from pipeline.prediction.job import needs_work, plan_files
-from pipeline.prediction.outputs import missing_blocks
-from pipeline.prediction.tasks import (
+from terraseg.pipeline.errors import IncompleteOutputError
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import open_model
+from terraseg.pipeline.prediction.job import needs_work, plan_files
+from terraseg.pipeline.prediction.outputs import missing_blocks
+from terraseg.pipeline.prediction.tasks import (
     assemble_file,
     infer_block,
     read_block,

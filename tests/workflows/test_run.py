@@ -9,10 +9,10 @@ import yaml
 import zarr
 from click.testing import CliRunner
 
-from pipeline.errors import ConfigError
-from workflows.cli.main import cli
-from workflows.demo import demo_workflow
-from workflows.run_workflow import Step, command_line, load_workflow
+from terraseg.pipeline.errors import ConfigError
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.demo import demo_workflow
+from terraseg.workflows.run_workflow import Step, command_line, load_workflow
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
 
@@ -234,7 +234,7 @@ def test_bad_workflow_file(tmp_path):
 def test_a_step_name_cannot_reach_outside_the_work_folder(tmp_path):
     from click.testing import CliRunner
 
-    from workflows.cli.main import cli
+    from terraseg.workflows.cli.main import cli
 
     workflow = tmp_path / "wf.yaml"
     workflow.write_text("steps:\n  - name: ../../x\n    command: synth\n    args: [data]\n")

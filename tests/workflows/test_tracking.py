@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.errors import ConfigError, TrackingError
-from pipeline.registry import load_model
-from pipeline.training.config import TrainConfig
-from pipeline.training.tracker import NullTracker
+from terraseg.pipeline.errors import ConfigError, TrackingError
+from terraseg.pipeline.registry import load_model
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.tracker import NullTracker
+from terraseg.workflows.mlflow_tracking import start_tracking
+from terraseg.workflows.train_run import tracker_for_rank
 from tests.mlflow_helpers import BANDS, Trained, reference_softmax, sample_images
-from workflows.mlflow_tracking import start_tracking
-from workflows.train_run import tracker_for_rank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_every_uri_form_gives_the_in_memory_model_outputs(trained: Trained) -> N
 def test_pyfunc_serves_class_map_and_probabilities(trained: Trained) -> None:
     import mlflow.pyfunc
 
-    from pipeline.registry import use_tracking_uri
+    from terraseg.pipeline.registry import use_tracking_uri
 
     with use_tracking_uri(trained.tracking_uri):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{trained.name}@candidate")
@@ -99,7 +99,7 @@ images = np.random.default_rng(1).integers(0, 255, (2, 4, 64, 64), dtype=np.uint
 out = model.predict(images)
 np.save(sys.argv[2], out["probabilities"])
 loaded = sorted(m for m in sys.modules if m.startswith(("pipeline", "workflows")))
-assert "pipeline.training" not in sys.modules and "workflows" not in sys.modules, loaded
+assert "terraseg.pipeline.training" not in sys.modules and "workflows" not in sys.modules, loaded
 print(out["class_map"].shape, out["class_map"].dtype)
 """
 
@@ -177,7 +177,7 @@ def test_a_failing_block_marks_the_run_failed(sqlite_store_uri: str) -> None:
 
 
 DEFAULT_STORE = """
-from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
+from terraseg.pipeline.registry import check_tracking_reachable, resolve_tracking_uri
 
 uri = resolve_tracking_uri(None)
 check_tracking_reachable(uri)

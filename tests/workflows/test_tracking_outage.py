@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.tracking_fallback import PENDING_FILE, TRACKING_INCOMPLETE
 from tests.conftest import _free_port
 from tests.helpers import tiny_scenes
-from workflows.cli.main import cli
-from workflows.tracking_fallback import PENDING_FILE, TRACKING_INCOMPLETE
 
 BIN = Path(sys.executable).parent
 PASSWORD = "s3cret-pw"

@@ -7,10 +7,10 @@ import pyogrio
 import pytest
 from click.testing import CliRunner
 
-from pipeline.classes import class_table, write_classes
-from pipeline.locks import output_lock
+from terraseg.pipeline.classes import class_table, write_classes
+from terraseg.pipeline.locks import output_lock
+from terraseg.workflows.cli.main import cli
 from tests.vectorize_data import blobs, gpkg_content, rings, write_classmap
-from workflows.cli.main import cli
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -82,12 +82,12 @@ def test_a_raster_given_twice_gives_the_polygons_once(
 def test_an_output_another_run_writes_is_refused_before_a_cluster_starts(
     classmap: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workflows.cluster
+    import terraseg.workflows.cluster
 
     def no_cluster(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cluster was started")
 
-    monkeypatch.setattr(workflows.cluster, "dask_client", no_cluster)
+    monkeypatch.setattr(terraseg.workflows.cluster, "dask_client", no_cluster)
     out = tmp_path / "o.gpkg"
     with output_lock(out) as holder:
         code, output = invoke("vectorize", str(classmap), "-o", str(out))

@@ -5,13 +5,13 @@ from pathlib import Path
 
 from dask.distributed import Client
 
-from pipeline.executor import InProcessExecutor
-from pipeline.vectorize.blocks import block_plan
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import block_results
-from pipeline.vectorize.rasters import read_raster_info
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.vectorize.blocks import block_plan
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.driver import block_results
+from terraseg.pipeline.vectorize.rasters import read_raster_info
+from terraseg.workflows.executor import DaskExecutor
 from tests.vectorize_data import blobs, write_classmap
-from workflows.executor import DaskExecutor
 
 
 def test_block_results_stream_in_order_with_few_futures_held(

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 from dask.distributed import Client
 
-from pipeline.executor import InProcessExecutor
-from pipeline.vectorize.config import VectorizeConfig
-from pipeline.vectorize.driver import vectorize_rasters
-from pipeline.vectorize.rasters import read_raster_info
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.vectorize.config import VectorizeConfig
+from terraseg.pipeline.vectorize.driver import vectorize_rasters
+from terraseg.pipeline.vectorize.rasters import read_raster_info
+from terraseg.workflows.cli.main import cli
 from tests.dask_processes import dask_cluster, kill
 from tests.vectorize_data import blobs, gpkg_content, write_classmap
-from workflows.cli.main import cli
 
 BIN = Path(sys.executable).parent
 

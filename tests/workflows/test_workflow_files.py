@@ -12,11 +12,11 @@ import rasterio
 import yaml
 from click.testing import CliRunner
 
-from pipeline.errors import ConfigError
+from terraseg.pipeline.errors import ConfigError
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.run_workflow import Step, Workflow, apply_overrides, input_files
 from tests.helpers import tiny_model_artifact, tiny_scenes
 from tests.pipeline.training.test_resume import assert_same_run, kill_when
-from workflows.cli.main import cli
-from workflows.run_workflow import Step, Workflow, apply_overrides, input_files
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
 SMALL_TRAIN = [

@@ -28,11 +28,13 @@ from typing import Any, get_args
 
 import click
 
-from pipeline.model.config import BackboneName
+from terraseg.pipeline.model.config import BackboneName
 
 _SCRIPT = Path(sys.executable).parent / "terraseg"
 # the installed script, or the module where terraseg runs from a source tree on PYTHONPATH
-TERRASEG = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "workflows.cli.main"]
+TERRASEG = (
+    [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "terraseg.workflows.cli.main"]
+)
 
 
 @click.command("gpu")
@@ -93,8 +95,8 @@ def model_steps(backbone: str, device: str, tile: int, batch: int, steps: int) -
     """Forward and backward steps per second in fp32 and in bf16 with channels_last."""
     import torch
 
-    from pipeline.model.config import ModelConfig
-    from pipeline.model.deeplab import build_model
+    from terraseg.pipeline.model.config import ModelConfig
+    from terraseg.pipeline.model.deeplab import build_model
 
     config = ModelConfig(backbone=backbone, in_channels=4, num_classes=5)
     model: Any = build_model(config).to(device)
@@ -180,10 +182,10 @@ def _model_only(model: Path, scene: Path, device: str) -> float:
     """Seconds the model alone takes for the scene's tiles on one device, batches of 8."""
     import numpy as np
 
-    from pipeline.artifact import weights_digest
-    from pipeline.prediction.config import PredictConfig
-    from pipeline.prediction.inference import batch_predictor, open_model
-    from pipeline.prediction.job import plan_file
+    from terraseg.pipeline.artifact import weights_digest
+    from terraseg.pipeline.prediction.config import PredictConfig
+    from terraseg.pipeline.prediction.inference import batch_predictor, open_model
+    from terraseg.pipeline.prediction.job import plan_file
 
     artifact = open_model(str(model))
     job = plan_file(str(model), artifact, scene, model.parent, PredictConfig(device=device))

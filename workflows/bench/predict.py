@@ -27,9 +27,9 @@ from typing import Any, get_args
 import click
 import numpy as np
 
-from pipeline.model.config import BackboneName
-from workflows.bench_utils import TreeRSS, bench_workdir
-from workflows.cli.options import renamed_opt
+from terraseg.pipeline.model.config import BackboneName
+from terraseg.workflows.bench_utils import TreeRSS, bench_workdir
+from terraseg.workflows.cli.options import renamed_opt
 
 
 @click.command("predict")
@@ -85,12 +85,12 @@ def bench_predict(
     workdir: Path | None,
 ) -> None:
     """Megapixels per second of terraseg predict, the model alone, and a naive baseline."""
-    from pipeline.prediction.config import PredictConfig
-    from pipeline.prediction.inference import cached_model
-    from pipeline.prediction.job import plan_files
-    from pipeline.settings import build_config
-    from pipeline.synth.config import SynthConfig
-    from pipeline.synth.writer import synthesize
+    from terraseg.pipeline.prediction.config import PredictConfig
+    from terraseg.pipeline.prediction.inference import cached_model
+    from terraseg.pipeline.prediction.job import plan_files
+    from terraseg.pipeline.settings import build_config
+    from terraseg.pipeline.synth.config import SynthConfig
+    from terraseg.pipeline.synth.writer import synthesize
 
     environment = os.environ.copy()  # before any cluster: Dask's nanny writes into it
     with bench_workdir(workdir) as folder:
@@ -126,7 +126,7 @@ def bench_predict(
     speedups = [baseline / run for baseline, run in zip(baselines, runs, strict=True)]
     tuned = statistics.median(runs)
 
-    from pipeline.prediction.inference import inference_dtype
+    from terraseg.pipeline.prediction.inference import inference_dtype
 
     # int8 quantizes the backbone; the rest runs as auto would
     rest = str(inference_dtype("auto" if precision == "int8" else precision, "cpu"))
@@ -172,12 +172,12 @@ def _bench_model(folder: Path, backbone: str, tile: int, scene: Path) -> Path:
     """
     import torch
 
-    from pipeline.artifact import CALIBRATION, ModelArtifact, Normalization, save_artifact
-    from pipeline.classes import default_class_table
-    from pipeline.model.config import ModelConfig
-    from pipeline.model.deeplab import build_model
-    from pipeline.model.inference import inference_network
-    from pipeline.model.quantization import calibrate
+    from terraseg.pipeline.artifact import CALIBRATION, ModelArtifact, Normalization, save_artifact
+    from terraseg.pipeline.classes import default_class_table
+    from terraseg.pipeline.model.config import ModelConfig
+    from terraseg.pipeline.model.deeplab import build_model
+    from terraseg.pipeline.model.inference import inference_network
+    from terraseg.pipeline.model.quantization import calibrate
 
     if (folder / CALIBRATION).exists():
         return folder
@@ -270,8 +270,8 @@ def _baseline_process(job: Any, out: Path, environment: dict[str, str]) -> float
 
     env = {k: v for k, v in environment.items() if k != "GLIBC_TUNABLES"}
     code = (
-        "import pickle, sys; from pipeline.prediction.inference import open_model; "
-        "from workflows.bench.predict import _baseline; "
+        "import pickle, sys; from terraseg.pipeline.prediction.inference import open_model; "
+        "from terraseg.workflows.bench.predict import _baseline; "
         "job, out = pickle.loads(sys.stdin.buffer.read()); "
         "print(_baseline(open_model(job.model), job, out))"
     )
@@ -290,7 +290,7 @@ def _baseline(artifact: Any, job: Any, out: Path) -> float:
     import rasterio
     import torch
 
-    from pipeline.prediction.blending import tile_weights
+    from terraseg.pipeline.prediction.blending import tile_weights
 
     model = artifact.build_model()
     start = time.perf_counter()
@@ -339,10 +339,10 @@ def _terraseg(
     before the first run and once after each. ``baseline`` (seconds of the naive
     script) runs just before each run, outside the peak RSS.
     """
-    from pipeline.prediction.driver import predict_files
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
-    from workflows.workers import configure_workers, worker_threads
+    from terraseg.pipeline.prediction.driver import predict_files
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
+    from terraseg.workflows.workers import configure_workers, worker_threads
 
     job = jobs[0]
     with (
@@ -380,6 +380,6 @@ def _preload(job: Any) -> None:
 
 def _warm(job: Any) -> Any:
     """Load the model before timing (as a long batch run amortizes it); return its predictor."""
-    from pipeline.prediction.tasks import job_predictor
+    from terraseg.pipeline.prediction.tasks import job_predictor
 
     return job_predictor(job)

@@ -10,10 +10,10 @@ import click
 import numpy as np
 import rasterio
 
-from pipeline.grid import Window
-from workflows.bench_utils import TreeRSS, bench_workdir, seconds
-from workflows.cli.options import renamed_opt
-from workflows.cluster import WORKER_GDAL_CACHEMAX_MB
+from terraseg.pipeline.grid import Window
+from terraseg.workflows.bench_utils import TreeRSS, bench_workdir, seconds
+from terraseg.workflows.cli.options import renamed_opt
+from terraseg.workflows.cluster import WORKER_GDAL_CACHEMAX_MB
 
 
 @click.command("tile")
@@ -59,14 +59,14 @@ def bench_tile(
     workdir: Path | None,
 ) -> None:
     """Tile synthetic scenes; compare MB/s of source pixels with plain reads in the same run."""
-    from pipeline.classes import read_classes
-    from pipeline.files import remove_path
-    from pipeline.settings import build_config
-    from pipeline.synth.config import SynthConfig
-    from pipeline.synth.writer import synthesize
-    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.files import remove_path
+    from terraseg.pipeline.settings import build_config
+    from terraseg.pipeline.synth.config import SynthConfig
+    from terraseg.pipeline.synth.writer import synthesize
+    from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
 
     with bench_workdir(workdir) as folder:
         data = folder / f"scenes-{size}x{scenes}"
@@ -121,7 +121,7 @@ def _report(rows: list[tuple[str, float]], megabytes: float) -> None:
 
 def _plain_reads(images: list[Path], tile_size: int) -> tuple[float, float, int]:
     """Seconds to read every tile window of ``images`` in one thread, then in one per core."""
-    from pipeline.grid import plan_blocks
+    from terraseg.pipeline.grid import plan_blocks
 
     windows = {path: plan_blocks(_shape(path), tile_size) for path in images}
     # the plain reads get the same small block cache as tiling workers

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import click
 
-from pipeline.model.config import BackboneName
+from terraseg.pipeline.model.config import BackboneName
 
 
 @click.command("train")
@@ -47,7 +47,7 @@ def bench_train(
     as_json: bool,
 ) -> None:
     """Samples per second: Zarr loader alone, training with it, training from memory."""
-    from pipeline.training.config import TrainConfig
+    from terraseg.pipeline.training.config import TrainConfig
 
     config = TrainConfig.model_validate(
         {
@@ -81,12 +81,12 @@ def write_sample_store(
     folder: Path, *, scenes: int, size: int | str, tile: int, resolution: float, seed: int = 11
 ) -> Path:
     """Generate ``terraseg synth`` scenes and tile them in this process (no Dask cluster)."""
-    from pipeline.classes import read_classes
-    from pipeline.executor import InProcessExecutor
-    from pipeline.settings import build_config
-    from pipeline.synth.config import SynthConfig
-    from pipeline.synth.writer import synthesize
-    from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.executor import InProcessExecutor
+    from terraseg.pipeline.settings import build_config
+    from terraseg.pipeline.synth.config import SynthConfig
+    from terraseg.pipeline.synth.writer import synthesize
+    from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
 
     synth = {"scenes": scenes, "size": size, "seed": seed, "resolution": resolution, "workers": 1}
     outputs = synthesize(build_config(SynthConfig, synth), folder / "scenes")
@@ -104,14 +104,14 @@ def measure(config: Any, store: Path, steps: int) -> dict[str, Any]:
     """Loader alone, training fed by the loader, training fed from memory: samples/s each."""
     import torch
 
-    from pipeline.training.components import (
+    from terraseg.pipeline.training.components import (
         build_network,
         make_loaders,
         make_step_context,
         resolve_model_config,
     )
-    from pipeline.training.dataset import read_store_info
-    from workflows.train_run import init_distributed
+    from terraseg.pipeline.training.dataset import read_store_info
+    from terraseg.workflows.train_run import init_distributed
 
     torch.manual_seed(0)
     ctx = init_distributed("cpu")
@@ -123,7 +123,7 @@ def measure(config: Any, store: Path, steps: int) -> dict[str, Any]:
     loader_rate = _rate(lambda: _take(loader, steps), config.data.batch_size, steps)
     _, trained = build_network(resolve_model_config(config, info), config, ctx, None)
     step_ctx = make_step_context(config, info, ctx, trained, steps + 2)
-    from pipeline.training.loop import train_step
+    from terraseg.pipeline.training.loop import train_step
 
     def train_from(source: Iterable[Any]) -> None:
         for batch in source:

@@ -19,8 +19,8 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from workflows.bench_utils import TreeRSS, bench_workdir
-from workflows.cli.options import renamed_opt
+from terraseg.workflows.bench_utils import TreeRSS, bench_workdir
+from terraseg.workflows.cli.options import renamed_opt
 
 GDAL_POLYGONIZE = ("gdal_polygonize", "gdal_polygonize.py")
 INSTALL_HINT = "install GDAL's command-line tools, e.g. `apt-get install -y gdal-bin`"
@@ -143,11 +143,11 @@ def _megapixels(raster: Path) -> float:
 
 def run_terraseg(raster: Path, out: Path, block_size: int, workers: int) -> Run:
     """Vectorize on a LocalCluster of ``workers`` processes (cluster start not timed)."""
-    from pipeline.vectorize.config import VectorizeConfig
-    from pipeline.vectorize.driver import vectorize_rasters
-    from pipeline.vectorize.rasters import read_raster_info
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
+    from terraseg.pipeline.vectorize.config import VectorizeConfig
+    from terraseg.pipeline.vectorize.driver import vectorize_rasters
+    from terraseg.pipeline.vectorize.rasters import read_raster_info
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
 
     config = VectorizeConfig.model_validate({"block_size": block_size})
     info = read_raster_info(raster)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from workflows.cli.lazy import LazyGroup
+from terraseg.workflows.cli.lazy import LazyGroup
 
 # Benchmark name -> "module:attribute", imported only when run.
 BENCHMARKS: dict[str, str] = {
-    "predict": "workflows.bench.predict:bench_predict",
-    "tile": "workflows.bench.tile:bench_tile",
-    "train": "workflows.bench.train:bench_train",
-    "vectorize": "workflows.bench.vectorize:bench_vectorize",
-    "gpu": "workflows.bench.gpu:bench_gpu",
+    "predict": "terraseg.workflows.bench.predict:bench_predict",
+    "tile": "terraseg.workflows.bench.tile:bench_tile",
+    "train": "terraseg.workflows.bench.train:bench_train",
+    "vectorize": "terraseg.workflows.bench.vectorize:bench_vectorize",
+    "gpu": "terraseg.workflows.bench.gpu:bench_gpu",
 }
 
 

@@ -38,11 +38,11 @@ def demo(ctx: click.Context, /, out: Path, force: tuple[str, ...]) -> None:
     The steps' own output (file lists, JSON records, tables) goes to OUT/steps.log;
     stdout gets the closing report, stderr warnings and errors.
     """
-    from pipeline.registry import record_held_back
-    from workflows.cli.run import step_runner
-    from workflows.demo import EXPERIMENT, MODEL_NAME, demo_workflow, quicklooks, report
-    from workflows.mlflow_tracking import movable_experiment
-    from workflows.run_workflow import run_workflow
+    from terraseg.pipeline.registry import record_held_back
+    from terraseg.workflows.cli.run import step_runner
+    from terraseg.workflows.demo import EXPERIMENT, MODEL_NAME, demo_workflow, quicklooks, report
+    from terraseg.workflows.mlflow_tracking import movable_experiment
+    from terraseg.workflows.run_workflow import run_workflow
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)

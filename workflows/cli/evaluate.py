@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from workflows.cli.options import (
+from terraseg.workflows.cli.options import (
     config_opt,
     nodata_opt,
     note_output,
@@ -21,7 +21,7 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.evaluation import Evaluation
+    from terraseg.pipeline.evaluation import Evaluation
 
 
 @click.command()
@@ -85,18 +85,18 @@ def evaluate(
     confusion matrix. Nodata in the predictions and ignored truth pixels count for
     nothing. Works block by block, so rasters of any size fit in memory.
     """
-    from pipeline.classes import read_classes
-    from pipeline.errors import OutputExistsError
-    from pipeline.evaluation import (
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.errors import OutputExistsError
+    from terraseg.pipeline.evaluation import (
         EvaluateConfig,
         check_compared,
         combine,
         evaluate_block,
         plan_evaluation,
     )
-    from pipeline.files import check_writable
-    from pipeline.rasters import expand_inputs
-    from workflows.cluster import dask_client, gather_with_progress
+    from terraseg.pipeline.files import check_writable
+    from terraseg.pipeline.rasters import expand_inputs
+    from terraseg.workflows.cluster import dask_client, gather_with_progress
 
     config = resolve_config(EvaluateConfig, config_path, options)
     truth = truth.resolve()
@@ -144,7 +144,7 @@ def format_report(evaluation: Evaluation) -> str:
 
 
 def _log_to_run(evaluation: Evaluation, run_id: str, tracking_uri: str | None) -> None:
-    from pipeline.registry import client
+    from terraseg.pipeline.registry import client
 
     report = evaluation.report()
     mlflow_client = client(tracking_uri)

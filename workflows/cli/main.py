@@ -4,8 +4,8 @@
 ... -q``): every command gets them too, and the counts add up. By default terraseg
 logs warnings; the libraries it drives that log through handlers of their own
 (MLflow, alembic) show their INFO only with ``-v``; Dask's follow the program's
-level (see :func:`workflows.cluster.dask_client`). Progress bars are decided by
-:func:`workflows.progress.bars_enabled`.
+level (see :func:`terraseg.workflows.cluster.dask_client`). Progress bars are decided by
+:func:`terraseg.workflows.progress.bars_enabled`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from pipeline import __version__
-from pipeline.errors import TerrasegError, file_system_error
-from workflows.cli.lazy import LazyGroup
-from workflows.progress import bars_enabled, configure_library_bars
+from terraseg.pipeline import __version__
+from terraseg.pipeline.errors import TerrasegError, file_system_error
+from terraseg.workflows.cli.lazy import LazyGroup
+from terraseg.workflows.progress import bars_enabled, configure_library_bars
 
 logger = logging.getLogger("terraseg")
 
@@ -35,18 +35,18 @@ NOT_GEOREFERENCED = "Dataset has no geotransform"
 
 # Command name -> "module:attribute", imported only when the command runs.
 COMMANDS: dict[str, str] = {
-    "bench": "workflows.cli.bench:bench",
-    "demo": "workflows.cli.demo:demo",
-    "evaluate": "workflows.cli.evaluate:evaluate",
-    "model": "workflows.cli.model:model",
-    "predict": "workflows.cli.predict:predict",
-    "registry": "workflows.cli.registry:registry",
-    "run": "workflows.cli.run:run",
-    "sync": "workflows.cli.sync:sync",
-    "synth": "workflows.cli.synth:synth",
-    "tile": "workflows.cli.tile:tile",
-    "train": "workflows.cli.train:train",
-    "vectorize": "workflows.cli.vectorize:vectorize",
+    "bench": "terraseg.workflows.cli.bench:bench",
+    "demo": "terraseg.workflows.cli.demo:demo",
+    "evaluate": "terraseg.workflows.cli.evaluate:evaluate",
+    "model": "terraseg.workflows.cli.model:model",
+    "predict": "terraseg.workflows.cli.predict:predict",
+    "registry": "terraseg.workflows.cli.registry:registry",
+    "run": "terraseg.workflows.cli.run:run",
+    "sync": "terraseg.workflows.cli.sync:sync",
+    "synth": "terraseg.workflows.cli.synth:synth",
+    "tile": "terraseg.workflows.cli.tile:tile",
+    "train": "terraseg.workflows.cli.train:train",
+    "vectorize": "terraseg.workflows.cli.vectorize:vectorize",
 }
 
 # Former command name -> current name; runs the current command, hidden from --help.
@@ -74,7 +74,7 @@ class TerrasegGroup(LazyGroup):
         An error of the operating system that names a file, or that the machine
         causes (no space, file-size limit, read-only), is reported like a library
         error, naming the file (else the output the command writes, see
-        :func:`workflows.cli.options.note_output`). Any other exception keeps its
+        :func:`terraseg.workflows.cli.options.note_output`). Any other exception keeps its
         traceback. With ``-v`` the traceback is logged above the line.
         """
         try:

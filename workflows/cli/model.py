@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, get_args
 
 import click
 
-from pipeline.model.config import BackboneName, ModelConfig
-from workflows.cli.options import config_opt, renamed_opt, resolve_config, tracking_uri_opt
+from terraseg.pipeline.model.config import BackboneName, ModelConfig
+from terraseg.workflows.cli.options import config_opt, renamed_opt, resolve_config, tracking_uri_opt
 
 if TYPE_CHECKING:
-    from pipeline.model.complexity import Complexity
+    from terraseg.pipeline.model.complexity import Complexity
 
 
 @click.group()
@@ -59,8 +59,8 @@ def describe(
     as_json: bool,
 ) -> None:
     """Print parameters and multiply-adds per tile, measured on the built model."""
-    from pipeline.model.complexity import measure_complexity, time_forward
-    from pipeline.model.deeplab import build_model
+    from terraseg.pipeline.model.complexity import measure_complexity, time_forward
+    from terraseg.pipeline.model.deeplab import build_model
 
     config = resolve_config(
         ModelConfig,
@@ -106,9 +106,9 @@ def calibrate(
     Training stores them itself; this is for a model trained without them. The
     copy in OUT predicts with ``--precision int8``.
     """
-    from pipeline.artifact import save_artifact
-    from pipeline.prediction.inference import open_model
-    from pipeline.training.calibration import calibrate_artifact
+    from terraseg.pipeline.artifact import save_artifact
+    from terraseg.pipeline.prediction.inference import open_model
+    from terraseg.pipeline.training.calibration import calibrate_artifact
 
     artifact = calibrate_artifact(open_model(model_ref, tracking_uri), str(data), tiles)
     click.echo(str(save_artifact(artifact, out_dir)))

@@ -10,8 +10,8 @@ import click
 from click.decorators import FC
 from pydantic import BaseModel
 
-from pipeline.settings import build_config, load_yaml
-from workflows.progress import bars_enabled
+from terraseg.pipeline.settings import build_config, load_yaml
+from terraseg.workflows.progress import bars_enabled
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -161,7 +161,7 @@ def _band_names(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 def band_files_opts(command: Any) -> Any:
     """``--band-files``, ``--recursive`` and ``--band-resampling``: scenes given as band files."""
-    from pipeline.bandfiles import RESAMPLINGS
+    from terraseg.pipeline.bandfiles import RESAMPLINGS
 
     options = [
         click.option(
@@ -202,8 +202,8 @@ def scene_inputs(
 
     Band-file scenes are stacked into VRTs under ``stacks``.
     """
-    from pipeline.bandfiles import find_band_scenes, write_stack_vrt
-    from pipeline.rasters import expand_inputs
+    from terraseg.pipeline.bandfiles import find_band_scenes, write_stack_vrt
+    from terraseg.pipeline.rasters import expand_inputs
 
     if band_files is None:
         return expand_inputs(inputs)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pipeline.prediction.config import PredictConfig
-from workflows.cli.options import (
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.workflows.cli.options import (
     band_files_opts,
     choices_of,
     config_opt,
@@ -25,8 +25,8 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.prediction.driver import FileOutcome
-    from pipeline.prediction.job import FileJob
+    from terraseg.pipeline.prediction.driver import FileOutcome
+    from terraseg.pipeline.prediction.job import FileJob
 
 logger = logging.getLogger(__name__)
 MODEL_CACHE = ".models"  # in --out: models downloaded from a remote store, by exact version
@@ -160,16 +160,16 @@ def predict(
     it is, one in a remote store is downloaded once into OUT/.models; local
     workers load that folder, workers of a --scheduler the exact version.
     """
-    from pipeline.prediction.driver import FileOutcome
-    from pipeline.prediction.inference import (
+    from terraseg.pipeline.prediction.driver import FileOutcome
+    from terraseg.pipeline.prediction.inference import (
         check_device,
         check_precision,
         check_weights,
         open_for_workers,
     )
-    from pipeline.prediction.job import plan_files
-    from pipeline.registry import resolve_tracking_uri
-    from workflows.cli.options import scene_inputs
+    from terraseg.pipeline.prediction.job import plan_files
+    from terraseg.pipeline.registry import resolve_tracking_uri
+    from terraseg.workflows.cli.options import scene_inputs
 
     out_dir = note_output(ctx, out_dir.resolve())
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
@@ -201,12 +201,12 @@ def _run(
     """Predict ``jobs`` on a LocalCluster or the given scheduler, with a progress bar."""
     from tqdm import tqdm
 
-    from pipeline.executor import InProcessExecutor
-    from pipeline.prediction.driver import predict_files
-    from pipeline.prediction.job import needs_work
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
-    from workflows.workers import configure_workers, local_cluster_plan
+    from terraseg.pipeline.executor import InProcessExecutor
+    from terraseg.pipeline.prediction.driver import predict_files
+    from terraseg.pipeline.prediction.job import needs_work
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
+    from terraseg.workflows.workers import configure_workers, local_cluster_plan
 
     todo = [job for job in jobs if needs_work(job)]
     if not todo:  # all current: no cluster to start (the driver still takes the locks)
@@ -239,7 +239,7 @@ def _report(outcomes: Sequence[FileOutcome]) -> None:
     Each failed input's error is one line; with more than one input a last line
     counts the failures.
     """
-    from pipeline.errors import TerrasegError
+    from terraseg.pipeline.errors import TerrasegError
 
     failed = [o for o in outcomes if o.error]
     for outcome in outcomes:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from workflows.cli.options import tracking_uri_opt
+from terraseg.workflows.cli.options import tracking_uri_opt
 
 as_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -27,7 +27,7 @@ def registry() -> None:
 @as_json_opt
 def list_(tracking_uri: str | None, as_json: bool) -> None:
     """List registered models with their latest version and aliases."""
-    from pipeline.registry import list_models
+    from terraseg.pipeline.registry import list_models
 
     found = list_models(tracking_uri)
     if as_json:
@@ -52,7 +52,7 @@ def show(model_ref: str, tracking_uri: str | None, as_json: bool) -> None:
     NAME alone is the latest version. Any model URI works too: models:/...,
     runs:/RUN_ID/model or a local model folder.
     """
-    from pipeline.registry import describe_model
+    from terraseg.pipeline.registry import describe_model
 
     info = describe_model(model_ref, tracking_uri)
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(_show_lines(info)))
@@ -127,7 +127,7 @@ def tag(
     The registry page then shows how the model did on scenes it never saw, next
     to the validation mean IoU that training recorded.
     """
-    from pipeline.registry import record_held_back, tag_version
+    from terraseg.pipeline.registry import record_held_back, tag_version
 
     tags = {}
     for setting in settings:
@@ -156,7 +156,7 @@ def promote(name: str, version: int, alias: str, tracking_uri: str | None) -> No
 
     Prediction then picks it up as models:/NAME@ALIAS.
     """
-    from pipeline.registry import promote as set_alias
+    from terraseg.pipeline.registry import promote as set_alias
 
     if alias.isdigit() or not alias.replace("_", "").replace("-", "").isalnum():
         raise click.BadParameter(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from workflows.cli.options import scheduler_opt
+from terraseg.workflows.cli.options import scheduler_opt
 
 
 @click.command()
@@ -46,7 +46,7 @@ def run(
     Re-running an interrupted workflow resumes at the step that did not finish; a
     training step interrupted with unchanged settings continues from its last checkpoint.
     """
-    from workflows.run_workflow import apply_overrides, load_workflow, run_workflow
+    from terraseg.workflows.run_workflow import apply_overrides, load_workflow, run_workflow
 
     workflow = apply_overrides(load_workflow(workflow_file), settings)
     if scheduler:
@@ -75,7 +75,7 @@ def step_runner(
         A function running one command line (raising when it fails) and one telling
         whether a command takes an option (by parameter name, e.g. ``scheduler``).
     """
-    from pipeline.errors import TerrasegError
+    from terraseg.pipeline.errors import TerrasegError
 
     root = ctx.find_root()
     group = root.command

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from workflows.cli.options import tracking_uri_opt
+from terraseg.workflows.cli.options import tracking_uri_opt
 
 
 @click.command(short_help="Log what a training run kept while its tracking store was away.")
@@ -21,8 +21,8 @@ def sync(run: Path, tracking_uri: str | None) -> None:
     sends it to the same MLflow run, registers the model as the run's config asks
     (--register, --alias), and ends the run. Prints what was sent as JSON.
     """
-    from pipeline.registry import resolve_tracking_uri
-    from workflows.tracking_fallback import sync_run
+    from terraseg.pipeline.registry import resolve_tracking_uri
+    from terraseg.workflows.tracking_fallback import sync_run
 
     result = sync_run(run.resolve(), resolve_tracking_uri(tracking_uri))
     click.echo(json.dumps(result))

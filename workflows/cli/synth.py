@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from workflows.cli.options import config_opt, renamed_opt, resolve_config, show_progress
+from terraseg.workflows.cli.options import config_opt, renamed_opt, resolve_config, show_progress
 
 
 @click.command()
@@ -53,8 +53,8 @@ def synth(
     """
     from tqdm import tqdm
 
-    from pipeline.synth.config import SynthConfig
-    from pipeline.synth.writer import pixel_count, synthesize
+    from terraseg.pipeline.synth.config import SynthConfig
+    from terraseg.pipeline.synth.writer import pixel_count, synthesize
 
     config = resolve_config(SynthConfig, config_path, options)
     with tqdm(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from workflows.cli.options import (
+from terraseg.workflows.cli.options import (
     band_files_opts,
     config_opt,
     nodata_opt,
@@ -25,8 +25,8 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.classes import ClassTable
-    from pipeline.tiling import ScenePlan, TileConfig
+    from terraseg.pipeline.classes import ClassTable
+    from terraseg.pipeline.tiling import ScenePlan, TileConfig
 
 logger = logging.getLogger(__name__)
 BAND_STACKS = ".band-stacks"  # beside the store: the VRTs of band-file scenes
@@ -140,11 +140,11 @@ def tile(
     --overwrite replaces the whole store. One run at a time writes a store: a
     second refuses at once, naming the first.
     """
-    from pipeline.locks import output_lock
-    from pipeline.store import export_tile_index
-    from pipeline.tiling import TileConfig, tile_scenes
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
+    from terraseg.pipeline.locks import output_lock
+    from terraseg.pipeline.store import export_tile_index
+    from terraseg.pipeline.tiling import TileConfig, tile_scenes
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
 
     _check_sources(images, labels, pairs, band_files)
     config = resolve_config(TileConfig, config_path, options)
@@ -190,8 +190,8 @@ def _plan(
     config: TileConfig,
 ) -> tuple[list[ScenePlan], ClassTable]:
     """Read the classes and plan every scene of ``images`` (see ``prepare_tiling``)."""
-    from pipeline.classes import read_classes
-    from pipeline.tiling import prepare_tiling
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.tiling import prepare_tiling
 
     vector, label_rasters = _label_sources(labels)
     classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
@@ -208,7 +208,7 @@ def _plan(
 
 def _label_sources(labels: str | None) -> tuple[Path | None, list[Path] | None]:
     """``--labels`` as a vector file or as label rasters (a file, folder or glob)."""
-    from pipeline.rasters import expand_inputs
+    from terraseg.pipeline.rasters import expand_inputs
 
     if labels is None:
         return None, None
@@ -221,7 +221,7 @@ def _label_sources(labels: str | None) -> tuple[Path | None, list[Path] | None]:
 
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback of :func:`pipeline.tiling.tile_scenes` that draws a tqdm bar."""
+    """A progress callback of :func:`terraseg.pipeline.tiling.tile_scenes` that draws a tqdm bar."""
     from tqdm import tqdm
 
     bar: tqdm[Any] | None = None

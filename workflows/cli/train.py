@@ -9,8 +9,8 @@ from typing import get_args
 
 import click
 
-from pipeline.model.config import BackboneName
-from workflows.cli.options import (
+from terraseg.pipeline.model.config import BackboneName
+from terraseg.workflows.cli.options import (
     config_opt,
     note_output,
     overwrite_opt,
@@ -176,11 +176,11 @@ def train(
     With --devices N, N processes train with DistributedDataParallel (NCCL on GPUs,
     gloo on CPU); started under torchrun, the command joins torchrun's group.
     """
-    from pipeline.files import json_text
-    from pipeline.settings import build_config, load_yaml
-    from pipeline.training.config import TrainConfig
-    from workflows.tracking_fallback import TRACKING_INCOMPLETE, brief_http_retries
-    from workflows.train_run import launch
+    from terraseg.pipeline.files import json_text
+    from terraseg.pipeline.settings import build_config, load_yaml
+    from terraseg.pipeline.training.config import TrainConfig
+    from terraseg.workflows.tracking_fallback import TRACKING_INCOMPLETE, brief_http_retries
+    from terraseg.workflows.train_run import launch
 
     if resume and out is None:
         raise click.UsageError("--resume needs --out, the folder of the run to continue")
@@ -194,7 +194,7 @@ def train(
     if config.tracking.alias and not config.tracking.register_as:
         raise click.UsageError("--alias needs --register NAME")
     if config.tracking.enabled:
-        from pipeline.registry import check_tracking_reachable, resolve_tracking_uri
+        from terraseg.pipeline.registry import check_tracking_reachable, resolve_tracking_uri
 
         uri = resolve_tracking_uri(tracking_uri)
         check_tracking_reachable(uri)  # fail before any step
@@ -220,8 +220,8 @@ def check_crop_size(crop: int, data: Path) -> None:
         InputError: ``data`` is not a finished terraseg store.
         ConfigError: ``crop`` exceeds the store's tile size.
     """
-    from pipeline.errors import ConfigError
-    from pipeline.store import attributes, open_existing
+    from terraseg.pipeline.errors import ConfigError
+    from terraseg.pipeline.store import attributes, open_existing
 
     tile = attributes(open_existing(data)).get("tile_size")
     if tile is not None and crop > int(tile):

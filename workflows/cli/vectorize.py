@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from workflows.cli.options import (
+from terraseg.workflows.cli.options import (
     config_opt,
     note_output,
     overwrite_opt,
@@ -18,7 +18,7 @@ from workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.vectorize.rasters import RasterInfo
+    from terraseg.pipeline.vectorize.rasters import RasterInfo
 
 raster_path = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -71,7 +71,7 @@ def raster_pairs(
         click.UsageError: ``--confidence`` names another number of rasters.
         InputError: An argument matches no file.
     """
-    from pipeline.rasters import expand_inputs
+    from terraseg.pipeline.rasters import expand_inputs
 
     paths = [p for item in rasters for p in expand_inputs([item], what="class raster")]
     probs = [p for item in confidences for p in expand_inputs([item], what="probability raster")]
@@ -143,13 +143,13 @@ def vectorize(
     equals one pass over the whole raster. A raster given twice is vectorized once;
     a second run writing the same GeoPackage is refused while the first one runs.
     """
-    from pipeline.classes import read_classes
-    from pipeline.vectorize.config import VectorizeConfig
-    from pipeline.vectorize.driver import check_output, vectorize_rasters
-    from pipeline.vectorize.layers import check_class_layers
-    from pipeline.vectorize.rasters import read_raster_info
-    from workflows.cluster import dask_client
-    from workflows.executor import DaskExecutor
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.vectorize.config import VectorizeConfig
+    from terraseg.pipeline.vectorize.driver import check_output, vectorize_rasters
+    from terraseg.pipeline.vectorize.layers import check_class_layers
+    from terraseg.pipeline.vectorize.rasters import read_raster_info
+    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.executor import DaskExecutor
 
     pairs = raster_pairs(rasters, confidences)
     overrides = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import partial
 
-from pipeline.model.backbones.base import Backbone, BackboneBuilder
-from pipeline.model.backbones.mobilenetv2 import MobileNetV2
-from pipeline.model.backbones.resnet import ResNet
-from pipeline.model.backbones.xception import Xception65
+from terraseg.pipeline.model.backbones.base import Backbone, BackboneBuilder
+from terraseg.pipeline.model.backbones.mobilenetv2 import MobileNetV2
+from terraseg.pipeline.model.backbones.resnet import ResNet
+from terraseg.pipeline.model.backbones.xception import Xception65
 
 # Name -> builder called with keyword arguments in_channels, output_stride,
 # width_multiplier and multi_grid.

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from pipeline.model.backbones.base import Backbone
-from pipeline.model.layers import dilated_strides, scaled_channels
+from terraseg.pipeline.model.backbones.base import Backbone
+from terraseg.pipeline.model.layers import dilated_strides, scaled_channels
 
 # (expansion t, output channels c, units n, stride s), Sandler et al. 2018, Table 2.
 INVERTED_RESIDUALS: tuple[tuple[int, int, int, int], ...] = (

@@ -6,9 +6,9 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from pipeline.errors import ConfigError
-from pipeline.model.backbones.base import Backbone
-from pipeline.model.layers import scaled_channels
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.model.backbones.base import Backbone
+from terraseg.pipeline.model.layers import scaled_channels
 
 EXPANSION = 4  # bottleneck output channels = 4 x its width (He et al. 2016)
 

@@ -7,8 +7,13 @@ from typing import ClassVar, cast
 
 from torch import Tensor, nn
 
-from pipeline.model.backbones.base import Backbone
-from pipeline.model.layers import ConvBNAct, SeparableConv2d, dilated_strides, scaled_channels
+from terraseg.pipeline.model.backbones.base import Backbone
+from terraseg.pipeline.model.layers import (
+    ConvBNAct,
+    SeparableConv2d,
+    dilated_strides,
+    scaled_channels,
+)
 
 BN_EPS = 1e-3  # the TensorFlow-trained reference weights use this epsilon
 

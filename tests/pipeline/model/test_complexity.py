@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.model import ModelConfig, build_model
-from pipeline.model.complexity import measure_complexity, time_forward
+from terraseg.pipeline.model import ModelConfig, build_model
+from terraseg.pipeline.model.complexity import measure_complexity, time_forward
 
 
 def test_full_model_counts_come_from_the_built_model() -> None:

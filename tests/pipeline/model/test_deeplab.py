@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError, ModelInputError
-from pipeline.model import BACKBONES, ModelConfig, build_model
-from pipeline.model.aspp import ASPP_RATES
-from pipeline.model.config import BackboneName
-from pipeline.model.layers import SeparableConv2d, dilated_strides, scaled_channels
-from pipeline.settings import build_config
+from terraseg.pipeline.errors import ConfigError, ModelInputError
+from terraseg.pipeline.model import BACKBONES, ModelConfig, build_model
+from terraseg.pipeline.model.aspp import ASPP_RATES
+from terraseg.pipeline.model.config import BackboneName
+from terraseg.pipeline.model.layers import SeparableConv2d, dilated_strides, scaled_channels
+from terraseg.pipeline.settings import build_config
 
 NAMES = list(typing.get_args(BackboneName))
 TINY = 0.125  # width multiplier of the fast models

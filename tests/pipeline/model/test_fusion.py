@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.model import BACKBONES, ModelConfig, build_model
-from pipeline.model.fusion import fuse_batch_norms
+from terraseg.pipeline.model import BACKBONES, ModelConfig, build_model
+from terraseg.pipeline.model.fusion import fuse_batch_norms
 
 
 def _with_trained_statistics(model: nn.Module) -> nn.Module:

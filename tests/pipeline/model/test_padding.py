@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.model import ModelConfig, build_model
-from pipeline.model.padding import pad_wide_depthwise
+from terraseg.pipeline.model import ModelConfig, build_model
+from terraseg.pipeline.model.padding import pad_wide_depthwise
 
 
 def _padded_convs(model: nn.Module) -> list[nn.Conv2d]:

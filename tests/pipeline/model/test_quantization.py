@@ -6,12 +6,12 @@ import torch
 from torch import nn
 from torch.ao.nn import quantized
 
-from pipeline.artifact import load_artifact, save_artifact
-from pipeline.errors import InputError
-from pipeline.model import ModelConfig, build_model
-from pipeline.model.inference import inference_network
-from pipeline.model.quantization import calibrate, int8_supported, quantize_backbone
-from pipeline.prediction.inference import batch_predictor
+from terraseg.pipeline.artifact import load_artifact, save_artifact
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.model import ModelConfig, build_model
+from terraseg.pipeline.model.inference import inference_network
+from terraseg.pipeline.model.quantization import calibrate, int8_supported, quantize_backbone
+from terraseg.pipeline.prediction.inference import batch_predictor
 from tests.helpers import calibration_tiles, tiny_model_artifact
 
 pytestmark = pytest.mark.skipif(not int8_supported(), reason="no x86 quantized engine")

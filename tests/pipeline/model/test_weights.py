@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import WeightsError
-from pipeline.model import ModelConfig, build_model
-from pipeline.model.backbones import BACKBONES, Backbone
-from pipeline.model.weights import adapt_first_conv, load_backbone_weights
+from terraseg.pipeline.errors import WeightsError
+from terraseg.pipeline.model import ModelConfig, build_model
+from terraseg.pipeline.model.backbones import BACKBONES, Backbone
+from terraseg.pipeline.model.weights import adapt_first_conv, load_backbone_weights
 
 TINY = 0.125
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

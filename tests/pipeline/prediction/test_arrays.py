@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.errors import ModelInputError
-from pipeline.executor import InProcessExecutor
-from pipeline.prediction.arrays import predict_array
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import open_model
-from pipeline.prediction.job import plan_files
+from terraseg.pipeline.errors import ModelInputError
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.prediction.arrays import predict_array
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import open_model
+from terraseg.pipeline.prediction.job import plan_files
 from tests.helpers import tiny_model_artifact, tiny_scenes
 
 CONFIG = PredictConfig(probabilities=True, probability_dtype="float32", block_size=96,

@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.grid import axis_offsets
-from pipeline.prediction.blending import BLEND_WINDOWS, guard_width, profile, ramp, tile_weights
-from pipeline.prediction.blocks import accumulate_block, class_map, finish_block
-from pipeline.prediction.plan import PredictionPlan
+from terraseg.pipeline.grid import axis_offsets
+from terraseg.pipeline.prediction.blending import (
+    BLEND_WINDOWS,
+    guard_width,
+    profile,
+    ramp,
+    tile_weights,
+)
+from terraseg.pipeline.prediction.blocks import accumulate_block, class_map, finish_block
+from terraseg.pipeline.prediction.plan import PredictionPlan
 
 
 @pytest.mark.parametrize("kind", list(BLEND_WINDOWS))
@@ -149,7 +155,7 @@ def test_raster_smaller_than_tile_is_reflected():
 
 @pytest.mark.parametrize("width", [1, 7, 300])
 def test_first_argmax_matches_numpy_with_ties_and_uncovered_pixels(width, monkeypatch):
-    from pipeline.prediction import blocks
+    from terraseg.pipeline.prediction import blocks
 
     monkeypatch.setattr(blocks, "ARGMAX_CHUNK", 2 * width + 1)  # several chunks, a short last one
     rng = np.random.default_rng(width)
@@ -161,7 +167,7 @@ def test_first_argmax_matches_numpy_with_ties_and_uncovered_pixels(width, monkey
 
 
 def test_class_map_probabilities_are_normalized_and_zero_where_uncovered():
-    from pipeline.prediction.blocks import Accumulator
+    from terraseg.pipeline.prediction.blocks import Accumulator
 
     rng = np.random.default_rng(0)
     weights = rng.random((9, 11), dtype=np.float32)
@@ -180,7 +186,7 @@ def test_class_map_probabilities_are_normalized_and_zero_where_uncovered():
 
 
 def test_blocks_round_to_the_stride_and_shrink_for_small_rasters():
-    from pipeline.prediction.plan import AxisPlan
+    from terraseg.pipeline.prediction.plan import AxisPlan
 
     # 1024 rounds to 1152 (3 strides of 384); the 640-px last block keeps its tiles
     assert AxisPlan(4096, 512, 128, 1024).bounds == [0, 1152, 2304, 3456, 4096]

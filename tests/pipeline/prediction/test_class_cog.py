@@ -7,10 +7,10 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from pipeline.errors import DiskSpaceError
-from pipeline.prediction import class_cog
-from pipeline.prediction.class_cog import write_class_cog
-from pipeline.prediction.overviews import halve_mode, overview_factors
+from terraseg.pipeline.errors import DiskSpaceError
+from terraseg.pipeline.prediction import class_cog
+from terraseg.pipeline.prediction.class_cog import write_class_cog
+from terraseg.pipeline.prediction.overviews import halve_mode, overview_factors
 
 NODATA = 255
 OPTIONS = {"compress": "deflate", "blocksize": 512}

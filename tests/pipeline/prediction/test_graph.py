@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.prediction.graph import START, Slot, block_graph, last_uses
+from terraseg.pipeline.prediction.graph import START, Slot, block_graph, last_uses
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(1, 1), (1, 4), (4, 1), (3, 5), (7, 2)])

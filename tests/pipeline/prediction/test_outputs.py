@@ -9,9 +9,9 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
-from pipeline.classes import CLASSES_TAG, class_table
-from pipeline.grid import Window
-from pipeline.prediction.outputs import (
+from terraseg.pipeline.classes import CLASSES_TAG, class_table
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.prediction.outputs import (
     OutputPaths,
     assemble,
     create_scratch,
@@ -163,7 +163,7 @@ def test_class_map_has_gdal_category_names_and_an_attribute_table(tmp_path):
     import shutil
     import subprocess
 
-    from pipeline.prediction.styles import class_map_pam, pam_path
+    from terraseg.pipeline.prediction.styles import class_map_pam, pam_path
 
     table = class_table([(2, "water", (30, 100, 220)), (5, "road & rail", (90, 90, 90))])
     root = ET.fromstring(class_map_pam(table))

@@ -3,15 +3,15 @@ import pytest
 import rasterio
 from dask.distributed import Client, LocalCluster
 
-from pipeline.errors import InputError
-from pipeline.executor import InProcessExecutor
-from pipeline.grid import axis_offsets
-from pipeline.prediction.config import PredictConfig
-from pipeline.prediction.driver import predict_files
-from pipeline.prediction.inference import cached_model
-from pipeline.prediction.job import needs_work, plan_file
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.grid import axis_offsets
+from terraseg.pipeline.prediction.config import PredictConfig
+from terraseg.pipeline.prediction.driver import predict_files
+from terraseg.pipeline.prediction.inference import cached_model
+from terraseg.pipeline.prediction.job import needs_work, plan_file
+from terraseg.workflows.executor import DaskExecutor
 from tests.helpers import tiny_model_artifact, tiny_scenes
-from workflows.executor import DaskExecutor
 
 CONFIG = PredictConfig(
     probabilities=True, probability_dtype="float32", block_size=96, batch_size=4, threads=1
@@ -223,7 +223,7 @@ class TestBadInput:
 def test_registered_model_by_alias_predicts_like_its_folder(
     scenes, tmp_path, sqlite_store_uri, monkeypatch
 ):
-    from workflows.mlflow_tracking import start_tracking
+    from terraseg.workflows.mlflow_tracking import start_tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store_uri)
     folder = tiny_model_artifact(tmp_path / "model", seed=3)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.prediction.tta import TTA_TRANSFORMS, with_tta
+from terraseg.pipeline.prediction.tta import TTA_TRANSFORMS, with_tta
 
 
 @pytest.mark.parametrize("mode", ["flips", "d4"])

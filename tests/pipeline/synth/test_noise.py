@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.synth.noise import fractal_noise, noise_at, value_noise, white_noise
+from terraseg.pipeline.synth.noise import fractal_noise, noise_at, value_noise, white_noise
 
 
 def test_noise_is_seamless_across_blocks():

@@ -5,11 +5,11 @@ import rasterio
 import shapely
 from rasterio.features import rasterize
 
-from pipeline.classes import read_classes
-from pipeline.errors import ConfigError
-from pipeline.settings import build_config
-from pipeline.synth.config import SynthConfig
-from pipeline.synth.writer import synthesize
+from terraseg.pipeline.classes import read_classes
+from terraseg.pipeline.errors import ConfigError
+from terraseg.pipeline.settings import build_config
+from terraseg.pipeline.synth.config import SynthConfig
+from terraseg.pipeline.synth.writer import synthesize
 
 SMALL = {"scenes": 2, "size": "384x320", "seed": 3, "resolution": 1.5, "workers": 1}
 

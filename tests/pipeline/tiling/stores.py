@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.classes import read_classes
-from pipeline.executor import InProcessExecutor
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.pipeline.classes import read_classes
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
 
 TERRASEG = str(Path(sys.executable).parent / "terraseg")
 

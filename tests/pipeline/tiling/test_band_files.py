@@ -14,11 +14,11 @@ import rasterio
 import zarr
 from click.testing import CliRunner
 
-from pipeline.errors import InputError
-from pipeline.rasters import SourceIdentity
-from pipeline.tiling.labels import match_label_rasters
+from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.rasters import SourceIdentity
+from terraseg.pipeline.tiling.labels import match_label_rasters
+from terraseg.workflows.cli.main import cli
 from tests.pipeline.test_bandfiles import make_scene, write_band
-from workflows.cli.main import cli
 
 CLASSES = "classes:\n" + "".join(
     f"- {{id: {i}, name: {n}}}\n" for i, n in enumerate(["clear", "water", "shadow"])

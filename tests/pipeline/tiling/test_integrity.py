@@ -9,15 +9,20 @@ import pytest
 import rasterio
 import zarr
 
-from pipeline.classes import read_classes
-from pipeline.errors import ConfigError, IncompleteOutputError, LockedError, OutputExistsError
-from pipeline.executor import InProcessExecutor
-from pipeline.locks import lock_path
-from pipeline.store import open_existing, scene_names
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
-from pipeline.tiling.chunks import merge_summaries, tile_window
-from pipeline.tiling.finish import finish_scene, finish_store
-from pipeline.tiling.store import start_store
+from terraseg.pipeline.classes import read_classes
+from terraseg.pipeline.errors import (
+    ConfigError,
+    IncompleteOutputError,
+    LockedError,
+    OutputExistsError,
+)
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.locks import lock_path
+from terraseg.pipeline.store import open_existing, scene_names
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.pipeline.tiling.chunks import merge_summaries, tile_window
+from terraseg.pipeline.tiling.finish import finish_scene, finish_store
+from terraseg.pipeline.tiling.store import start_store
 from tests.helpers import tiny_scenes
 from tests.pipeline.tiling.stores import (
     assert_same_store,
@@ -172,7 +177,7 @@ def test_a_live_lock_holder_is_refused_and_a_dead_one_taken_over(synth, tmp_path
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom pipeline.locks import output_lock\n"
+            "import sys, time\nfrom terraseg.pipeline.locks import output_lock\n"
             "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
             str(store),
         ],

@@ -9,11 +9,11 @@ import zarr
 from click.testing import CliRunner
 from rasterio.transform import from_origin
 
-from pipeline.classes import class_table
-from pipeline.errors import ConfigError, InputError
-from pipeline.executor import InProcessExecutor
-from pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
-from workflows.cli.main import cli
+from terraseg.pipeline.classes import class_table
+from terraseg.pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.executor import InProcessExecutor
+from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+from terraseg.workflows.cli.main import cli
 
 TABLE = class_table([(0, "a", (0, 0, 0)), (1, "b", (9, 9, 9))])
 BLOCK = 512.0  # map units of a split block of 4 tiles of 128 px at 1 m
@@ -59,7 +59,7 @@ def test_one_tile_is_refused_in_one_line_before_anything_is_written(tmp_path):
 def test_the_split_block_is_lowered_until_validation_has_ground(tmp_path, caplog):
     image, labels = small_scene(tmp_path)
     store = tmp_path / "store.zarr"
-    with caplog.at_level(logging.WARNING, logger="pipeline.tiling.split"):
+    with caplog.at_level(logging.WARNING, logger="terraseg.pipeline.tiling.split"):
         summary = tile_here(store, image, labels, tile_size=128)
     assert summary["split_block"] == 3 and summary["val"] >= 1 and summary["train"] >= 1
     (line,) = [r.getMessage() for r in caplog.records if "instead of" in r.getMessage()]

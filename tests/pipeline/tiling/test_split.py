@@ -13,11 +13,11 @@ import rasterio
 import shapely
 from affine import Affine
 
-from pipeline.grid import Window, plan_tiles
-from pipeline.store import export_tile_index, open_existing, tile_index
-from pipeline.tiling import TileConfig
-from pipeline.tiling.split import SceneTiles, assign_splits
-from pipeline.training.dataset import read_store_info
+from terraseg.pipeline.grid import Window, plan_tiles
+from terraseg.pipeline.store import export_tile_index, open_existing, tile_index
+from terraseg.pipeline.tiling import TileConfig
+from terraseg.pipeline.tiling.split import SceneTiles, assign_splits
+from terraseg.pipeline.training.dataset import read_store_info
 from tests.helpers import tiny_scenes
 from tests.pipeline.tiling.stores import tile_here
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.tiling.stats import BandSummary, band_statistics
+from terraseg.pipeline.tiling.stats import BandSummary, band_statistics
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])

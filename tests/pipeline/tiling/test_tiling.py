@@ -14,14 +14,14 @@ from dask.distributed import Client, LocalCluster
 from rasterio.features import rasterize
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from pipeline.classes import read_classes
-from pipeline.errors import CRSError, InputError, RasterReadError
-from pipeline.grid import Window
-from pipeline.store import export_tile_index, open_existing, tile_index
-from pipeline.tiling import TileConfig, assign_splits, prepare_tiling, tile_scenes
-from pipeline.tiling.split import SceneTiles
+from terraseg.pipeline.classes import read_classes
+from terraseg.pipeline.errors import CRSError, InputError, RasterReadError
+from terraseg.pipeline.grid import Window
+from terraseg.pipeline.store import export_tile_index, open_existing, tile_index
+from terraseg.pipeline.tiling import TileConfig, assign_splits, prepare_tiling, tile_scenes
+from terraseg.pipeline.tiling.split import SceneTiles
+from terraseg.workflows.executor import DaskExecutor
 from tests.helpers import tiny_scenes
-from workflows.executor import DaskExecutor
 
 CONFIG = TileConfig(tile_size=64, split_block=1, val_fraction=0.25)
 

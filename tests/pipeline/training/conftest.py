@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workflows.bench.train import write_sample_store
+from terraseg.workflows.bench.train import write_sample_store
 
 
 @pytest.fixture(scope="session")

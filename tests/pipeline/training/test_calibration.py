@@ -3,11 +3,11 @@ import dataclasses
 import torch
 from click.testing import CliRunner
 
-from pipeline.artifact import load_artifact, save_artifact
-from pipeline.model.inference import inference_network
-from pipeline.model.quantization import quantize_backbone
+from terraseg.pipeline.artifact import load_artifact, save_artifact
+from terraseg.pipeline.model.inference import inference_network
+from terraseg.pipeline.model.quantization import quantize_backbone
+from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact
-from workflows.cli.main import cli
 
 
 def test_model_calibrate_stores_ranges_that_fit_in_a_copy(store, tmp_path):

@@ -9,16 +9,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.errors import TrainingError
-from pipeline.training.checkpoint import (
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.training.checkpoint import (
     check_plain,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from terraseg.workflows.cli.main import cli
 from tests.pipeline.training.test_train import TINY
-from workflows.cli.main import cli
 
 
 class RunsCode:

@@ -12,15 +12,15 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.errors import OutputExistsError
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.config import TrainConfig
-from pipeline.training.loop import StepContext, train_step, wait_for_all
-from pipeline.training.losses import SegmentationLoss
-from pipeline.training.records import prepare_output
-from pipeline.training.tracker import NullTracker
-from workflows import train_run
-from workflows.train_run import free_port, init_distributed, launch, shutdown_distributed
+from terraseg.pipeline.errors import OutputExistsError
+from terraseg.pipeline.training.checkpoint import load_checkpoint
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.loop import StepContext, train_step, wait_for_all
+from terraseg.pipeline.training.losses import SegmentationLoss
+from terraseg.pipeline.training.records import prepare_output
+from terraseg.pipeline.training.tracker import NullTracker
+from terraseg.workflows import train_run
+from terraseg.workflows.train_run import free_port, init_distributed, launch, shutdown_distributed
 
 
 def _net():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.metrics import confusion_matrix, scores
+from terraseg.pipeline.training.metrics import confusion_matrix, scores
 
 
 def test_confusion_matrix_skips_ignore_label():

@@ -52,7 +52,7 @@ def test_two_torchrun_nodes_equal_two_local_devices(store, tmp_path):
                 "--rdzv-id",
                 "terraseg-test",
                 "-m",
-                "workflows.cli.main",
+                "terraseg.workflows.cli.main",
                 "-q",
                 *TRAIN,
                 "--data",

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.augment import dihedral
-from pipeline.training.config import ScheduleConfig
-from pipeline.training.losses import SegmentationLoss, class_weights
-from pipeline.training.optim import LRFactor, build_scheduler
-from pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weights
+from terraseg.pipeline.training.augment import dihedral
+from terraseg.pipeline.training.config import ScheduleConfig
+from terraseg.pipeline.training.losses import SegmentationLoss, class_weights
+from terraseg.pipeline.training.optim import LRFactor, build_scheduler
+from terraseg.pipeline.training.sampler import WeightedCropSampler, rank_share, tile_weights
 
 
 @pytest.mark.parametrize("dice", [0.0, 0.5])
@@ -96,8 +96,8 @@ def test_poly_and_cosine_with_warmup():
 def test_configs_train_yaml_documents_the_defaults():
     from pathlib import Path
 
-    from pipeline.settings import build_config, load_yaml
-    from pipeline.training.config import TrainConfig
+    from terraseg.pipeline.settings import build_config, load_yaml
+    from terraseg.pipeline.training.config import TrainConfig
 
     path = Path(__file__).parents[3] / "configs" / "train.yaml"
     assert build_config(TrainConfig, load_yaml(path)) == TrainConfig()

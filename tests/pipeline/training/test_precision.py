@@ -6,12 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import TrainingError
-from pipeline.training import loop
-from pipeline.training.loop import NonFiniteLossError, StepContext, train_one_epoch, train_step
-from pipeline.training.losses import SegmentationLoss
-from pipeline.training.precision import Autocast, choose_autocast
-from pipeline.training.session import nan_error
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.training import loop
+from terraseg.pipeline.training.loop import (
+    NonFiniteLossError,
+    StepContext,
+    train_one_epoch,
+    train_step,
+)
+from terraseg.pipeline.training.losses import SegmentationLoss
+from terraseg.pipeline.training.precision import Autocast, choose_autocast
+from terraseg.pipeline.training.session import nan_error
 
 CUDA = torch.device("cuda", 0)
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.training.checkpoint import load_checkpoint
-from workflows.cli.main import cli
+from terraseg.pipeline.training.checkpoint import load_checkpoint
+from terraseg.workflows.cli.main import cli
 
 BIN = Path(sys.executable).parent
 TIMINGS = {"train/images_per_s", "train/data_wait", "train/seconds"}  # wall-clock, not results

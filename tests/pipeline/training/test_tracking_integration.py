@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from pipeline.artifact import load_artifact
-from pipeline.registry import load_model
-from pipeline.store import store_digest
-from pipeline.training import records
+from terraseg.pipeline.artifact import load_artifact
+from terraseg.pipeline.registry import load_model
+from terraseg.pipeline.store import store_digest
+from terraseg.pipeline.training import records
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.train_run import launch
 from tests.pipeline.training.test_train import tiny
-from workflows.cli.main import cli
-from workflows.train_run import launch
 
 
 def test_training_run_is_recorded_and_registered(store, store_uri, tmp_path, monkeypatch):

@@ -6,22 +6,22 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from pipeline.artifact import load_artifact
-from pipeline.errors import TrainingError
-from pipeline.model.inference import inference_network
-from pipeline.model.quantization import quantize_backbone
-from pipeline.training import loop, records
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.components import build_network, resolve_model_config
-from pipeline.training.config import TrainConfig
-from pipeline.training.dataset import TrainCrops, read_store_info
-from pipeline.training.loop import StepContext, train_step
-from pipeline.training.losses import SegmentationLoss
-from pipeline.training.optim import build_optimizer
-from pipeline.training.session import run_training
-from pipeline.training.tracker import NullTracker
-from workflows.cli.main import cli
-from workflows.train_run import init_distributed, launch
+from terraseg.pipeline.artifact import load_artifact
+from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.model.inference import inference_network
+from terraseg.pipeline.model.quantization import quantize_backbone
+from terraseg.pipeline.training import loop, records
+from terraseg.pipeline.training.checkpoint import load_checkpoint
+from terraseg.pipeline.training.components import build_network, resolve_model_config
+from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.dataset import TrainCrops, read_store_info
+from terraseg.pipeline.training.loop import StepContext, train_step
+from terraseg.pipeline.training.losses import SegmentationLoss
+from terraseg.pipeline.training.optim import build_optimizer
+from terraseg.pipeline.training.session import run_training
+from terraseg.pipeline.training.tracker import NullTracker
+from terraseg.workflows.cli.main import cli
+from terraseg.workflows.train_run import init_distributed, launch
 
 TINY = {
     "model": {"backbone": "mobilenetv2", "width_multiplier": 0.25},

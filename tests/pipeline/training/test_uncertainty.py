@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.metrics import scores
-from pipeline.store import open_existing, tile_index
-from pipeline.training.tracker import NullTracker
-from pipeline.training.uncertainty import (
+from terraseg.pipeline.metrics import scores
+from terraseg.pipeline.store import open_existing, tile_index
+from terraseg.pipeline.training.tracker import NullTracker
+from terraseg.pipeline.training.uncertainty import (
     MIN_PIXELS,
     bootstrap_mean_iou,
     mean_ious,
@@ -106,7 +106,7 @@ def test_a_single_validation_block_has_no_interval(store, tmp_path, caplog):
         group = root[f"scenes/{name}"]
         tiles = [dict(t) for t in group.attrs["tiles"]]
         group.attrs["tiles"] = [{**t, "block": "EPSG:32633/0/0"} for t in tiles]
-    with caplog.at_level(logging.WARNING, logger="pipeline.training.uncertainty"):
+    with caplog.at_level(logging.WARNING, logger="terraseg.pipeline.training.uncertainty"):
         summary = train_with(Recorder(), tiny(epochs=1), copy, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "summary.json").read_text())["val_uncertainty"]
     assert record["mean_iou_interval"] is None and record["blocks"] == 1
