@@ -189,23 +189,3 @@ def band_files_opts(command: Any) -> Any:
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def scene_inputs(
-    inputs: tuple[str, ...],
-    band_files: list[str] | None,
-    recursive: bool,
-    resampling: str,
-    stacks: Path,
-) -> list[Path]:
-    """The rasters of ``inputs``: files, folders, globs and lists, or band-file scenes.
-
-    Band-file scenes are stacked into VRTs under ``stacks``.
-    """
-    from terraseg.pipeline.bandfiles import find_band_scenes, write_stack_vrt
-    from terraseg.pipeline.rasters import expand_inputs
-
-    if band_files is None:
-        return expand_inputs(inputs)
-    scenes = find_band_scenes(list(inputs), band_files, recursive=recursive)
-    return [write_stack_vrt(scene, stacks, resampling) for scene in scenes]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,6 @@ from terraseg.workflows.cli.options import (
     config_opt,
     nodata_opt,
     note_output,
-    resolve_config,
     scheduler_opt,
     show_progress,
     tracking_uri_opt,
@@ -26,10 +24,8 @@ from terraseg.workflows.cli.options import (
 
 if TYPE_CHECKING:
     from terraseg.pipeline.prediction.driver import FileOutcome
-    from terraseg.pipeline.prediction.job import FileJob
 
 logger = logging.getLogger(__name__)
-MODEL_CACHE = ".models"  # in --out: models downloaded from a remote store, by exact version
 
 
 def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -160,77 +156,23 @@ def predict(
     it is, one in a remote store is downloaded once into OUT/.models; local
     workers load that folder, workers of a --scheduler the exact version.
     """
-    from terraseg.pipeline.prediction.driver import FileOutcome
-    from terraseg.pipeline.prediction.inference import (
-        check_device,
-        check_precision,
-        check_weights,
-        open_for_workers,
-    )
-    from terraseg.pipeline.prediction.job import plan_files
-    from terraseg.pipeline.registry import resolve_tracking_uri
-    from terraseg.workflows.cli.options import scene_inputs
+    from terraseg.workflows.api.predict import predict_files
 
-    out_dir = note_output(ctx, out_dir.resolve())
-    tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
-    config = resolve_config(PredictConfig, config_path, options)
-    device = check_device(config.device)
-    reference = str(Path(model).resolve()) if Path(model).exists() else model
-    artifact, load_from = open_for_workers(  # read afresh: it may have been retrained
-        reference, tracking_uri, out_dir / MODEL_CACHE, shared_disk=scheduler is None
+    outcomes = predict_files(
+        inputs,
+        model,
+        note_output(ctx, out_dir.resolve()),
+        band_files=band_files,
+        recursive=recursive,
+        band_resampling=band_resampling,
+        devices=devices,
+        scheduler=scheduler,
+        tracking_uri=tracking_uri,
+        config=config_path,
+        progress=show_progress(ctx),
+        **options,
     )
-    check_weights(artifact, reference)
-    check_precision(artifact, reference, config.precision, device)
-    stacks = out_dir.resolve() / ".band-stacks"
-    paths = scene_inputs(inputs, band_files, recursive, band_resampling, stacks)
-    jobs, errors = plan_files(reference, artifact, paths, out_dir.resolve(), config, tracking_uri)
-    jobs = [replace(job, model=load_from) for job in jobs]  # the tags keep the reference given
-    outcomes = [FileOutcome(path, error=error) for path, error in errors.items()]
-    outcomes += _run(ctx, jobs, device, devices, scheduler, config.threads)
     _report(outcomes)
-
-
-def _run(
-    ctx: click.Context,
-    jobs: list[FileJob],
-    device: str,
-    devices: int | None,
-    scheduler: str | None,
-    threads: int | None,
-) -> list[FileOutcome]:
-    """Predict ``jobs`` on a LocalCluster or the given scheduler, with a progress bar."""
-    from tqdm import tqdm
-
-    from terraseg.pipeline.executor import InProcessExecutor
-    from terraseg.pipeline.prediction.driver import predict_files
-    from terraseg.pipeline.prediction.job import needs_work
-    from terraseg.workflows.cluster import dask_client
-    from terraseg.workflows.executor import DaskExecutor
-    from terraseg.workflows.workers import configure_workers, local_cluster_plan
-
-    todo = [job for job in jobs if needs_work(job)]
-    if not todo:  # all current: no cluster to start (the driver still takes the locks)
-        return predict_files(jobs, InProcessExecutor())
-    plan = local_cluster_plan(device, devices, threads)
-    total = sum(job.plan.shape[0] * job.plan.shape[1] for job in todo)
-    bar = tqdm(
-        total=total,
-        desc="predicting",
-        unit="px",
-        unit_scale=True,
-        leave=False,
-        disable=not show_progress(ctx),
-    )
-    cluster = dask_client(
-        scheduler,
-        workers=plan.workers,
-        threads_per_worker=plan.threads_per_worker,
-        resources=plan.resources,
-    )
-    with cluster as client, bar:
-        configure_workers(client, device, threads)
-        gpu = {"GPU": 1.0} if device == "cuda" else None  # asked of an external cluster too
-        return predict_files(jobs, DaskExecutor(client), resources=gpu, progress=bar.update)
 
 
 def _report(outcomes: Sequence[FileOutcome]) -> None:

@@ -18,7 +18,6 @@ from terraseg.workflows.cli.options import (
     note_output,
     overwrite_opt,
     resolve_config,
-    scene_inputs,
     scheduler_opt,
     show_progress,
     workers_opt,
@@ -143,6 +142,7 @@ def tile(
     from terraseg.pipeline.locks import output_lock
     from terraseg.pipeline.store import export_tile_index
     from terraseg.pipeline.tiling import TileConfig, tile_scenes
+    from terraseg.workflows.api.inputs import scene_inputs
     from terraseg.workflows.cluster import dask_client
     from terraseg.workflows.executor import DaskExecutor
 
