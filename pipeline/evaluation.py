@@ -24,7 +24,14 @@ from terraseg.pipeline.classes import CLASSES_TAG, ClassTable
 from terraseg.pipeline.errors import InputError
 from terraseg.pipeline.files import write_json
 from terraseg.pipeline.grid import Window, plan_blocks
-from terraseg.pipeline.metrics import confusion_counts, scores
+from terraseg.pipeline.metrics import (
+    BOUNDARY_HALO,
+    BOUNDARY_TOLERANCES,
+    boundary_counts,
+    boundary_scores,
+    confusion_counts,
+    scores,
+)
 from terraseg.pipeline.rasters import NodataOverride, open_raster, read_band, shared_reader
 from terraseg.pipeline.settings import StrictModel
 from terraseg.pipeline.tiling.checks import raster_overlaps
@@ -64,28 +71,42 @@ class EvaluateConfig(StrictModel):
 
 @dataclass(frozen=True)
 class BlockJob:
-    """One block of one prediction and where its truth comes from."""
+    """One block of one prediction and where its truth comes from.
+
+    ``window`` holds the pixels the block counts, ``outer`` the pixels it reads: the
+    window and up to :data:`BOUNDARY_HALO` pixels around it, within the raster.
+    """
 
     prediction: Path
     window: Window
     truth: RasterChunkLabels | Any  # VectorChunkLabels
     classes: ClassTable
+    outer: Window | None = None
+
+
+BlockResult = tuple[str, NDArray[np.int64], NDArray[np.int64]]  # file, matrix, boundary counts
 
 
 @dataclass
 class Evaluation:
-    """Confusion matrices per file and over all files, with their scores."""
+    """Confusion matrices per file and over all files, boundary counts, and their scores."""
 
     classes: ClassTable
     matrix: NDArray[np.int64]
     per_file: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    boundary: NDArray[np.int64] | None = None  # summed boundary_counts
 
     def report(self) -> dict[str, Any]:
         """Everything as JSON-ready data."""
         overall = scores(self.matrix)
+        size = self.classes.num_classes
+        boundary = self.boundary
+        if boundary is None:
+            boundary = np.zeros((len(BOUNDARY_TOLERANCES), size, 4), np.int64)
         return {
             "classes": self.classes.names,
             **overall,
+            **boundary_scores(boundary),
             "confusion_matrix": self.matrix.tolist(),
             "files": {
                 name: {"mean_iou": scores(m)["mean_iou"], "pixels": int(m.sum())}
@@ -140,14 +161,15 @@ def plan_evaluation(
         if not _has_truth(scene_truth, rasters, prediction, crs, bounds):
             uncovered.append(prediction)
         for window in plan_blocks(shape, config.block_size):
+            outer = expand_window(window, BOUNDARY_HALO, shape)
             if scene_truth is not None:
                 source: Any = scene_truth.for_window(
-                    window, transform, config.all_touched, config.labels_cover
+                    outer, transform, config.all_touched, config.labels_cover
                 )
             else:
                 assert rasters is not None
                 source = RasterChunkLabels(str(rasters[_truth_key(prediction)]), config.nodata)
-            jobs.append(BlockJob(prediction, window, source, table))
+            jobs.append(BlockJob(prediction, window, source, table, outer))
     check_truth_covers(uncovered, predictions, truth)
     return jobs, table
 
@@ -214,29 +236,57 @@ def _truth_files(truth: Path) -> list[Path]:
     return expand_inputs([truth], what="truth raster")
 
 
-def evaluate_block(job: BlockJob) -> tuple[str, NDArray[np.int64]]:
-    """The confusion matrix of one block, rows and columns in class-id order."""
+def expand_window(window: Window, halo: int, shape: tuple[int, int]) -> Window:
+    """``window`` grown by ``halo`` pixels on every side, clipped to a raster of ``shape``."""
+    row, col = max(0, window.row_off - halo), max(0, window.col_off - halo)
+    row_end = min(shape[0], window.row_end + halo)
+    col_end = min(shape[1], window.col_end + halo)
+    return Window(row, col, row_end - row, col_end - col)
+
+
+def read_block(job: BlockJob) -> tuple[NDArray[Any], NDArray[Any], tuple[slice, slice]]:
+    """Prediction and truth of the block's outer window, and where its own pixels lie in them."""
+    outer = job.outer or job.window
     src = shared_reader(job.prediction)
-    pred = read_band(src, 1, job.window)
+    pred = read_band(src, 1, outer)
     truth = chunk_label(
-        job.truth,
-        job.window,
-        transform=src.transform,
-        crs=src.crs,
-        shape=src.shape,
-        classes=job.classes,
+        job.truth, outer, transform=src.transform, crs=src.crs, shape=src.shape, classes=job.classes
     )
-    lut = job.classes.index_lut()  # class ids -> rows and columns; ignored -> 255
-    return str(job.prediction), confusion_counts(lut[pred], lut[truth], job.classes.num_classes)
+    rows = slice(job.window.row_off - outer.row_off, job.window.row_end - outer.row_off)
+    cols = slice(job.window.col_off - outer.col_off, job.window.col_end - outer.col_off)
+    return pred, truth, (rows, cols)
 
 
-def combine(results: list[tuple[str, NDArray[np.int64]]], classes: ClassTable) -> Evaluation:
-    """Sum block matrices per file and overall."""
+def compare(
+    pred: NDArray[Any], truth: NDArray[Any], classes: ClassTable, interior: tuple[slice, slice]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Confusion matrix of the interior and its boundary counts, from class-id arrays."""
+    lut = classes.index_lut()  # class ids -> rows and columns; ignored -> 255
+    pred_index, truth_index = lut[pred], lut[truth]
     size = classes.num_classes
-    evaluation = Evaluation(classes, np.zeros((size, size), np.int64))
-    for name, matrix in results:
+    matrix = confusion_counts(pred_index[interior], truth_index[interior], size)
+    return matrix, boundary_counts(pred_index, truth_index, size, interior)
+
+
+def evaluate_block(job: BlockJob) -> BlockResult:
+    """The confusion matrix (rows and columns in class-id order) and boundary counts of a block."""
+    pred, truth, interior = read_block(job)
+    return (str(job.prediction), *compare(pred, truth, job.classes, interior))
+
+
+def combine(results: list[BlockResult], classes: ClassTable) -> Evaluation:
+    """Sum block matrices per file and overall, and boundary counts overall."""
+    size = classes.num_classes
+    evaluation = Evaluation(
+        classes,
+        np.zeros((size, size), np.int64),
+        boundary=np.zeros((len(BOUNDARY_TOLERANCES), size, 4), np.int64),
+    )
+    for name, matrix, boundary in results:
         evaluation.per_file[name] = evaluation.per_file.get(name, np.zeros_like(matrix)) + matrix
         evaluation.matrix += matrix
+        assert evaluation.boundary is not None
+        evaluation.boundary += boundary
     return evaluation
 
 

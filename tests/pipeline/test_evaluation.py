@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from terraseg.pipeline.classes import CLASSES_TAG, read_classes
 from terraseg.pipeline.errors import InputError
 from terraseg.pipeline.evaluation import EvaluateConfig, evaluate
-from terraseg.pipeline.metrics import confusion_counts, scores
+from terraseg.pipeline.metrics import boundary_counts, confusion_counts, scores
 from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_scenes
 
@@ -110,8 +110,25 @@ def test_cli_prints_table_writes_json_and_logs_to_mlflow(case, tmp_path, sqlite_
     )
     assert result.exit_code == 0, result.output
     assert "mean IoU" in result.output and "vegetation" in result.output
+    assert "boundary F (1 px)" in result.output and "bndF2" in result.output
     report = json.loads(out.read_text())
     assert report["confusion_matrix"] == expected.tolist()
+    assert 0 < report["mean_boundary_f1"] < 1 and len(report["boundary_f2"]) == 5
     logged = mlflow.MlflowClient(sqlite_store_uri).get_run(run.info.run_id).data.metrics
     assert logged["eval_mean_iou"] == pytest.approx(report["mean_iou"])
     assert "eval_iou_building" in logged
+    assert logged["eval_mean_boundary_f2"] == pytest.approx(report["mean_boundary_f2"])
+
+
+def test_boundary_scores_by_blocks_equal_whole_arrays(case):
+    predictions, truth, _, _, _ = case
+    table = read_classes(truth.classes)
+    lut = table.index_lut()
+    expected = 0
+    for path, label_path in zip(predictions, truth.labels, strict=True):
+        with rasterio.open(path) as pred, rasterio.open(label_path) as labels:
+            expected += boundary_counts(lut[pred.read(1)], lut[labels.read(1)], 5)
+    result = evaluate(predictions, truth.labels[0].parent, None, CONFIG)
+    np.testing.assert_array_equal(result.boundary, expected)
+    report = result.report()
+    assert 0 < report["mean_boundary_f1"] < report["mean_boundary_f2"] < 1

@@ -81,9 +81,10 @@ def evaluate(
 ) -> None:
     """Compare class maps (PREDICTIONS: files, folders or globs) with ground truth.
 
-    Prints per-class IoU, precision, recall and F1, mean IoU, pixel accuracy and the
-    confusion matrix. Nodata in the predictions and ignored truth pixels count for
-    nothing. Works block by block, so rasters of any size fit in memory.
+    Prints per-class IoU, precision, recall and F1, boundary F-scores within 1 and
+    2 pixels, their means, pixel accuracy and the confusion matrix. Nodata in the
+    predictions and ignored truth pixels count for nothing. Works block by block, so
+    rasters of any size fit in memory.
     """
     from terraseg.pipeline.classes import read_classes
     from terraseg.pipeline.errors import OutputExistsError
@@ -130,12 +131,14 @@ def format_report(evaluation: Evaluation) -> str:
     def cell(value: float) -> str:
         return "   n/a" if value is None or math.isnan(value) else f"{value:6.3f}"
 
-    lines = [f"{'class':<{width}}    IoU  prec.  recall   F1"]
+    keys = ["iou", "precision", "accuracy", "f1", "boundary_f1", "boundary_f2"]
+    lines = [f"{'class':<{width}}    IoU  prec.  recall   F1  bndF1  bndF2"]
     for i, name in enumerate(names):
-        row = [report["iou"][i], report["precision"][i], report["accuracy"][i], report["f1"][i]]
-        lines.append(f"{name:<{width}} " + " ".join(cell(v) for v in row))
+        lines.append(f"{name:<{width}} " + " ".join(cell(report[k][i]) for k in keys))
     lines.append(
         f"mean IoU {cell(report['mean_iou'])}   pixel accuracy {cell(report['pixel_accuracy'])}"
+        f"   boundary F (1 px) {cell(report['mean_boundary_f1'])}"
+        f"   (2 px) {cell(report['mean_boundary_f2'])}"
     )
     lines.append("confusion matrix (rows: truth, columns: prediction)")
     for name, row in zip(names, report["confusion_matrix"], strict=True):
@@ -149,6 +152,7 @@ def _log_to_run(evaluation: Evaluation, run_id: str, tracking_uri: str | None) -
     report = evaluation.report()
     mlflow_client = client(tracking_uri)
     metrics = {"eval_mean_iou": report["mean_iou"], "eval_pixel_accuracy": report["pixel_accuracy"]}
+    metrics |= {f"eval_mean_boundary_f{t}": report[f"mean_boundary_f{t}"] for t in (1, 2)}
     metrics |= {f"eval_iou_{n}": v for n, v in zip(report["classes"], report["iou"], strict=True)}
     for key, value in metrics.items():
         if value is not None and not math.isnan(value):
