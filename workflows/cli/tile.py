@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,19 +13,10 @@ from terraseg.workflows.cli.options import (
     nodata_opt,
     note_output,
     overwrite_opt,
-    resolve_config,
     scheduler_opt,
     show_progress,
     workers_opt,
 )
-
-if TYPE_CHECKING:
-    from terraseg.pipeline.classes import ClassTable
-    from terraseg.pipeline.tiling import ScenePlan, TileConfig
-
-logger = logging.getLogger(__name__)
-BAND_STACKS = ".band-stacks"  # beside the store: the VRTs of band-file scenes
-VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet", ".gml", ".kml"}
 
 
 @click.command()
@@ -139,32 +126,27 @@ def tile(
     --overwrite replaces the whole store. One run at a time writes a store: a
     second refuses at once, naming the first.
     """
-    from terraseg.pipeline.locks import output_lock
-    from terraseg.pipeline.store import export_tile_index
-    from terraseg.pipeline.tiling import TileConfig, tile_scenes
-    from terraseg.workflows.api.inputs import scene_inputs
-    from terraseg.workflows.cluster import dask_client
-    from terraseg.workflows.executor import DaskExecutor
+    from terraseg.workflows.api.tile import tile as tile_stores
 
     _check_sources(images, labels, pairs, band_files)
-    config = resolve_config(TileConfig, config_path, options)
-    out = note_output(ctx, out.resolve())
-    with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
-        stacks = out.parent / BAND_STACKS / out.name
-        inputs = scene_inputs(images, band_files, recursive, band_resampling, stacks)
-        plans, table = _plan(inputs, labels, pairs, classes_path, config)
-        with (
-            dask_client(scheduler, workers=workers, threads_per_worker=2) as client,
-            progress_bar(show_progress(ctx)) as progress,
-        ):
-            summary = tile_scenes(out, plans, config, table, DaskExecutor(client),
-                                  progress=progress, overwrite=overwrite, lock=lock)  # fmt: skip
-        if export_index is not None:
-            export_tile_index(out, export_index)
-    logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
-    click.echo(
-        json.dumps({"store": str(out), **{k: v for k, v in summary.items() if k != "statistics"}})
+    summary = tile_stores(
+        images,
+        note_output(ctx, out.resolve()),
+        labels=labels,
+        pairs=pairs,
+        classes=classes_path,
+        export_index=export_index,
+        overwrite=overwrite,
+        band_files=band_files,
+        recursive=recursive,
+        band_resampling=band_resampling,
+        scheduler=scheduler,
+        workers=workers,
+        config=config_path,
+        progress=show_progress(ctx),
+        **options,
     )
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "statistics"}))
 
 
 def _check_sources(
@@ -180,71 +162,3 @@ def _check_sources(
         raise click.UsageError("give the rasters to tile (files, folders or globs)")
     if band_files is not None and pairs is not None:
         raise click.UsageError("--band-files takes scene folders, not --pairs")
-
-
-def _plan(
-    images: list[Path],
-    labels: str | None,
-    pairs: tuple[Path, Path] | None,
-    classes_path: Path | None,
-    config: TileConfig,
-) -> tuple[list[ScenePlan], ClassTable]:
-    """Read the classes and plan every scene of ``images`` (see ``prepare_tiling``)."""
-    from terraseg.pipeline.classes import read_classes
-    from terraseg.pipeline.tiling import prepare_tiling
-
-    vector, label_rasters = _label_sources(labels)
-    classes_path = classes_path or _classes_beside(labels or (pairs[1] if pairs else None))
-    classes = read_classes(classes_path) if classes_path else None
-    return prepare_tiling(
-        images,
-        vector_labels=vector,
-        label_rasters=label_rasters,
-        pairs=pairs,
-        classes=classes,
-        config=config,
-    )
-
-
-def _label_sources(labels: str | None) -> tuple[Path | None, list[Path] | None]:
-    """``--labels`` as a vector file or as label rasters (a file, folder or glob)."""
-    from terraseg.pipeline.rasters import expand_inputs
-
-    if labels is None:
-        return None, None
-    if Path(labels).suffix.lower() in VECTOR_SUFFIXES:
-        if not Path(labels).exists():
-            raise click.BadParameter("file does not exist", param_hint="--labels")
-        return Path(labels), None
-    return None, expand_inputs([labels], what="label raster")
-
-
-@contextmanager
-def progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback of :func:`terraseg.pipeline.tiling.tile_scenes` that draws a tqdm bar."""
-    from tqdm import tqdm
-
-    bar: tqdm[Any] | None = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="tiling", unit="window", disable=not enabled, leave=False)
-        bar.update(done - bar.n)
-
-    try:
-        yield update
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _classes_beside(path: str | Path | None) -> Path | None:
-    if path is None:
-        return None
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    candidate = folder / "classes.yaml"
-    if candidate.exists():
-        logger.info("using classes from %s", candidate)
-        return candidate
-    return None
