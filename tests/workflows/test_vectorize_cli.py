@@ -143,7 +143,7 @@ def test_confidence_count_must_match(classmap: Path, tmp_path: Path) -> None:
         "vectorize", str(classmap), str(classmap), "-o", str(tmp_path / "o.gpkg"),
         "--confidence", str(classmap),
     )  # fmt: skip
-    assert code == 2 and "--confidence" in output
+    assert code == 1 and "1 confidence rasters for 2 class rasters" in output
 
 
 def test_bench_reports_missing_gdal_polygonize(monkeypatch: pytest.MonkeyPatch) -> None:

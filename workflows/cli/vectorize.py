@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,78 +10,12 @@ from terraseg.workflows.cli.options import (
     config_opt,
     note_output,
     overwrite_opt,
-    resolve_config,
     scheduler_opt,
     show_progress,
     workers_opt,
 )
 
-if TYPE_CHECKING:
-    from terraseg.pipeline.vectorize.rasters import RasterInfo
-
 raster_path = click.Path(exists=True, dir_okay=False, path_type=Path)
-
-
-class BlockBars:
-    """One progress bar per raster, fed by the driver's block progress calls."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def __call__(self, info: RasterInfo, done: int, total: int) -> None:
-        """Start a bar at a raster's first call, advance it, close it at its last block."""
-        from tqdm import tqdm
-
-        if done == 0 or self.bar is None:
-            self.close()
-            label = f"vectorize {info.source}"
-            self.bar = tqdm(total=total, desc=label, unit="block", disable=not self.enabled)
-        self.bar.update(done - self.bar.n)
-        if done == total:
-            self.close()
-
-    def close(self) -> None:
-        """Close the open bar, if any."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self) -> BlockBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def raster_pairs(
-    rasters: tuple[str, ...], confidences: tuple[str, ...]
-) -> list[tuple[Path, Path | None]]:
-    """Class rasters with their probability rasters, from files, folders, globs or lists.
-
-    Each argument is expanded on its own (folders and globs in name order), so the
-    n-th probability raster goes with the n-th class raster.
-
-    Returns:
-        ``(class raster, probability raster or None)`` pairs, absolute paths:
-        Dask workers do not share this process's working directory.
-
-    Raises:
-        click.UsageError: ``--confidence`` names another number of rasters.
-        InputError: An argument matches no file.
-    """
-    from terraseg.pipeline.rasters import expand_inputs
-
-    paths = [p for item in rasters for p in expand_inputs([item], what="class raster")]
-    probs = [p for item in confidences for p in expand_inputs([item], what="probability raster")]
-    if not probs:
-        return [(path, None) for path in paths]
-    if len(probs) != len(paths):
-        raise click.UsageError(
-            f"--confidence names {len(probs)} rasters for {len(paths)} class rasters; "
-            "give one per raster, in the same order"
-        )
-    return list(zip(paths, probs, strict=True))
 
 
 @click.command(short_help="Polygonize class maps into one GeoPackage.")
@@ -143,30 +76,26 @@ def vectorize(
     equals one pass over the whole raster. A raster given twice is vectorized once;
     a second run writing the same GeoPackage is refused while the first one runs.
     """
-    from terraseg.pipeline.classes import read_classes
-    from terraseg.pipeline.vectorize.config import VectorizeConfig
-    from terraseg.pipeline.vectorize.driver import check_output, vectorize_rasters
-    from terraseg.pipeline.vectorize.layers import check_class_layers
-    from terraseg.pipeline.vectorize.rasters import read_raster_info
-    from terraseg.workflows.cluster import dask_client
-    from terraseg.workflows.executor import DaskExecutor
+    from terraseg.workflows.api.vectorize import vectorize as vectorize_rasters
 
-    pairs = raster_pairs(rasters, confidences)
-    overrides = {
-        "block_size": block_size, "min_area": min_area, "simplify": simplify,
-        "fill_holes": fill_holes, "layer_per_class": layer_per_class,
-        "drop_background": drop_background, "background_id": background_id,
-    }  # fmt: skip
-    out = note_output(ctx, out.resolve())
-    check_output(out, overwrite=overwrite)  # before a cluster starts
-    config = resolve_config(VectorizeConfig, config_path, overrides)
-    table = read_classes(classes) if classes else None
-    infos = [read_raster_info(raster, table, prob) for raster, prob in pairs]
-    check_class_layers(infos, config, classes)  # before a cluster starts
-    with dask_client(scheduler, workers=workers) as client, BlockBars(show_progress(ctx)) as bars:
-        summary = vectorize_rasters(
-            infos, out, config, DaskExecutor(client), overwrite=overwrite, progress=bars
-        )
+    summary = vectorize_rasters(
+        rasters,
+        note_output(ctx, out.resolve()),
+        classes=classes,
+        confidence=confidences,
+        overwrite=overwrite,
+        scheduler=scheduler,
+        workers=workers,
+        config=config_path,
+        progress=show_progress(ctx),
+        block_size=block_size,
+        min_area=min_area,
+        simplify=simplify,
+        fill_holes=fill_holes,
+        layer_per_class=layer_per_class,
+        drop_background=drop_background,
+        background_id=background_id,
+    )
     counts = ", ".join(f"{name}: {n}" for name, n in summary.per_class.items()) or "none"
     click.echo(
         f"{summary.path}: {summary.polygons} polygons in {len(summary.layers)} layer(s) ({counts})"
