@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,7 +22,11 @@ from terraseg.workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from terraseg.pipeline.evaluation import Evaluation
+    from distributed import Client
+
+    from terraseg.pipeline.baseline import PixelBaseline
+    from terraseg.pipeline.classes import ClassTable
+    from terraseg.pipeline.evaluation import BlockJob, BlockResult, Evaluation
 
 
 @click.command()
@@ -58,6 +63,19 @@ if TYPE_CHECKING:
     help="Write the metrics and confusion matrix as JSON.",
 )
 @overwrite_opt
+@click.option(
+    "--baseline",
+    "baseline_store",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Also score a per-pixel baseline fitted on this store's training tiles.",
+)
+@click.option(
+    "--images",
+    multiple=True,
+    help="With --baseline: the rasters the predictions were made from (files, folders, "
+    "globs; <name>_classes.tif pairs with <name>.*).",
+)
 @click.option("--run-id", default=None, help="Also log the metrics to this MLflow run.")
 @tracking_uri_opt
 @scheduler_opt
@@ -72,6 +90,8 @@ def evaluate(
     classes_path: Path | None,
     out: Path | None,
     overwrite: bool,
+    baseline_store: Path | None,
+    images: tuple[str, ...],
     run_id: str | None,
     tracking_uri: str | None,
     scheduler: str | None,
@@ -92,13 +112,16 @@ def evaluate(
         EvaluateConfig,
         check_compared,
         combine,
-        evaluate_block,
         plan_evaluation,
     )
-    from terraseg.pipeline.files import check_writable
+    from terraseg.pipeline.files import check_writable, write_json
     from terraseg.pipeline.rasters import expand_inputs
-    from terraseg.workflows.cluster import dask_client, gather_with_progress
+    from terraseg.workflows.cluster import dask_client
 
+    if baseline_store is not None and not images:
+        raise click.UsageError(
+            "--baseline needs --images, the rasters the predictions were made from"
+        )
     config = resolve_config(EvaluateConfig, config_path, options)
     truth = truth.resolve()
     if out is not None:  # refused before the work when it exists or cannot be written
@@ -108,18 +131,64 @@ def evaluate(
         check_writable(out.parent)
     classes = read_classes(classes_path) if classes_path else None
     jobs, table = plan_evaluation(expand_inputs(predictions), truth, classes, config)
+    baseline = _fit_baseline(baseline_store, table) if baseline_store is not None else None
     with dask_client(scheduler, workers=workers) as client:
-        futures = client.map(evaluate_block, jobs, pure=False)
-        results = gather_with_progress(
-            client, futures, desc="evaluating", unit="block", enabled=show_progress(ctx)
-        )
+        results, baseline_results = _score(client, jobs, baseline, images, show_progress(ctx))
     evaluation = combine(results, table)
     check_compared(evaluation, truth)
     click.echo(format_report(evaluation))
+    report = evaluation.report()
+    if baseline is not None:
+        baseline_report = combine(baseline_results, table)
+        click.echo(f"\nper-pixel baseline: {baseline.describe()}")
+        click.echo(format_report(baseline_report))
+        report["baseline"] = {"classifier": baseline.describe(), **baseline_report.report()}
     if out is not None:
-        evaluation.write_json(out)
+        write_json(out, report)
     if run_id is not None:
         _log_to_run(evaluation, run_id, tracking_uri)
+
+
+def _fit_baseline(store: Path, table: ClassTable) -> PixelBaseline:
+    """The baseline of ``store``, whose classes must be the predictions'."""
+    from terraseg.pipeline.baseline import fit_baseline
+    from terraseg.pipeline.errors import InputError
+
+    baseline = fit_baseline(store)
+    if baseline.classes.ids != table.ids:
+        raise InputError(
+            f"the store's class ids ({baseline.classes.ids}) are not the predictions' "
+            f"({table.ids})",
+            path=store,
+        )
+    return baseline
+
+
+def _score(
+    client: Client,
+    jobs: list[BlockJob],
+    baseline: PixelBaseline | None,
+    images: tuple[str, ...],
+    progress: bool,
+) -> tuple[list[BlockResult], list[BlockResult]]:
+    """Block results of the predictions, and of the baseline on the same pixels (if any)."""
+    from terraseg.pipeline.baseline import evaluate_baseline_block, plan_baseline
+    from terraseg.pipeline.evaluation import evaluate_block
+    from terraseg.pipeline.rasters import expand_inputs
+    from terraseg.workflows.cluster import gather_with_progress
+
+    def gather(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        futures: list[Any] = client.map(func, items, pure=False)
+        done = gather_with_progress(
+            client, futures, desc="evaluating", unit="block", enabled=progress
+        )
+        return list(done)
+
+    if baseline is None:
+        return gather(evaluate_block, jobs), []
+    paired = plan_baseline(jobs, expand_inputs(images, what="image"), baseline)
+    pairs = gather(evaluate_baseline_block, paired)
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def format_report(evaluation: Evaluation) -> str:
