@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import get_args
@@ -177,60 +176,29 @@ def train(
     gloo on CPU); started under torchrun, the command joins torchrun's group.
     """
     from terraseg.pipeline.files import json_text
-    from terraseg.pipeline.settings import build_config, load_yaml
-    from terraseg.pipeline.training.config import TrainConfig
-    from terraseg.workflows.tracking_fallback import TRACKING_INCOMPLETE, brief_http_retries
-    from terraseg.workflows.train_run import launch
+    from terraseg.workflows.api.train import train as train_model
+    from terraseg.workflows.tracking_fallback import TRACKING_INCOMPLETE
 
     if resume and out is None:
         raise click.UsageError("--resume needs --out, the folder of the run to continue")
+    if options.get("tracking__alias") and not options.get("tracking__register_as"):
+        raise click.UsageError("--alias needs --register NAME")
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     note_output(ctx, out.resolve())
-    saved = out / "config.yaml"
-    source = config_path or (saved if resume and saved.exists() else None)
-    file_data = load_yaml(source) if source else {}
-    overrides = {key.replace("__", "."): value for key, value in options.items()}
-    config = build_config(TrainConfig, file_data, overrides, source=source)
-    if config.tracking.alias and not config.tracking.register_as:
-        raise click.UsageError("--alias needs --register NAME")
-    if config.tracking.enabled:
-        from terraseg.pipeline.registry import check_tracking_reachable, resolve_tracking_uri
-
-        uri = resolve_tracking_uri(tracking_uri)
-        check_tracking_reachable(uri)  # fail before any step
-        os.environ["MLFLOW_TRACKING_URI"] = uri  # every training process inherits it
-        brief_http_retries()  # a server gone mid-run: training goes on within seconds
-    check_crop_size(config.data.crop_size, data)
-    # A former run in --out is refused, or removed with --overwrite, by rank 0 once
-    # the processes have joined their group (under torchrun every rank runs this).
-    progress = show_progress(ctx)
-    summary = launch(config, data, out, resume=resume, overwrite=overwrite, progress=progress)
+    summary = train_model(
+        data,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        tracking_uri=tracking_uri,
+        config=config_path,
+        progress=show_progress(ctx),
+        **{key.replace("__", "."): value for key, value in options.items()},
+    )
     click.echo(json_text(summary, indent=2))
     if "tracking" in summary:  # trained, but the tracking store did not take everything
         click.echo(f"Error: {out.resolve()}: {not_logged(summary['tracking'])}", err=True)
         ctx.exit(TRACKING_INCOMPLETE)
-
-
-def check_crop_size(crop: int, data: Path) -> None:
-    """Refuse crops larger than the store's tiles, before any process starts.
-
-    A training crop is cut from one tile; a larger one would be the tile scaled up.
-
-    Raises:
-        InputError: ``data`` is not a finished terraseg store.
-        ConfigError: ``crop`` exceeds the store's tile size.
-    """
-    from terraseg.pipeline.errors import ConfigError
-    from terraseg.pipeline.store import attributes, open_existing
-
-    tile = attributes(open_existing(data)).get("tile_size")
-    if tile is not None and crop > int(tile):
-        raise ConfigError(
-            f"--crop-size {crop} is larger than the store's tiles ({tile} pixels), and a "
-            f"crop is cut from one tile; choose --crop-size {tile} or less, or tile again "
-            f"with --tile-size {crop}",
-            path=data,
-        )
 
 
 def not_logged(tracking: dict[str, object]) -> str:
