@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "workflows")
 STAGES = {"tile": "tiling", "train": "training", "predict": "prediction", "vectorize": "vectorize"}
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 60  # lines of code: the docstring does not count
 
 
 def modules() -> dict[str, Path]:
@@ -91,9 +91,12 @@ def test_no_import_cycles():
 
 
 @pytest.mark.parametrize(("command", "package"), STAGES.items())
-def test_each_stage_is_one_hop_from_its_command_to_its_package(command, package):
+def test_each_stage_is_one_hop_from_its_api_function_to_its_package(command, package):
+    """``terraseg X`` calls ``terraseg.workflows.api.X``, which drives ``pipeline/X/``."""
     assert (ROOT / "pipeline" / package / "__init__.py").is_file()
     used = imported(ROOT / "workflows" / "cli" / f"{command}.py", top_level_only=False)
+    assert f"terraseg.workflows.api.{command}" in used, used
+    used = imported(ROOT / "workflows" / "api" / f"{command}.py", top_level_only=False)
     assert any(name.split(".")[:3] == ["terraseg", "pipeline", package] for name in used), used
 
 
@@ -125,7 +128,12 @@ def function_lengths() -> list[tuple[str, int]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 assert node.end_lineno is not None
-                lengths.append((f"{name}.{node.name}", node.end_lineno - node.lineno + 1))
+                lines = node.end_lineno - node.lineno + 1
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    assert first.end_lineno is not None  # the docstring is not code
+                    lines -= first.end_lineno - first.lineno + 1
+                lengths.append((f"{name}.{node.name}", lines))
     return lengths
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,7 +13,6 @@ from terraseg.workflows.cli.options import (
     nodata_opt,
     note_output,
     overwrite_opt,
-    resolve_config,
     scheduler_opt,
     show_progress,
     tracking_uri_opt,
@@ -22,11 +20,7 @@ from terraseg.workflows.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from distributed import Client
-
-    from terraseg.pipeline.baseline import PixelBaseline
-    from terraseg.pipeline.classes import ClassTable
-    from terraseg.pipeline.evaluation import BlockJob, BlockResult, Evaluation
+    from terraseg.pipeline.evaluation import Evaluation
 
 
 @click.command()
@@ -106,89 +100,34 @@ def evaluate(
     predictions and ignored truth pixels count for nothing. Works block by block, so
     rasters of any size fit in memory.
     """
-    from terraseg.pipeline.classes import read_classes
-    from terraseg.pipeline.errors import OutputExistsError
-    from terraseg.pipeline.evaluation import (
-        EvaluateConfig,
-        check_compared,
-        combine,
-        plan_evaluation,
-    )
-    from terraseg.pipeline.files import check_writable, write_json
-    from terraseg.pipeline.rasters import expand_inputs
-    from terraseg.workflows.cluster import dask_client
+    from terraseg.workflows.api.evaluate import evaluate as evaluate_maps
 
     if baseline_store is not None and not images:
         raise click.UsageError(
             "--baseline needs --images, the rasters the predictions were made from"
         )
-    config = resolve_config(EvaluateConfig, config_path, options)
-    truth = truth.resolve()
-    if out is not None:  # refused before the work when it exists or cannot be written
-        out = note_output(ctx, out.resolve())
-        if out.exists() and not overwrite:
-            raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
-        check_writable(out.parent)
-    classes = read_classes(classes_path) if classes_path else None
-    jobs, table = plan_evaluation(expand_inputs(predictions), truth, classes, config)
-    baseline = _fit_baseline(baseline_store, table) if baseline_store is not None else None
-    with dask_client(scheduler, workers=workers) as client:
-        results, baseline_results = _score(client, jobs, baseline, images, show_progress(ctx))
-    evaluation = combine(results, table)
-    check_compared(evaluation, truth)
-    click.echo(format_report(evaluation))
-    report = evaluation.report()
-    if baseline is not None:
-        baseline_report = combine(baseline_results, table)
-        click.echo(f"\nper-pixel baseline: {baseline.describe()}")
-        click.echo(format_report(baseline_report))
-        report["baseline"] = {"classifier": baseline.describe(), **baseline_report.report()}
     if out is not None:
-        write_json(out, report)
-    if run_id is not None:
-        _log_to_run(evaluation, run_id, tracking_uri)
-
-
-def _fit_baseline(store: Path, table: ClassTable) -> PixelBaseline:
-    """The baseline of ``store``, whose classes must be the predictions'."""
-    from terraseg.pipeline.baseline import fit_baseline
-    from terraseg.pipeline.errors import InputError
-
-    baseline = fit_baseline(store)
-    if baseline.classes.ids != table.ids:
-        raise InputError(
-            f"the store's class ids ({baseline.classes.ids}) are not the predictions' "
-            f"({table.ids})",
-            path=store,
-        )
-    return baseline
-
-
-def _score(
-    client: Client,
-    jobs: list[BlockJob],
-    baseline: PixelBaseline | None,
-    images: tuple[str, ...],
-    progress: bool,
-) -> tuple[list[BlockResult], list[BlockResult]]:
-    """Block results of the predictions, and of the baseline on the same pixels (if any)."""
-    from terraseg.pipeline.baseline import evaluate_baseline_block, plan_baseline
-    from terraseg.pipeline.evaluation import evaluate_block
-    from terraseg.pipeline.rasters import expand_inputs
-    from terraseg.workflows.cluster import gather_with_progress
-
-    def gather(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        futures: list[Any] = client.map(func, items, pure=False)
-        done = gather_with_progress(
-            client, futures, desc="evaluating", unit="block", enabled=progress
-        )
-        return list(done)
-
-    if baseline is None:
-        return gather(evaluate_block, jobs), []
-    paired = plan_baseline(jobs, expand_inputs(images, what="image"), baseline)
-    pairs = gather(evaluate_baseline_block, paired)
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+        note_output(ctx, out.resolve())
+    result = evaluate_maps(
+        predictions,
+        truth,
+        classes=classes_path,
+        out=out,
+        overwrite=overwrite,
+        baseline=baseline_store,
+        images=images,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        scheduler=scheduler,
+        workers=workers,
+        config=config_path,
+        progress=show_progress(ctx),
+        **options,
+    )
+    click.echo(format_report(result.evaluation))
+    if result.baseline is not None:
+        click.echo(f"\nper-pixel baseline: {result.baseline_classifier}")
+        click.echo(format_report(result.baseline))
 
 
 def format_report(evaluation: Evaluation) -> str:
@@ -213,16 +152,3 @@ def format_report(evaluation: Evaluation) -> str:
     for name, row in zip(names, report["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}} " + " ".join(f"{v:>10d}" for v in row))
     return "\n".join(lines)
-
-
-def _log_to_run(evaluation: Evaluation, run_id: str, tracking_uri: str | None) -> None:
-    from terraseg.pipeline.registry import client
-
-    report = evaluation.report()
-    mlflow_client = client(tracking_uri)
-    metrics = {"eval_mean_iou": report["mean_iou"], "eval_pixel_accuracy": report["pixel_accuracy"]}
-    metrics |= {f"eval_mean_boundary_f{t}": report[f"mean_boundary_f{t}"] for t in (1, 2)}
-    metrics |= {f"eval_iou_{n}": v for n, v in zip(report["classes"], report["iou"], strict=True)}
-    for key, value in metrics.items():
-        if value is not None and not math.isnan(value):
-            mlflow_client.log_metric(run_id, key, value)
