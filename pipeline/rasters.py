@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -20,11 +20,9 @@ from rasterio.errors import RasterioIOError
 
 from terraseg.pipeline.errors import InputError, RasterReadError
 from terraseg.pipeline.grid import Window
+from terraseg.pipeline.settings import NodataOverride
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
-# A nodata setting that overrides what a raster declares: a value, "none" (every
-# pixel is valid), or None (as the raster declares: nodata value, mask or alpha).
-NodataOverride = float | Literal["none"] | None
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from terraseg.pipeline.errors import ConfigError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# A nodata setting that overrides what a raster declares: a value, "none" (every
+# pixel is valid), or None (as the raster declares: nodata value, mask or alpha).
+# Defined here, not beside the raster I/O, so that settings import without GDAL.
+NodataOverride = float | Literal["none"] | None
 
 
 class StrictModel(BaseModel):
@@ -36,6 +39,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: The file is missing, is not valid YAML, or is not a mapping.
     """
+    import yaml  # here: the model's import chain (see terraseg.pipeline.pyfunc) stays small
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())

@@ -7,8 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from terraseg.pipeline.prediction.blending import WindowName
-from terraseg.pipeline.rasters import NodataOverride
-from terraseg.pipeline.settings import StrictModel
+from terraseg.pipeline.settings import NodataOverride, StrictModel
 
 
 class PredictConfig(StrictModel):
