@@ -80,10 +80,8 @@ def predict_array(
     """
     from terraseg.pipeline.prediction.arrays import predict_array as predict
 
-    artifact = _artifact(model, tracking_uri)
-    return predict(
-        artifact, image, nodata=nodata, config=stage_config(PredictConfig, config, settings)
-    )
+    predict_config = stage_config(PredictConfig, config, settings)  # before any loading
+    return predict(_artifact(model, tracking_uri), image, nodata=nodata, config=predict_config)
 
 
 def predict_file(

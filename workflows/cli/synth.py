@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from terraseg.workflows.cli.options import config_opt, renamed_opt, resolve_config, show_progress
+from terraseg.workflows.cli.options import config_opt, renamed_opt, show_progress
 
 
 @click.command()
@@ -51,20 +51,8 @@ def synth(
     (labels.gpkg, column `class`), and classes.yaml names and colours them.
     The same seed always gives the same files.
     """
-    from tqdm import tqdm
+    from terraseg.workflows.api.synth import synth as synthesize
 
-    from terraseg.pipeline.synth.config import SynthConfig
-    from terraseg.pipeline.synth.writer import pixel_count, synthesize
-
-    config = resolve_config(SynthConfig, config_path, options)
-    with tqdm(
-        total=pixel_count(config),
-        unit="px",
-        unit_scale=True,
-        desc="painting",
-        disable=not show_progress(ctx),
-        leave=False,
-    ) as bar:
-        outputs = synthesize(config, out_dir, progress=bar.update)
+    outputs = synthesize(out_dir, config=config_path, progress=show_progress(ctx), **options)
     for path in [*outputs.scenes, *outputs.labels, outputs.classes]:
         click.echo(path)
