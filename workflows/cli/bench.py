@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "terraseg.workflows.bench.train:bench_train",
     "vectorize": "terraseg.workflows.bench.vectorize:bench_vectorize",
     "gpu": "terraseg.workflows.bench.gpu:bench_gpu",
+    "quality": "terraseg.workflows.bench.quality:bench_quality",
 }
 
 
