@@ -1,23 +1,35 @@
 """The terraseg model as an MLflow ``pyfunc`` model: an image array in, classes out.
 
-``mlflow.pyfunc.load_model(uri).predict(images)`` takes a ``(N, bands, rows, cols)``
-array in the artifact's input dtype (the logged signature says which) and returns
-``{"class_map": (N, rows, cols) uint8, "probabilities": (N, classes, rows, cols)
-float32}``. The wrapper itself (``unwrap_python_model()``, or :func:`predict_array`)
-also accepts a single ``(bands, rows, cols)`` image of any numeric dtype.
+``mlflow.pyfunc.load_model(uri).predict(images)`` takes one ``(bands, rows, cols)``
+image or a batch ``(N, bands, rows, cols)``, bands in the artifact's order, in the
+artifact's input dtype (the training rasters' dtype) or float32, and returns
+``{"class_map": uint8 class ids, "probabilities": float32 softmax}``: ``(rows, cols)``
+and ``(classes, rows, cols)`` for one image, with a leading ``N`` for a batch. Any
+other input is refused with a one-line :class:`ModelInputError`. float32 is accepted
+beside the training dtype because the model normalizes every input to float32 first:
+a float32 array holding the same values predicts the same classes. NaN pixels of a
+float32 input get class 255 and probabilities 0.
+
+The check is :func:`check_input`, in :meth:`TerrasegPyfunc.predict`, not an MLflow
+input schema: a tensor schema has a fixed number of dimensions and MLflow reports a
+mismatch with the whole array printed. The logged signature describes the outputs
+only; the MLmodel metadata key ``terraseg_input`` describes the input.
 
 Images of any size are predicted as ``terraseg predict`` predicts a raster, through
 :func:`terraseg.pipeline.prediction.arrays.predict_array`: the same tile grid, overlap and
 windowed blending, in fp32 (:data:`PYFUNC_CONFIG`), so the result does not depend on
 the CPU's bf16 support.
 
-This module imports the artifact, the model and the array prediction, never the
-training code or the raster and store I/O, so that users outside terraseg can load
-a model cheaply.
+A logged model carries the terraseg package's source (:func:`write_package_source`,
+MLflow's ``code_paths``) and needs only mlflow, torch and numpy installed: this
+module's imports (the artifact, the model, the array prediction) use nothing else,
+neither the training code nor the raster and store I/O. Where terraseg is already
+imported, the installed package is used, not the copy.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,17 +50,21 @@ if TYPE_CHECKING:
 
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")  # the model's code, logged with it
 PYFUNC_CONFIG = PredictConfig(precision="fp32")  # the pyfunc's settings of array prediction
+INPUT_METADATA_KEY = "terraseg_input"  # MLmodel metadata: what predict() accepts
+PACKAGE_FOLDERS = ("pipeline", "workflows")  # terraseg's subpackages, shipped with the model
 
 
 def signature_for(artifact: ModelArtifact) -> ModelSignature:
-    """The pyfunc input/output signature of ``artifact``: tensors with free batch and size."""
+    """The pyfunc signature of ``artifact``: its two output tensors, free batch and size.
+
+    The input has no MLflow schema (see the module docstring); :func:`input_description`
+    says what :meth:`TerrasegPyfunc.predict` accepts.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    bands = len(artifact.band_names)
     classes = int(artifact.model_config["num_classes"])
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(artifact.input_dtype), (-1, bands, -1, -1))]),
         outputs=Schema(
             [
                 TensorSpec(np.dtype(np.uint8), (-1, -1, -1), "class_map"),
@@ -56,6 +72,79 @@ def signature_for(artifact: ModelArtifact) -> ModelSignature:
             ]
         ),
     )
+
+
+def accepted_dtypes(artifact: ModelArtifact) -> list[str]:
+    """The input dtypes the pyfunc accepts: the training dtype, and float32."""
+    return list(dict.fromkeys([np.dtype(artifact.input_dtype).name, "float32"]))
+
+
+def input_description(artifact: ModelArtifact) -> dict[str, Any]:
+    """What :meth:`TerrasegPyfunc.predict` accepts, as logged in the MLmodel metadata."""
+    bands = len(artifact.band_names)
+    return {
+        "shapes": [f"({bands}, rows, cols)", f"(n, {bands}, rows, cols)"],
+        "bands": list(artifact.band_names),
+        "dtypes": accepted_dtypes(artifact),
+    }
+
+
+def check_input(artifact: ModelArtifact, images: object) -> NDArray[Any]:
+    """``images`` if the pyfunc accepts it (see the module docstring).
+
+    Raises:
+        ModelInputError: Not a numpy array, a shape other than ``(bands, rows, cols)``
+            or ``(n, bands, rows, cols)`` with the model's bands, or another dtype;
+            the message is one line.
+    """
+    if not isinstance(images, np.ndarray):
+        raise ModelInputError(f"expected a numpy array, got {type(images).__name__}")
+    shapes = " or ".join(input_description(artifact)["shapes"])
+    if images.ndim not in (3, 4) or images.shape[-3] != len(artifact.band_names):
+        raise ModelInputError(
+            f"expected an array of shape {shapes} with bands "
+            f"{', '.join(artifact.band_names)}; got shape {images.shape}"
+        )
+    if 0 in images.shape:
+        raise ModelInputError(f"expected an array of shape {shapes}; got the empty {images.shape}")
+    dtypes = accepted_dtypes(artifact)
+    if images.dtype.name not in dtypes:
+        alternative = "".join(f" or {name}" for name in dtypes[1:])
+        raise ModelInputError(
+            f"expected dtype {dtypes[0]} (the training rasters'){alternative}; "
+            f"got {images.dtype}: convert with .astype({dtypes[0]!r})"
+        )
+    return images
+
+
+def write_package_source(folder: Path) -> Path:
+    """Write the terraseg package's Python source to ``folder/terraseg``, for ``code_paths``.
+
+    The layout is the installed one: ``terraseg/__init__.py``, ``terraseg/pipeline``,
+    ``terraseg/workflows``, ``.py`` files only (no ``__pycache__``), whether terraseg
+    runs from its source tree (where both folders are links) or from a wheel.
+
+    Returns:
+        The written ``folder/terraseg``.
+    """
+    import terraseg
+
+    source = Path(terraseg.__file__).parent
+    target = Path(folder) / "terraseg"
+    target.mkdir(parents=True)
+    shutil.copy2(source / "__init__.py", target / "__init__.py")
+    for name in PACKAGE_FOLDERS:
+        shutil.copytree(source / name, target / name, ignore=_not_source)
+    return target
+
+
+def _not_source(folder: str, names: list[str]) -> set[str]:
+    """The entries of ``folder`` that :func:`write_package_source` leaves out."""
+    return {
+        name
+        for name in names
+        if name == "__pycache__" or not (name.endswith(".py") or Path(folder, name).is_dir())
+    }
 
 
 class TerrasegPyfunc(PythonModel):
@@ -81,10 +170,13 @@ class TerrasegPyfunc(PythonModel):
         model_input: np.ndarray,  # bare: MLflow infers no schema from it
         params: dict[str, Any] | None = None,
     ) -> dict[str, NDArray[Any]]:
-        """Class map and probabilities of ``model_input`` (see the module docstring)."""
-        class_map, probabilities = predict_array(
-            self.artifact, np.asarray(model_input), self.predict_tiles
-        )
+        """Class map and probabilities of ``model_input`` (see the module docstring).
+
+        Raises:
+            ModelInputError: ``model_input`` is not accepted (see :func:`check_input`).
+        """
+        images = check_input(self.artifact, model_input)
+        class_map, probabilities = predict_array(self.artifact, images, self.predict_tiles)
         return {"class_map": class_map, "probabilities": probabilities}
 
 

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sqlite3
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -64,7 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/RUN_ID/model
-EXAMPLE_SIZE = 32  # rows and cols of the input example stored with the model
 _UNSAFE_KEY = re.compile(r"[^\w\-./ :]")  # characters MLflow refuses in keys
 RUN_ID_FILE = "mlflow_run_id"  # in a training run folder: the id of its MLflow run
 EPOCH_METRIC = "train/loss"  # logged at every epoch (always finite): its steps are the epochs
@@ -197,29 +197,16 @@ class MlflowTracker:
         """
         import mlflow
 
-        from terraseg.pipeline.pyfunc import ENTRY_FILE, signature_for
-
-        artifact = load_artifact(artifact_dir)
         self._check_active("log_model")
-        example = np.zeros(
-            (1, len(artifact.band_names), EXAMPLE_SIZE, EXAMPLE_SIZE), dtype=artifact.input_dtype
-        )
-        with warnings.catch_warnings():
+        with pyfunc_arguments(artifact_dir) as arguments, warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
             info = mlflow.pyfunc.log_model(
-                name=MODEL_NAME,
-                python_model=str(ENTRY_FILE),
-                artifacts={PYFUNC_ARTIFACT_KEY: str(artifact_dir)},
-                signature=signature_for(artifact),
-                input_example=example,
-                pip_requirements=_pip_requirements(),
-                metadata={MLMODEL_METADATA_KEY: finite(artifact.manifest())},
-                registered_model_name=self.register,
+                name=MODEL_NAME, registered_model_name=self.register, **arguments
             )
         if not self.register:
             return f"runs:/{self.run_id}/{MODEL_NAME}"
         version = str(info.registered_model_version)
-        self._describe_version(version, finite(artifact.manifest()))
+        self._describe_version(version, arguments["metadata"][MLMODEL_METADATA_KEY])
         if self.alias:
             self.client.set_registered_model_alias(self.register, self.alias, version)
         logger.info("registered %s version %s (%s)", self.register, version, self.alias or "-")
@@ -232,6 +219,49 @@ class MlflowTracker:
         for key, value in card.tags.items():
             self.client.set_model_version_tag(self.register, version, key, value)
         self.client.update_model_version(self.register, version, description=card.description)
+
+
+@contextmanager
+def pyfunc_arguments(artifact_dir: Path) -> Iterator[dict[str, Any]]:
+    """The arguments of ``mlflow.pyfunc.log_model`` (or ``save_model``) for a model folder.
+
+    The model's code is :mod:`terraseg.pipeline.pyfunc_entry`, with the terraseg package's
+    source (written to a temporary folder that lasts as long as the block) as
+    ``code_paths``; its requirements are mlflow, torch and numpy (:func:`pip_requirements`);
+    its metadata holds the artifact's manifest and what ``predict`` accepts. No input
+    example is stored: MLflow would check it as JSON, where uint8 pixels arrive as
+    int64, which the model refuses.
+
+    Args:
+        artifact_dir: A folder written by :func:`terraseg.pipeline.artifact.save_artifact`.
+
+    Yields:
+        Keyword arguments for ``mlflow.pyfunc.log_model`` or ``save_model``.
+
+    Raises:
+        InputError: ``artifact_dir`` is not a model artifact.
+    """
+    from terraseg.pipeline.pyfunc import (
+        ENTRY_FILE,
+        INPUT_METADATA_KEY,
+        input_description,
+        signature_for,
+        write_package_source,
+    )
+
+    artifact = load_artifact(artifact_dir)
+    with tempfile.TemporaryDirectory(prefix="terraseg-code-") as code:
+        yield {
+            "python_model": str(ENTRY_FILE),
+            "artifacts": {PYFUNC_ARTIFACT_KEY: str(artifact_dir)},
+            "code_paths": [str(write_package_source(Path(code)))],
+            "signature": signature_for(artifact),
+            "pip_requirements": pip_requirements(),
+            "metadata": {
+                MLMODEL_METADATA_KEY: finite(artifact.manifest()),
+                INPUT_METADATA_KEY: input_description(artifact),
+            },
+        }
 
 
 @contextmanager
@@ -480,16 +510,20 @@ def _store_dataset() -> type[Any]:
     return StoreDataset
 
 
-def _pip_requirements() -> list[str]:
-    """What a fresh environment needs to serve the model."""
+def pip_requirements() -> list[str]:
+    """What a fresh environment needs to serve a logged model: mlflow, torch and numpy.
+
+    terraseg itself travels with the model as code (see
+    :func:`terraseg.pipeline.pyfunc.write_package_source`). torch is pinned by release,
+    without a local label such as ``+cpu`` or ``+cu128``, so that the index installs it.
+    """
     import mlflow
     import torch
 
     torch_release = str(torch.__version__).split("+")[0]
     return [
-        f"terraseg=={__version__}",
-        f"torch=={torch_release}",
         f"mlflow=={mlflow.__version__}",
+        f"torch=={torch_release}",
         f"numpy=={np.__version__}",
     ]
 

@@ -8,7 +8,14 @@ import pytest
 from terraseg.pipeline.artifact import load_artifact
 from terraseg.pipeline.errors import ModelInputError
 from terraseg.pipeline.prediction.arrays import predict_array as predict_image
-from terraseg.pipeline.pyfunc import PYFUNC_CONFIG, TerrasegPyfunc, predict_array, signature_for
+from terraseg.pipeline.pyfunc import (
+    PYFUNC_CONFIG,
+    TerrasegPyfunc,
+    accepted_dtypes,
+    input_description,
+    predict_array,
+    signature_for,
+)
 from tests.mlflow_helpers import reference_softmax, sample_images, tiny_artifact
 
 
@@ -28,12 +35,12 @@ def test_batch_and_single_images_of_any_dtype(wrapper: TerrasegPyfunc) -> None:
     out = wrapper.predict(None, images)
     assert out["class_map"].shape == (2, 64, 64) and out["class_map"].dtype == np.uint8
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
-    single = wrapper.predict(None, images[1].astype(np.float64))
+    single = wrapper.predict(None, images[1].astype(np.float32))  # the other accepted dtype
     assert single["probabilities"].shape == (5, 64, 64)
     np.testing.assert_allclose(single["probabilities"], expected[1], atol=1e-5)
-    np.testing.assert_array_equal(
-        wrapper.predict(None, images[0].astype(np.uint16))["class_map"], out["class_map"][0]
-    )
+    # predict_array, for Python callers, takes any numeric dtype
+    class_map, _ = predict_array(wrapper.artifact, images[0].astype(np.uint16))
+    np.testing.assert_array_equal(class_map, out["class_map"][0])
 
 
 def test_any_size_is_predicted_as_terraseg_predict_does(wrapper: TerrasegPyfunc) -> None:
@@ -46,6 +53,14 @@ def test_any_size_is_predicted_as_terraseg_predict_does(wrapper: TerrasegPyfunc)
     np.testing.assert_allclose(out["probabilities"].sum(axis=0), 1.0, atol=1e-5)
 
 
+def test_the_pyfunc_takes_the_training_dtype_or_float32(wrapper: TerrasegPyfunc) -> None:
+    assert accepted_dtypes(wrapper.artifact) == ["uint8", "float32"]
+    with pytest.raises(ModelInputError, match=r"got uint16: convert with \.astype\('uint8'\)$"):
+        wrapper.predict(None, np.zeros((4, 8, 8), np.uint16))
+    with pytest.raises(ModelInputError, match="expected a numpy array, got list"):
+        wrapper.predict(None, [[0]])  # type: ignore[arg-type]
+
+
 def test_wrong_bands_or_dtype_are_refused(wrapper: TerrasegPyfunc) -> None:
     with pytest.raises(ModelInputError, match=r"\(4, rows, cols\).*red, green, blue, nir"):
         predict_array(wrapper.artifact, np.zeros((3, 8, 8)))
@@ -55,10 +70,15 @@ def test_wrong_bands_or_dtype_are_refused(wrapper: TerrasegPyfunc) -> None:
         predict_array(wrapper.artifact, np.zeros((8, 8)))
 
 
-def test_signature_describes_input_and_outputs(tmp_path: Path) -> None:
+def test_signature_describes_the_outputs_and_metadata_the_input(tmp_path: Path) -> None:
     tiny_artifact(tmp_path / "model")
-    signature = signature_for(load_artifact(tmp_path / "model"))
-    (inputs,) = signature.inputs.inputs
-    assert inputs.type == np.dtype("uint8") and inputs.shape == (-1, 4, -1, -1)
+    artifact = load_artifact(tmp_path / "model")
+    signature = signature_for(artifact)
+    assert signature.inputs is None  # checked by predict: see check_input
     assert signature.outputs.input_names() == ["class_map", "probabilities"]
     assert signature.params is None
+    assert input_description(artifact) == {
+        "shapes": ["(4, rows, cols)", "(n, 4, rows, cols)"],
+        "bands": ["red", "green", "blue", "nir"],
+        "dtypes": ["uint8", "float32"],
+    }

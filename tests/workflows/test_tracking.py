@@ -85,8 +85,8 @@ def test_pyfunc_serves_class_map_and_probabilities(trained: Trained) -> None:
     assert out["probabilities"].dtype == np.float32
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-6)
     np.testing.assert_array_equal(out["class_map"], expected.argmax(axis=1))
-    inputs = pyfunc.metadata.get_input_schema().inputs[0]
-    assert inputs.type == np.dtype("uint8") and inputs.shape == (-1, 4, -1, -1)
+    assert pyfunc.metadata.get_input_schema() is None  # the model checks its input
+    assert pyfunc.metadata.metadata["terraseg_input"]["dtypes"] == ["uint8", "float32"]
 
 
 FRESH_PROCESS = """
