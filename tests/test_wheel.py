@@ -9,6 +9,7 @@ replaced terraseg's.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # this tree stays out
     return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
     )
 
 
