@@ -226,7 +226,12 @@ def prepare_tiling(
         check_plans(plans, config)
         return plans, table
     if classes is None:
-        raise InputError("label rasters and mask tiles need a classes file; pass --classes FILE")
+        named = pairs[1] if pairs is not None else (label_rasters or images or [None])[0]
+        raise InputError(
+            "label rasters and mask tiles need a classes file (no classes.yaml beside "
+            "them); pass --classes FILE",
+            path=named,
+        )
     if pairs is not None:
         matched = match_pairs(*pairs)
         images = list(matched)

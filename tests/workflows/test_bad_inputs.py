@@ -123,6 +123,10 @@ CASES: dict[str, Case] = {
     "tile: label raster elsewhere": case(
         [*tile("SCENE", labels="IN:far_labels.tif"), *CLASSES], "IN:far_labels.tif",
         "label raster covers none of its image (scene.tif)", "OUT:store.zarr"),
+    "tile: label raster without classes": case(
+        tile("SCENE", labels="IN:far_labels.tif"), "IN:far_labels.tif",
+        "label rasters and mask tiles need a classes file (no classes.yaml beside them); "
+        "pass --classes FILE", "OUT:store.zarr"),
     "tile: truncated raster": case(
         tile("IN:truncated.tif"), "IN:truncated.tif", TRUNCATED, "OUT:store.zarr"),
     "tile: raster without CRS": case(
