@@ -6,6 +6,11 @@ id). A second run refuses at once with one line naming the holder; a lock whose
 holder is a dead process on this host is taken over. Locks on shared file
 systems work across hosts, but a dead holder on another host cannot be detected:
 the message says which file to remove.
+
+An output on object storage (``s3://``, ``gs://``) is locked through a local file
+beside its staging folder (:func:`terraseg.pipeline.remote.staging_folder`), keyed by
+its URL: runs on this machine writing one URL exclude each other; runs on
+different machines are not serialized (object stores have no locks to take).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from terraseg.pipeline.errors import LockedError
 from terraseg.pipeline.files import named_os_errors
+from terraseg.pipeline.remote import local_folder
 
 LOCK_SUFFIX = ".lock"
 
@@ -54,8 +60,8 @@ class LockHolder:
 
 
 def lock_path(output: str | Path) -> Path:
-    """The lock file of ``output``: ``.<name>.lock`` beside it."""
-    output = Path(output)
+    """The lock file of ``output``: ``.<name>.lock`` beside it (a remote one's staging folder)."""
+    output = local_folder(output)
     return output.with_name(f".{output.name}{LOCK_SUFFIX}")
 
 

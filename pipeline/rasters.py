@@ -20,6 +20,7 @@ from rasterio.errors import RasterioIOError
 
 from terraseg.pipeline.errors import InputError, RasterReadError
 from terraseg.pipeline.grid import Window
+from terraseg.pipeline.remote import as_input, expand_remote, is_remote, remote_identity
 from terraseg.pipeline.settings import NodataOverride
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
@@ -37,23 +38,28 @@ class SourceIdentity:
     size: int
     mtime_ns: int
     parts: tuple[SourceIdentity, ...] = ()
+    version: str = ""  # a remote object's ETag (or its date where the server gives none)
 
     @classmethod
     def of(cls, path: str | Path) -> SourceIdentity:
-        """The identity of ``path`` now."""
+        """The identity of ``path`` now; of a remote file, its size, date and ETag."""
+        if is_remote(path):
+            found = remote_identity(path)
+            return cls(str(as_input(path)), found["size"], found["mtime_ns"], (), found["version"])
         stat = os.stat(path)
         parts = tuple(cls.of(f) for f in vrt_sources(path))
         return cls(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping (``parts`` only for a VRT)."""
+        """A JSON-ready mapping (``parts`` only for a VRT, ``version`` only when remote)."""
         found = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
-        return found | ({"parts": [p.to_dict() for p in self.parts]} if self.parts else {})
+        found |= {"parts": [p.to_dict() for p in self.parts]} if self.parts else {}
+        return found | ({"version": self.version} if self.version else {})
 
 
 def vrt_sources(path: str | Path) -> list[Path]:
     """The local files a VRT reads (none for other rasters, or files GDAL cannot list)."""
-    if Path(path).suffix.lower() != ".vrt":
+    if Path(path).suffix.lower() != ".vrt" or is_remote(path):
         return []
     own = Path(path).resolve()
     with _open(path) as src:
@@ -63,6 +69,11 @@ def vrt_sources(path: str | Path) -> list[Path]:
 
 def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list[Path]:
     """Resolve files, directories (their rasters, sorted) and glob patterns to files.
+
+    Remote inputs (``/vsicurl/``, ``/vsis3/``, ``s3://``, ``gs://``, ``http(s)://``; see
+    :mod:`terraseg.pipeline.remote`) are files when they end in a raster suffix,
+    else folders or patterns listed through fsspec; they come back as
+    :class:`~terraseg.pipeline.remote.RemotePath`, never looked up on this disk.
 
     Args:
         inputs: Paths, directories or glob patterns; a ``.txt`` file lists paths, one per line.
@@ -77,6 +88,9 @@ def expand_inputs(inputs: Iterable[str | Path], *, what: str = "raster") -> list
     """
     found: list[Path] = []
     for item in inputs:
+        if is_remote(item):
+            found.extend(expand_remote(str(item), RASTER_SUFFIXES, what))
+            continue
         path = Path(item)
         if path.is_dir():
             matches = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)

@@ -31,26 +31,42 @@ import zarr
 
 from terraseg.pipeline.classes import ClassTable
 from terraseg.pipeline.errors import InputError
+from terraseg.pipeline.remote import RemoteError, fsspec_url, is_remote, remote_reason
 
 STORE_FORMAT = "terraseg-store/1"
 SCENES = "scenes"
 
 
+def zarr_location(path: str | Path) -> str:
+    """What zarr opens for a store: a local path as text, a remote one as its fsspec URL.
+
+    ``s3://bucket/x.zarr`` (or ``/vsis3/bucket/x.zarr``, its GDAL form) is opened by
+    zarr's ``FsspecStore`` through s3fs, with credentials from the environment.
+    """
+    return fsspec_url(path) if is_remote(path) else str(path)
+
+
 def open_root(path: str | Path, mode: str = "a") -> zarr.Group:
     """Open (or create, with mode ``"a"``) the store's root group."""
-    return zarr.open_group(str(path), mode=mode, zarr_format=3)  # type: ignore[arg-type]
+    return zarr.open_group(zarr_location(path), mode=mode, zarr_format=3)  # type: ignore[arg-type]
 
 
 def open_existing(path: str | Path) -> zarr.Group:
-    """Open a finished store for reading.
+    """Open a finished store for reading (on this disk, or on object storage).
 
     Raises:
         InputError: The path is not a terraseg store, or tiling it did not finish.
+        RemoteError: A remote store cannot be reached (no fsspec package for its
+            protocol, no such bucket, no access).
     """
     try:
-        root = zarr.open_group(str(path), mode="r", zarr_format=3)
+        root = zarr.open_group(zarr_location(path), mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise InputError("not a Zarr store (run `terraseg tile` first)", path=path) from None
+    except (ImportError, OSError) as exc:
+        if not is_remote(path):
+            raise
+        raise RemoteError(f"cannot be read ({remote_reason(exc)})", path=path) from None
     attrs = attributes(root)
     if attrs.get("format") != STORE_FORMAT:
         raise InputError("not a terraseg training store", path=path)
@@ -178,6 +194,8 @@ def export_tile_index(store: str | Path, out: str | Path) -> int:
 
 def store_location(path: str | Path) -> str:
     """Where a store is, for records read elsewhere: a local path made absolute, a URL as is."""
+    if is_remote(path):
+        return fsspec_url(path)
     text = str(path)
     return text if "://" in text else str(Path(text).resolve())
 

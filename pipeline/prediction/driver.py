@@ -29,6 +29,7 @@ from terraseg.pipeline.locks import output_lock
 from terraseg.pipeline.prediction.blocks import below_spill, right_spill
 from terraseg.pipeline.prediction.graph import Node, NodeId, NodeKind, Slot, block_graph, last_uses
 from terraseg.pipeline.prediction.job import FileJob, check_distinct_outputs, needs_work
+from terraseg.pipeline.prediction.outputs import publish
 from terraseg.pipeline.prediction.tasks import (
     assemble_file,
     infer_block,
@@ -95,7 +96,7 @@ def predict_files(
             id(run.job): run.outcome for run in _run(executor, todo, window, resources, progress)
         }
     skipped = {
-        id(job): FileOutcome(job.raster.path, job.paths.finals(), skipped=True) for job in jobs
+        id(job): FileOutcome(job.raster.path, job.paths.published(), skipped=True) for job in jobs
     }
     return [done.get(id(job), skipped[id(job)]) for job in jobs]
 
@@ -179,6 +180,8 @@ class FileRun:
             return
         try:
             self.outcome.outputs = self.assembled.result()
+            if self.job.paths.remote is not None:  # committed here: now to the bucket
+                self.outcome.outputs = publish(self.job.paths)
         except Exception as exc:
             self.fail(exc)
 

@@ -47,6 +47,14 @@ from terraseg.pipeline.prediction.styles import (
     pam_path,
     style_path,
 )
+from terraseg.pipeline.remote import (
+    RemotePath,
+    fsspec_url,
+    is_remote,
+    local_folder,
+    remote_exists,
+    upload_file,
+)
 
 COG_OPTIONS: dict[str, str | int] = {
     "compress": "deflate",
@@ -79,6 +87,7 @@ class OutputPaths:
     classes: Path
     probabilities: Path | None
     scratch: Path
+    remote: str | None = None  # the output folder's URL, when on object storage
 
     @classmethod
     def for_input(
@@ -87,12 +96,16 @@ class OutputPaths:
         """``<stem>_classes.tif`` and ``<stem>_probabilities.tif`` in ``out_dir``.
 
         The scratch store's name holds ``run_id``: blocks of another run (a dead
-        one, or one racing this) are never mixed into this run's outputs.
+        one, or one racing this) are never mixed into this run's outputs. An
+        ``out_dir`` on object storage is written in its staging folder on this disk
+        (:func:`~terraseg.pipeline.remote.local_folder`) and uploaded when complete.
         """
+        local = local_folder(out_dir)
         return cls(
-            out_dir / f"{raster.stem}_classes.tif",
-            out_dir / f"{raster.stem}_probabilities.tif" if probabilities else None,
-            partial_path(out_dir / f"{raster.stem}_blocks-{run_id}.zarr"),
+            local / f"{raster.stem}_classes.tif",
+            local / f"{raster.stem}_probabilities.tif" if probabilities else None,
+            partial_path(local / f"{raster.stem}_blocks-{run_id}.zarr"),
+            fsspec_url(out_dir).rstrip("/") if is_remote(out_dir) else None,
         )
 
     def rasters(self) -> list[Path]:
@@ -110,6 +123,12 @@ class OutputPaths:
         """The output files: the COGs, then their styles."""
         return [*self.rasters(), *self.styles()]
 
+    def published(self) -> list[Path]:
+        """Where the outputs are read: :meth:`finals`, or their objects when remote."""
+        if self.remote is None:
+            return self.finals()
+        return [RemotePath(f"{self.remote}/{path.name}") for path in self.finals()]
+
     def stale_scratch(self) -> list[Path]:
         """Scratch stores of other runs for the same output (left by interrupted runs)."""
         stem = self.classes.name.removesuffix("_classes.tif")
@@ -121,20 +140,55 @@ def is_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
     """True when every output exists and the COGs carry exactly these provenance tags.
 
     A style is written after its COG: a missing one marks an interrupted run.
+    Outputs on object storage are looked up there: the styles' objects, and the
+    COGs' tags read through GDAL (``/vsis3/``, ``/vsigs/``), never from a cache.
     """
+    if paths.remote is not None:
+        return _remote_current(paths, tags)
     if not all(path.exists() for path in paths.styles()):
         return False
-    for path in paths.rasters():
-        if not path.exists():
-            return False
-        try:
-            with rasterio.open(path) as src:
-                found = src.tags()
-        except rasterio.errors.RasterioIOError:
-            return False
-        if any(found.get(key) != value for key, value in tags.items()):
-            return False
-    return True
+    return all(path.exists() and _has_tags(path, tags) for path in paths.rasters())
+
+
+def _has_tags(path: Path, tags: dict[str, str]) -> bool:
+    """Whether the raster ``path`` opens and carries exactly these values of ``tags``."""
+    try:
+        with rasterio.open(path) as src:
+            found = src.tags()
+    except rasterio.errors.RasterioIOError:
+        return False
+    return all(found.get(key) == value for key, value in tags.items())
+
+
+def _remote_current(paths: OutputPaths, tags: dict[str, str]) -> bool:
+    """:func:`is_current` of outputs on object storage."""
+    published = paths.published()
+    rasters, styles = published[: len(paths.rasters())], published[len(paths.rasters()) :]
+    if not all(remote_exists(path) for path in [*styles, *rasters]):
+        return False
+    with rasterio.Env(CPL_VSIL_CURL_NON_CACHED=str(rasters[0].parent)):
+        return all(_has_tags(path, tags) for path in rasters)
+
+
+def publish(paths: OutputPaths) -> list[Path]:
+    """Upload committed outputs to their folder on object storage; return where they are.
+
+    The COGs go first, their styles after them (a style marks its COG complete,
+    as on disk); each staged file is removed once uploaded. Local outputs are
+    already where they belong.
+
+    Raises:
+        RemoteError: An upload failed; the objects uploaded before it stay, and
+            a next run redoes the file (its styles are missing).
+    """
+    if paths.remote is None:
+        return paths.finals()
+    published = paths.published()
+    for local, remote in zip(paths.finals(), published, strict=True):
+        upload_file(local, remote)
+    for local in paths.finals():
+        remove_path(local)
+    return published
 
 
 def create_scratch(

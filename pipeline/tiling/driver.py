@@ -14,6 +14,12 @@ the driver assigns the split and the statistics of the store and marks it comple
 Task keys are deterministic within a run and distinct between runs (they carry the
 run id), so a cluster never hands one run the results of another's tasks.
 
+A store on object storage (``s3://``, ``gs://``) is tiled in its staging folder on this
+disk (:func:`terraseg.pipeline.remote.local_folder`): the stored one is downloaded
+first (unless overwritten), and the finished store is uploaded with its root
+``zarr.json`` last (:func:`terraseg.pipeline.remote.upload_folder`). A failed run
+uploads nothing.
+
 The same driver runs in one process (:class:`terraseg.pipeline.executor.InProcessExecutor`)
 and on a Dask cluster (``terraseg.workflows.executor.DaskExecutor``).
 """
@@ -33,6 +39,7 @@ from terraseg.pipeline.errors import IncompleteOutputError, LockedError
 from terraseg.pipeline.executor import Executor, Handle
 from terraseg.pipeline.files import remove_path
 from terraseg.pipeline.locks import LockHolder, lock_path, output_lock
+from terraseg.pipeline.remote import download_folder, is_remote, local_folder, upload_folder
 from terraseg.pipeline.tiling.chunks import merge_summaries, tile_window
 from terraseg.pipeline.tiling.config import TileConfig
 from terraseg.pipeline.tiling.finish import finish_scene, finish_store, stored_scene_tiles
@@ -92,7 +99,21 @@ def tile_scenes(
             lock = stack.enter_context(output_lock(store))
         else:
             _check_held(store, lock)
-        return _run(store, plans, config, classes, executor, lock.run_id, progress, overwrite)
+        args = (plans, config, classes, executor, lock.run_id, progress, overwrite)
+        return _run_staged(store, *args) if is_remote(store) else _run(store, *args)
+
+
+def _run_staged(store: Path, *args: Any) -> dict[str, Any]:
+    """:func:`_run` into the staging copy of a remote store; upload it when finished."""
+    local = local_folder(store)
+    overwrite = args[-1]
+    remove_path(local)
+    if not overwrite:
+        download_folder(store, local)
+    summary = _run(local, *args)
+    upload_folder(local, store, marker="zarr.json")
+    remove_path(local)
+    return summary
 
 
 def _run(

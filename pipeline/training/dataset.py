@@ -28,6 +28,7 @@ from terraseg.pipeline.store import (
     scene_group,
     stored_class_index,
     tile_index,
+    zarr_location,
 )
 from terraseg.pipeline.training.augment import augment, crop_side
 from terraseg.pipeline.training.config import AugmentConfig
@@ -171,7 +172,9 @@ class StoreReader:
         """Normalized image (bands, rows, cols) float32 and label (rows, cols) int64."""
         group = self._groups.get(scene)
         if group is None:
-            group = zarr.open_group(self.path, path=f"scenes/{scene}", mode="r", zarr_format=3)
+            group = zarr.open_group(
+                zarr_location(self.path), path=f"scenes/{scene}", mode="r", zarr_format=3
+            )
             self._groups[scene] = group
         window = (slice(row, row + rows), slice(col, col + cols))
         image = np.asarray(array(group, "image")[(slice(None), *window)])

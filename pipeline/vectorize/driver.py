@@ -27,6 +27,7 @@ from terraseg.pipeline.executor import Executor, ordered_map
 from terraseg.pipeline.files import atomic_output, partial_path, remove_path
 from terraseg.pipeline.grid import Window
 from terraseg.pipeline.locks import output_lock
+from terraseg.pipeline.remote import as_input, is_remote, remote_exists, staged_file, upload_file
 from terraseg.pipeline.vectorize.blocks import BlockResult, block_plan, polygonize_block
 from terraseg.pipeline.vectorize.config import VectorizeConfig
 from terraseg.pipeline.vectorize.features import SCRATCH_SUFFIX, finalize, save_features
@@ -89,17 +90,22 @@ def vectorize_rasters(
         FileSystemError: The GeoPackage cannot be written (a full disk, the file-size
             limit).
     """
-    out = Path(out)
+    target, out = out, staged_file(out)  # a GeoPackage bound for a bucket is made here first
     infos = unique_rasters(infos)
     _check_one_crs(infos)
     check_class_layers(infos, config)
-    with output_lock(out) as holder:
-        _refuse_existing(out, overwrite=overwrite)
+    with output_lock(target) as holder:
+        _refuse_existing(target, overwrite=overwrite)
         scratch = _scratch_folder(out, holder.run_id)
         try:
-            return _write_output(infos, out, config, executor, scratch, progress)
+            summary = _write_output(infos, out, config, executor, scratch, progress)
         finally:
             remove_path(scratch)
+        if is_remote(target):  # committed on this disk: now one upload, then the copy goes
+            upload_file(out, target)
+            remove_path(out)
+            summary.path = as_input(target)
+        return summary
 
 
 def check_output(out: str | Path, *, overwrite: bool) -> None:
@@ -119,7 +125,8 @@ def check_output(out: str | Path, *, overwrite: bool) -> None:
 
 
 def _refuse_existing(out: str | Path, *, overwrite: bool) -> None:
-    if Path(out).exists() and not overwrite:
+    exists = remote_exists(out) if is_remote(out) else Path(out).exists()
+    if exists and not overwrite:
         raise OutputExistsError("output exists; pass --overwrite to replace it", path=out)
 
 

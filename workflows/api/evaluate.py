@@ -84,12 +84,13 @@ def evaluate(
     from terraseg.pipeline.evaluation import check_compared, combine, plan_evaluation
     from terraseg.pipeline.files import write_json
     from terraseg.pipeline.rasters import expand_inputs
+    from terraseg.pipeline.remote import as_location
     from terraseg.workflows.cluster import dask_client
 
     if baseline is not None and not images:
         raise ConfigError("a baseline needs the images the predictions were made from")
     evaluate_config = stage_config(EvaluateConfig, config, settings)
-    truth = Path(truth).resolve()
+    truth = as_location(truth)
     report_path = _check_out(out, overwrite)
     table = read_classes(Path(classes)) if classes else None
     jobs, class_table = plan_evaluation(expand_inputs(predictions), truth, table, evaluate_config)

@@ -155,19 +155,21 @@ def predict_files(
     )
     from terraseg.pipeline.prediction.job import plan_files
     from terraseg.pipeline.registry import resolve_tracking_uri
+    from terraseg.pipeline.remote import as_location, local_folder
     from terraseg.workflows.api.inputs import scene_inputs
 
-    out_dir = Path(out).resolve()
+    out_dir = as_location(out)  # a bucket's folder: staged on this disk, uploaded per file
     tracking_uri = resolve_tracking_uri(tracking_uri)  # passed to every worker with its jobs
     settings_ = stage_config(PredictConfig, config, settings)
     device = check_device(settings_.device)
-    reference = _reference(model, out_dir / MODEL_CACHE)
+    cache = local_folder(out_dir) / MODEL_CACHE
+    reference = _reference(model, cache)
     artifact, load_from = open_for_workers(  # read afresh: it may have been retrained
-        reference, tracking_uri, out_dir / MODEL_CACHE, shared_disk=scheduler is None
+        reference, tracking_uri, cache, shared_disk=scheduler is None
     )
     check_weights(artifact, reference)
     check_precision(artifact, reference, settings_.precision, device)
-    stacks = out_dir / ".band-stacks"
+    stacks = local_folder(out_dir) / ".band-stacks"
     paths = scene_inputs(inputs, band_files, recursive, band_resampling, stacks)
     jobs, errors = plan_files(reference, artifact, paths, out_dir, settings_, tracking_uri)
     jobs = [replace(job, model=load_from) for job in jobs]  # the tags keep the reference given

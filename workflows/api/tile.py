@@ -71,6 +71,7 @@ def tile(
         per-band ``statistics``.
     """
     from terraseg.pipeline.locks import output_lock
+    from terraseg.pipeline.remote import as_location, local_folder
     from terraseg.pipeline.store import export_tile_index
     from terraseg.pipeline.tiling import tile_scenes
     from terraseg.workflows.api.inputs import scene_inputs
@@ -79,10 +80,10 @@ def tile(
 
     check_sources(images, labels, pairs, band_files)
     tile_config = stage_config(TileConfig, config, settings)
-    out = Path(store).resolve()
+    out = as_location(store)  # s3://: written in a staging folder, uploaded when complete
     pair_dirs = (Path(pairs[0]), Path(pairs[1])) if pairs else None
     with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
-        stacks = out.parent / BAND_STACKS / out.name
+        stacks = local_folder(out.parent) / BAND_STACKS / out.name
         inputs = scene_inputs(images, band_files, recursive, band_resampling, stacks)
         plans, table = _plan(inputs, labels, pair_dirs, classes, tile_config)
         with (
@@ -143,9 +144,12 @@ def _plan(
 def _label_sources(labels: str | Path | None) -> tuple[Path | None, list[Path] | None]:
     """``labels`` as a vector file or as label rasters (a file, folder or glob)."""
     from terraseg.pipeline.rasters import expand_inputs
+    from terraseg.pipeline.remote import as_input, is_remote
 
     if labels is None:
         return None, None
+    if is_remote(labels) and as_input(labels).suffix.lower() in VECTOR_SUFFIXES:
+        return as_input(labels), None  # read by GDAL's /vsi...; a missing one fails there
     if Path(labels).suffix.lower() in VECTOR_SUFFIXES:
         if not Path(labels).exists():
             raise InputError("labels file does not exist", path=labels)

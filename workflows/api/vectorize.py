@@ -52,6 +52,7 @@ def vectorize(
         The GeoPackage's path, layers, and polygon counts per class.
     """
     from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.remote import as_location
     from terraseg.pipeline.vectorize.driver import check_output, vectorize_rasters
     from terraseg.pipeline.vectorize.layers import check_class_layers
     from terraseg.pipeline.vectorize.rasters import read_raster_info
@@ -59,7 +60,7 @@ def vectorize(
     from terraseg.workflows.executor import DaskExecutor
 
     pairs = raster_pairs(rasters, confidence)
-    path = Path(out).resolve()
+    path = as_location(out)  # s3://: written on this disk, uploaded when complete
     check_output(path, overwrite=overwrite)  # before a cluster starts
     vectorize_config = stage_config(VectorizeConfig, config, settings)
     table = read_classes(Path(classes)) if classes else None

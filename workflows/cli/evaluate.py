@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from terraseg.workflows.cli.options import (
+    Location,
     config_opt,
     nodata_opt,
     note_output,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 @click.option(
     "--truth",
     required=True,
-    type=click.Path(path_type=Path),  # a glob too: found (or refused) when planning
+    type=Location(path_type=Path),  # a glob too: found (or refused) when planning
     help="Label rasters (file, folder or glob) or a vector file with a class column.",
 )
 @click.option(

@@ -87,6 +87,23 @@ def resolve_config(
     return build_config(model, file_data, overrides, source=config_path)
 
 
+class Location(click.Path):
+    """A path option that also takes a location on object storage or a web server.
+
+    ``s3://``, ``gs://``, ``http(s)://``, ``/vsis3/``, ``/vsigs/`` and ``/vsicurl/`` values
+    come back unchecked as :class:`~terraseg.pipeline.remote.RemotePath` (read or
+    written where the stage says); local ones are checked as by :class:`click.Path`.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The remote location, or the checked local path."""
+        from terraseg.pipeline.remote import as_input, is_remote
+
+        if isinstance(value, str) and is_remote(value):
+            return as_input(value)
+        return super().convert(value, param, ctx)
+
+
 def note_output(ctx: click.Context, path: Path) -> Path:
     """Record the output the command writes; an error of the disk names it (see ``main``).
 

@@ -12,6 +12,7 @@ import click
 
 from terraseg.pipeline.prediction.config import PredictConfig
 from terraseg.workflows.cli.options import (
+    Location,
     band_files_opts,
     choices_of,
     config_opt,
@@ -53,7 +54,7 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> lis
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Location(file_okay=False, path_type=Path),
     help="Output folder for <name>_classes.tif (and <name>_probabilities.tif).",
 )
 @click.option(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from terraseg.workflows.cli.options import (
+    Location,
     band_files_opts,
     config_opt,
     nodata_opt,
@@ -41,8 +42,8 @@ from terraseg.workflows.cli.options import (
     "--out",
     "out",
     required=True,
-    type=click.Path(path_type=Path),
-    help="The Zarr store to write.",
+    type=Location(path_type=Path),
+    help="The Zarr store to write (a folder, or s3://BUCKET/PREFIX/NAME.zarr).",
 )
 @click.option(
     "--classes",

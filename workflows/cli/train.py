@@ -10,6 +10,7 @@ import click
 
 from terraseg.pipeline.model.config import BackboneName
 from terraseg.workflows.cli.options import (
+    Location,
     config_opt,
     note_output,
     overwrite_opt,
@@ -22,7 +23,7 @@ from terraseg.workflows.cli.options import (
 @click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=Location(exists=True, path_type=Path),
     help="The Zarr store written by `terraseg tile`.",
 )
 @click.option(

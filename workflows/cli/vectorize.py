@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from terraseg.workflows.cli.options import (
+    Location,
     config_opt,
     note_output,
     overwrite_opt,
@@ -21,7 +22,7 @@ raster_path = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.command(short_help="Polygonize class maps into one GeoPackage.")
 @click.argument("rasters", nargs=-1, required=True)
 @click.option(
-    "-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    "-o", "--out", required=True, type=Location(dir_okay=False, path_type=Path),
     help="GeoPackage to write.",
 )  # fmt: skip
 @click.option("--classes", type=raster_path, help="Classes YAML (ids, names, colours).")
