@@ -21,7 +21,7 @@ from rasterio.errors import RasterioIOError
 from terraseg.pipeline.errors import InputError, RasterReadError
 from terraseg.pipeline.grid import Window
 from terraseg.pipeline.remote import as_input, expand_remote, is_remote, remote_identity
-from terraseg.pipeline.settings import NodataOverride
+from terraseg.pipeline.settings import NodataOverride as NodataOverride  # re-exported
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg"})
 
