@@ -8,7 +8,9 @@ and ``(classes, rows, cols)`` for one image, with a leading ``N`` for a batch. A
 other input is refused with a one-line :class:`ModelInputError`. float32 is accepted
 beside the training dtype because the model normalizes every input to float32 first:
 a float32 array holding the same values predicts the same classes. NaN pixels of a
-float32 input get class 255 and probabilities 0.
+float32 input get class 255 and probabilities 0. An integer array of another type
+is accepted where the training dtype is an integer type that holds all its values:
+a JSON request to ``mlflow models serve`` arrives as int64.
 
 The check is :func:`check_input`, in :meth:`TerrasegPyfunc.predict`, not an MLflow
 input schema: a tensor schema has a fixed number of dimensions and MLflow reports a
@@ -94,8 +96,9 @@ def check_input(artifact: ModelArtifact, images: object) -> NDArray[Any]:
 
     Raises:
         ModelInputError: Not a numpy array, a shape other than ``(bands, rows, cols)``
-            or ``(n, bands, rows, cols)`` with the model's bands, or another dtype;
-            the message is one line.
+            or ``(n, bands, rows, cols)`` with the model's bands, or another dtype
+            (other than integers within the training dtype's range, which are cast to
+            it); the message is one line.
     """
     if not isinstance(images, np.ndarray):
         raise ModelInputError(f"expected a numpy array, got {type(images).__name__}")
@@ -108,13 +111,29 @@ def check_input(artifact: ModelArtifact, images: object) -> NDArray[Any]:
     if 0 in images.shape:
         raise ModelInputError(f"expected an array of shape {shapes}; got the empty {images.shape}")
     dtypes = accepted_dtypes(artifact)
-    if images.dtype.name not in dtypes:
-        alternative = "".join(f" or {name}" for name in dtypes[1:])
-        raise ModelInputError(
-            f"expected dtype {dtypes[0]} (the training rasters'){alternative}; "
-            f"got {images.dtype}: convert with .astype({dtypes[0]!r})"
-        )
-    return images
+    if images.dtype.name in dtypes:
+        return images
+    training = np.dtype(artifact.input_dtype)
+    if _integers_within(images, training):
+        return images.astype(training)
+    alternative = "".join(f" or {name}" for name in dtypes[1:])
+    if np.issubdtype(training, np.integer):
+        alternative += f", or integers within {training.name}'s range"
+    got = f"{images.dtype}"
+    if np.issubdtype(images.dtype, np.integer):
+        got += f" with values from {images.min()} to {images.max()}"
+    raise ModelInputError(
+        f"expected dtype {training.name} (the training rasters'){alternative}; "
+        f"got {got}: convert with .astype({training.name!r})"
+    )
+
+
+def _integers_within(images: NDArray[Any], dtype: np.dtype[Any]) -> bool:
+    """Whether ``images`` holds integers and ``dtype``, an integer type, holds them all."""
+    if not (np.issubdtype(images.dtype, np.integer) and np.issubdtype(dtype, np.integer)):
+        return False
+    limits = np.iinfo(dtype)
+    return bool(images.min() >= limits.min and images.max() <= limits.max)
 
 
 def write_package_source(folder: Path) -> Path:

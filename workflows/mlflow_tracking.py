@@ -229,8 +229,8 @@ def pyfunc_arguments(artifact_dir: Path) -> Iterator[dict[str, Any]]:
     source (written to a temporary folder that lasts as long as the block) as
     ``code_paths``; its requirements are mlflow, torch and numpy (:func:`pip_requirements`);
     its metadata holds the artifact's manifest and what ``predict`` accepts. No input
-    example is stored: MLflow would check it as JSON, where uint8 pixels arrive as
-    int64, which the model refuses.
+    example is logged: MLflow checks one in its JSON form, where a float32 image
+    arrives as float64, which the model refuses.
 
     Args:
         artifact_dir: A folder written by :func:`terraseg.pipeline.artifact.save_artifact`.

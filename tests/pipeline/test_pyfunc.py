@@ -55,8 +55,12 @@ def test_any_size_is_predicted_as_terraseg_predict_does(wrapper: TerrasegPyfunc)
 
 def test_the_pyfunc_takes_the_training_dtype_or_float32(wrapper: TerrasegPyfunc) -> None:
     assert accepted_dtypes(wrapper.artifact) == ["uint8", "float32"]
-    with pytest.raises(ModelInputError, match=r"got uint16: convert with \.astype\('uint8'\)$"):
-        wrapper.predict(None, np.zeros((4, 8, 8), np.uint16))
+    image = sample_images(count=1)[0]
+    within = wrapper.predict(None, image.astype(np.uint16))  # integers uint8 holds: cast
+    np.testing.assert_array_equal(within["class_map"], wrapper.predict(None, image)["class_map"])
+    beyond = np.full((4, 8, 8), 300, np.uint16)
+    with pytest.raises(ModelInputError, match=r"values from 300 to 300: convert with \.astype"):
+        wrapper.predict(None, beyond)
     with pytest.raises(ModelInputError, match="expected a numpy array, got list"):
         wrapper.predict(None, [[0]])  # type: ignore[arg-type]
 

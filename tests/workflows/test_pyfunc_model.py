@@ -14,9 +14,14 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +118,7 @@ def test_the_model_loads_without_gis_dask_or_click_and_uses_its_own_code(
     for name, message in report["errors"].items():
         assert message.startswith("ModelInputError: expected ") and "\n" not in message, name
     assert report["errors"]["bands"].endswith("got shape (1, 8, 8)")
-    assert "got float64: convert with .astype('uint8')" in report["errors"]["float64"]
+    assert report["errors"]["float64"].endswith("got float64: convert with .astype('uint8')")
 
 
 def test_where_terraseg_is_imported_the_installed_package_serves(saved: Path) -> None:
@@ -137,9 +142,11 @@ def test_where_terraseg_is_imported_the_installed_package_serves(saved: Path) ->
         ((3, 40, 50), "uint8", r"of shape \(4, rows, cols\) or \(n, 4, rows, cols\) with bands "
          r"red, green, blue, nir; got shape \(3, 40, 50\)$"),
         ((40, 50), "uint8", r"got shape \(40, 50\)$"),
-        ((4, 40, 50), "float64", r"^expected dtype uint8 \(the training rasters'\) or float32; "
-         r"got float64: convert with \.astype\('uint8'\)$"),
-        ((4, 40, 50), "int64", "got int64"),
+        ((4, 40, 50), "float64", r"^expected dtype uint8 \(the training rasters'\) or float32, "
+         r"or integers within uint8's range; got float64: convert with \.astype\('uint8'\)$"),
+        ((4, 40, 50), "int64", None),  # as JSON requests arrive: integers within uint8
+        ((4, 40, 50), "int16", r"^expected dtype uint8 \(the training rasters'\) or float32, "
+         r"or integers within uint8's range; got int16 with values from -1 to \d+: "),
         ((4, 0, 50), "uint8", r"got the empty \(4, 0, 50\)$"),
     ],
 )  # fmt: skip
@@ -147,6 +154,8 @@ def test_pyfunc_input_schema(saved: Path, shape: tuple[int, ...], dtype: str,
                              message: str | None) -> None:  # fmt: skip
     model = mlflow.pyfunc.load_model(str(saved))
     x = images(shape).astype(dtype) if 0 not in shape else np.zeros(shape, dtype)
+    if dtype == "int16":
+        x[0, 0, 0] = -1  # outside uint8
     if message is not None:
         with pytest.raises(ModelInputError, match=message) as caught:
             model.predict(x)
@@ -238,3 +247,57 @@ def test_a_registered_model_predicts_in_a_venv_with_only_mlflow_torch_numpy(
     report = probe(str(python), "models:/pyfunc-venv@candidate", image, tmp_path / "probe", env)
     assert report["refused_loaded"] == [] and "/code/terraseg/" in report["terraseg"]
     assert_equals_predict_array(artifact, image, tmp_path / "probe")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_predicts_json_requests(saved: Path, tmp_path: Path) -> None:
+    python = fresh_venv(saved / "requirements.txt")
+    port = _free_port()
+    env = {"PATH": f"{python.parent}:{os.environ.get('PATH', '')}", "HOME": str(tmp_path)}
+    command = [str(python), "-m", "mlflow", "models", "serve", "-m", str(saved),
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for_ping(f"http://127.0.0.1:{port}/ping", server)
+        image = images((4, 60, 70))
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                               {"inputs": image.tolist()})  # fmt: skip
+        assert status == 200, answer
+        expected = predict_array(load_artifact(saved / "artifacts" / "artifact"), image,
+                                 config=FP32)  # fmt: skip
+        np.testing.assert_array_equal(answer["predictions"]["class_map"], expected.classes)
+        status, refused = _post(f"http://127.0.0.1:{port}/invocations",
+                                {"inputs": (image / 2).tolist()})  # fmt: skip
+        assert status == 400 and "got float64" in refused["stack_trace"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def _wait_for_ping(url: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "mlflow models serve exited"
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"no answer from {url} in {timeout} s")
