@@ -115,6 +115,8 @@ def _open(path: str | Path) -> Any:
         return rasterio.open(path)
     except RasterioIOError as exc:
         reason = str(exc).split(": ", 1)[-1] if str(exc) else "cannot be opened"
+        if is_remote(path) and "does not exist in the file system" in reason:
+            reason = "no such object, or no access to it"  # GDAL's words for a 403 or 404
         raise RasterReadError(f"not a readable raster ({reason})", path=path) from None
 
 
