@@ -397,3 +397,50 @@ def upload_folder(local: Path, uri: str | os.PathLike[str], *, marker: str) -> i
     except OSError as exc:
         raise RemoteError(f"cannot be written ({remote_reason(exc)})", path=uri) from None
     return len(keys)
+
+
+def stage_run_folder(target: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Path:
+    """The local folder a run bound for ``target`` writes (``target`` itself when local).
+
+    For a remote ``target`` the staging folder is emptied; with ``resume`` the run
+    is first downloaded from ``target``. Under torchrun only rank 0 does this (the
+    other ranks write nothing before the group has formed).
+
+    Raises:
+        OutputExistsError: ``target`` holds a run, and neither ``resume`` nor
+            ``overwrite`` was asked for.
+        RemoteError: ``target`` cannot be reached.
+    """
+    from terraseg.pipeline.errors import OutputExistsError
+    from terraseg.pipeline.files import remove_path
+
+    if not is_remote(target):
+        return Path(target)
+    local = local_folder(target)
+    if os.environ.get("RANK", "0") != "0":
+        return local
+    if not (resume or overwrite) and remote_exists(target):
+        raise OutputExistsError(
+            "holds a run; pass --overwrite to replace it or --resume to continue it", path=target
+        )
+    remove_path(local)
+    if resume:
+        download_folder(target, local)
+    return local
+
+
+def publish_run_folder(local: Path, target: str | os.PathLike[str]) -> None:
+    """Upload a finished run from its staging folder to ``target`` (rank 0 only).
+
+    ``summary.json``, written when the run ends, is uploaded last (see
+    :func:`upload_folder`); the staging copy is removed afterwards.
+
+    Raises:
+        RemoteError: An upload failed.
+    """
+    from terraseg.pipeline.files import remove_path
+
+    if not is_remote(target) or os.environ.get("RANK", "0") != "0":
+        return
+    upload_folder(local, target, marker="summary.json")
+    remove_path(local)

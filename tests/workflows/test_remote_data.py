@@ -192,12 +192,18 @@ def test_a_store_missing_from_the_bucket_is_one_line(s3, tmp_path):
 def test_tile_train_predict_on_s3_equal_the_local_run(data, s3, tmp_path):
     """The whole chain: a model trained from the bucket's store predicts what the local one does."""
     _, scenes, _ = data
+    fs, _ = s3
     tile = ["--classes", scenes.classes, "--tile-size", 64, "--workers", 1]
     ok("tile", *scenes.scenes, "--labels", scenes.labels[0], "--out", tmp_path / "l.zarr", *tile)
     ok("tile", "s3://bkt/in/", "--labels", "s3://bkt/in/labels.gpkg", "--out",
        "s3://bkt/chain/store.zarr", *tile)  # fmt: skip
     ok("train", "--data", tmp_path / "l.zarr", "--out", tmp_path / "run", *TRAIN)
-    ok("train", "--data", "s3://bkt/chain/store.zarr", "--out", tmp_path / "run-s3", *TRAIN)
+    ok("train", "--data", "s3://bkt/chain/store.zarr", "--out", "s3://bkt/chain/run", *TRAIN)
+    assert fs.exists("bkt/chain/run/summary.json")
+    again = run("train", "--data", "s3://bkt/chain/store.zarr", "--out", "s3://bkt/chain/run",
+                *TRAIN)  # fmt: skip
+    assert again.exit_code == 1 and "s3/bkt/chain/run: holds a run" in again.output
+    fs.get("bkt/chain/run/model/", str(tmp_path / "run-s3" / "model"), recursive=True)
     for run_dir, out in (
         (tmp_path / "run", tmp_path / "pred"),
         (tmp_path / "run-s3", "s3://bkt/chain/pred"),

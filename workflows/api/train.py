@@ -53,11 +53,13 @@ def train(
         ConfigError: Invalid settings, or ``resume`` without ``out``.
         TrackingError: The tracking store cannot be reached (before any step).
     """
+    from terraseg.pipeline.remote import publish_run_folder, stage_run_folder
     from terraseg.workflows.train_run import launch
 
     if resume and out is None:
         raise ConfigError("resume needs out, the folder of the run to continue")
-    run = Path(out) if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    target = out if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run = stage_run_folder(target, resume=resume, overwrite=overwrite)  # s3://: staged here
     saved = run / SAVED_CONFIG
     train_config = stage_config(
         TrainConfig, config if config is not None or not resume or not saved.exists() else saved,
@@ -70,9 +72,11 @@ def train(
     check_crop_size(train_config.data.crop_size, Path(store))
     # A former run in ``out`` is refused, or removed with ``overwrite``, by rank 0 once
     # the processes have joined their group (under torchrun every rank runs this).
-    return launch(
+    summary = launch(
         train_config, Path(store), run, resume=resume, overwrite=overwrite, progress=progress
     )
+    publish_run_folder(run, target)  # a run bound for a bucket is uploaded once finished
+    return summary
 
 
 def _connect_tracking(tracking_uri: str | None) -> None:

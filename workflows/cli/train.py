@@ -29,9 +29,9 @@ from terraseg.workflows.cli.options import (
 @click.option(
     "-o",
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=Location(file_okay=False, path_type=Path),
     default=None,
-    help="Run folder [runs/<date>-<time>].",
+    help="Run folder [runs/<date>-<time>]; s3://BUCKET/PREFIX: uploaded when finished.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option(
