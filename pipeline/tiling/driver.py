@@ -39,7 +39,14 @@ from terraseg.pipeline.errors import IncompleteOutputError, LockedError
 from terraseg.pipeline.executor import Executor, Handle
 from terraseg.pipeline.files import remove_path
 from terraseg.pipeline.locks import LockHolder, lock_path, output_lock
-from terraseg.pipeline.remote import download_folder, is_remote, local_folder, upload_folder
+from terraseg.pipeline.remote import (
+    download_folder,
+    fsspec_url,
+    is_remote,
+    local_folder,
+    remote_exists,
+    upload_folder,
+)
 from terraseg.pipeline.tiling.chunks import merge_summaries, tile_window
 from terraseg.pipeline.tiling.config import TileConfig
 from terraseg.pipeline.tiling.finish import finish_scene, finish_store, stored_scene_tiles
@@ -108,7 +115,7 @@ def _run_staged(store: Path, *args: Any) -> dict[str, Any]:
     local = local_folder(store)
     overwrite = args[-1]
     remove_path(local)
-    if not overwrite:
+    if not overwrite and remote_exists(f"{fsspec_url(store)}/zarr.json"):  # a whole store
         download_folder(store, local)
     summary = _run(local, *args)
     upload_folder(local, store, marker="zarr.json")

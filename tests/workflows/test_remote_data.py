@@ -112,17 +112,22 @@ def test_rasters_over_http_with_range_requests(data, tmp_path):
         assert json.loads(again.output)["skipped"]  # the same object: current already
 
 
-def test_tile_images_and_label_rasters_over_http(tmp_path):
+def test_tile_and_evaluate_with_label_rasters_over_http(data, tmp_path):
     scenes = tiny_scenes(tmp_path / "scenes", labels="raster", scenes=1)
+    folder, truth = scenes.scenes[0].parent, scenes.labels[0]
     tile = ["--classes", scenes.classes, "--tile-size", 64, "--workers", 1]
-    ok("tile", *scenes.scenes, "--labels", scenes.labels[0], "--out", tmp_path / "l.zarr", *tile)
-    with range_server(scenes.scenes[0].parent, tmp_path / "requests.log") as server:
-        image, labels = (
-            f"/vsicurl/{server.url}/{p.name}" for p in (scenes.scenes[0], scenes.labels[0])
-        )
+    ok("tile", *scenes.scenes, "--labels", truth, "--out", tmp_path / "l.zarr", *tile)
+    ok("predict", *scenes.scenes, "--model", data[0], "--out", folder, "--threads", 1)
+    classes = folder / f"{scenes.scenes[0].stem}_classes.tif"
+    local = ok("evaluate", classes, "--truth", truth, "--workers", 1)
+    with range_server(folder, tmp_path / "requests.log") as server:
+        image, labels = (f"/vsicurl/{server.url}/{p.name}" for p in (scenes.scenes[0], truth))
         ok("tile", image, "--labels", labels, "--out", tmp_path / "web.zarr", *tile)
-        assert server.ranged(scenes.labels[0].name)
+        assert server.ranged(truth.name)
+        web = ok("evaluate", f"{server.url}/{classes.name}", "--truth", labels, "--workers", 1)
+        assert server.ranged(classes.name)
     assert_same_store(tmp_path / "l.zarr", str(tmp_path / "web.zarr"))
+    assert web.output == local.output and "mean IoU" in web.output
 
 
 def test_store_and_outputs_on_s3_equal_the_local_run(data, s3, tmp_path):
@@ -134,6 +139,13 @@ def test_store_and_outputs_on_s3_equal_the_local_run(data, s3, tmp_path):
        "s3://bkt/t/store.zarr", *tile)  # fmt: skip
     assert_same_store(tmp_path / "l.zarr", "s3://bkt/t/store.zarr")
     assert not list((tmp_path / "staging").glob("*/zarr.json"))  # the staged copy is gone
+    fs.rm_file("bkt/t/store.zarr/zarr.json")  # as an upload cut short leaves it
+    half = run("train", "--data", "s3://bkt/t/store.zarr", "--out", tmp_path / "run", *TRAIN)
+    assert "Error: /vsis3/bkt/t/store.zarr: not a Zarr store" in half.output
+    redone = ok("tile", "s3://bkt/in/", "--labels", "s3://bkt/in/labels.gpkg", "--out",
+                "s3://bkt/t/store.zarr", *tile)  # fmt: skip
+    assert json.loads(redone.output)["skipped"] == 0
+    assert_same_store(tmp_path / "l.zarr", "s3://bkt/t/store.zarr")
 
     ok("predict", *scenes.scenes, "--model", model, "--out", tmp_path / "pred", "--threads", 1)
     listed = tmp_path / "list.txt"
