@@ -227,3 +227,22 @@ def test_tile_train_predict_on_s3_equal_the_local_run(data, s3, tmp_path):
             pixels(f"/vsis3/bkt/chain/pred/{name}"), pixels(tmp_path / "pred" / name)
         )
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("images", "reason"),
+    [
+        ("s3://bkt/in/missing.tif", "not a readable raster (no such object, or no access to it)"),
+        ("s3://bkt/nothing-here/", "no raster files found"),
+    ],
+)
+def test_tile_of_a_missing_remote_input_uploads_no_store(data, s3, tmp_path, images, reason):
+    scenes = data[1]
+    fs, _ = s3
+    result = run("tile", images, "--labels", "s3://bkt/in/labels.gpkg", "--classes",
+                 scenes.classes, "--out", "s3://bkt/bad.zarr", "--tile-size", 64)  # fmt: skip
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and reason in errors[0]
+    assert images.split("://")[1].rstrip("/") in errors[0]
+    assert not fs.exists("bkt/bad.zarr")
