@@ -226,7 +226,8 @@ def prepare_tiling(
         check_plans(plans, config)
         return plans, table
     if classes is None:
-        named = pairs[1] if pairs is not None else (label_rasters or images or [None])[0]
+        sources = [pairs[1]] if pairs is not None else label_rasters or images
+        named = sources[0] if sources else None
         raise InputError(
             "label rasters and mask tiles need a classes file (no classes.yaml beside "
             "them); pass --classes FILE",
