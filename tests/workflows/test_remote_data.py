@@ -167,6 +167,10 @@ def test_store_and_outputs_on_s3_equal_the_local_run(data, s3, tmp_path):
     assert len(ours) > 0
     assert ours.drop(columns="geometry").equals(theirs.drop(columns="geometry"))
     assert all(a.equals_exact(b, 0) for a, b in zip(ours.geometry, theirs.geometry, strict=True))
+    import terraseg  # the Python API takes the same URIs as text
+
+    summary = terraseg.vectorize(["s3://bkt/t/pred/"], "s3://bkt/t/api.gpkg", workers=1)
+    assert str(summary.path) == "/vsis3/bkt/t/api.gpkg" and summary.polygons == len(ours)
     refused = run("vectorize", "s3://bkt/t/pred/", "-o", "s3://bkt/t/polygons.gpkg")
     assert refused.exit_code == 1
     assert "s3/bkt/t/polygons.gpkg: output exists; pass --overwrite" in refused.output
