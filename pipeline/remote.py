@@ -444,3 +444,18 @@ def publish_run_folder(local: Path, target: str | os.PathLike[str]) -> None:
         return
     upload_folder(local, target, marker="summary.json")
     remove_path(local)
+
+
+def local_only(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a local Path; a remote one is refused (outputs not uploaded to buckets).
+
+    Raises:
+        ConfigError: ``path`` is on object storage or a web server.
+    """
+    from terraseg.pipeline.errors import ConfigError
+
+    if is_remote(path):
+        raise ConfigError(
+            f"{what} is written to this disk only; give a local path", path=fsspec_url(path)
+        )
+    return Path(path)

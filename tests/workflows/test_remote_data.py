@@ -250,3 +250,22 @@ def test_tile_of_a_missing_remote_input_uploads_no_store(data, s3, tmp_path, ima
     assert len(errors) == 1 and reason in errors[0]
     assert images.split("://")[1].rstrip("/") in errors[0]
     assert not fs.exists("bkt/bad.zarr")
+
+
+@pytest.mark.parametrize(
+    ("args", "named", "what"),
+    [
+        (["evaluate", "x.tif", "--truth", "y.tif", "--out", "s3://b/e.json"], "s3://b/e.json",
+         "the evaluation report"),
+        (["tile", "x.tif", "--labels", "l.gpkg", "--out", "s.zarr", "--export-index",
+          "s3://b/i.gpkg"], "s3://b/i.gpkg", "the tile index"),
+    ],
+)  # fmt: skip
+def test_reports_for_a_bucket_are_refused_before_any_work(tmp_path, monkeypatch, args, named, what):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {named}: {what} is written to this disk only; give a local path"
+    )
+    assert list(tmp_path.iterdir()) == []

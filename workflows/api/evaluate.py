@@ -113,10 +113,11 @@ def _check_out(out: str | Path | None, overwrite: bool) -> Path | None:
     """Refuse a report file that exists or cannot be written, before the work."""
     from terraseg.pipeline.errors import OutputExistsError
     from terraseg.pipeline.files import check_writable
+    from terraseg.pipeline.remote import local_only
 
     if out is None:
         return None
-    path = Path(out).resolve()
+    path = local_only(out, "the evaluation report").resolve()
     if path.exists() and not overwrite:
         raise OutputExistsError("output exists; pass --overwrite to replace it", path=path)
     check_writable(path.parent)

@@ -71,7 +71,7 @@ def tile(
         per-band ``statistics``.
     """
     from terraseg.pipeline.locks import output_lock
-    from terraseg.pipeline.remote import as_location, local_folder
+    from terraseg.pipeline.remote import as_location, local_folder, local_only
     from terraseg.pipeline.store import export_tile_index
     from terraseg.pipeline.tiling import tile_scenes
     from terraseg.workflows.api.inputs import scene_inputs
@@ -81,6 +81,7 @@ def tile(
     check_sources(images, labels, pairs, band_files)
     tile_config = stage_config(TileConfig, config, settings)
     out = as_location(store)  # s3://: written in a staging folder, uploaded when complete
+    index = local_only(export_index, "the tile index") if export_index is not None else None
     pair_dirs = (Path(pairs[0]), Path(pairs[1])) if pairs else None
     with output_lock(out) as lock:  # taken first: a second run on the store refuses at once
         stacks = local_folder(out.parent) / BAND_STACKS / out.name
@@ -92,8 +93,8 @@ def tile(
         ):
             summary = tile_scenes(out, plans, tile_config, table, DaskExecutor(client),
                                   progress=update, overwrite=overwrite, lock=lock)  # fmt: skip
-        if export_index is not None:
-            export_tile_index(out, Path(export_index))
+        if index is not None:
+            export_tile_index(out, index)
     logger.info("tiled %d scenes (%d skipped) into %s", summary["scenes"], summary["skipped"], out)
     return {"store": str(out), **summary}
 
