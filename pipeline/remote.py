@@ -1,7 +1,7 @@
 """Data on object storage and web servers: URIs, listing, identities, staging and upload.
 
 Rasters and label files are read where GDAL reaches: ``/vsicurl/``, ``/vsis3/``,
-``/vsigs/`` and ``/vsiaz/`` paths, and the URLs ``s3://``, ``gs://``, ``http(s)://``,
+and ``/vsigs/`` paths, and the URLs ``s3://``, ``gs://``, ``http(s)://``,
 which are read through the matching GDAL path (``s3://bucket/key`` as
 ``/vsis3/bucket/key``). Such an input travels through the stages as a
 :class:`RemotePath`: a path object whose text is the GDAL path, never looked up on
@@ -9,14 +9,14 @@ the local disk. Listing a remote folder, reading a remote ``.txt`` list, the
 identity of a remote file (size and ETag) and uploads go through fsspec (``s3fs``
 and ``gcsfs``: the ``cloud`` extra); ``http(s)`` needs only aiohttp.
 
-Outputs on object storage (a store, a prediction folder, a GeoPackage, a model
-folder) are written to a local staging folder and uploaded once complete
-(:func:`staged_output`): objects appear only after the local file was renamed to
-its final name, each object by one PUT, so nothing half-written appears under a
-final key. Credentials and endpoints come from the usual environment variables
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
-``GOOGLE_APPLICATION_CREDENTIALS``); :func:`gdal_s3_environment` gives GDAL the
-endpoint named by ``AWS_ENDPOINT_URL``.
+Outputs on object storage (a store, a prediction folder, a GeoPackage, a run
+folder) are written to a local staging folder (:func:`local_folder`,
+:func:`staged_file`) and uploaded once complete: objects appear only after the local
+file was renamed to its final name, each object by one PUT (or one multipart upload),
+so nothing half-written appears under a final key. Credentials and endpoints come
+from the usual environment variables (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``);
+:func:`gdal_s3_environment` gives GDAL the endpoint named by ``AWS_ENDPOINT_URL``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from terraseg.pipeline.errors import InputError, TerrasegError
 VSI_PROTOCOLS: dict[str, str | None] = {
     "/vsis3/": "s3",
     "/vsigs/": "gs",
-    "/vsiaz/": "az",
     "/vsicurl/": None,
 }
 # URL schemes and the GDAL prefix that reads them.
@@ -42,7 +41,6 @@ URL_PREFIXES = {
     "s3://": "/vsis3/",
     "gs://": "/vsigs/",
     "gcs://": "/vsigs/",
-    "az://": "/vsiaz/",
     "http://": "/vsicurl/http://",
     "https://": "/vsicurl/https://",
 }
