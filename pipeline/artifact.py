@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,9 @@ WEIGHTS = "weights.pt"
 CALIBRATION = "int8_calibration.pt"
 
 
+NormalizationMethod = Literal["mean_std", "percentile"]
+
+
 @dataclass
 class Normalization:
     """Per-band statistics the model was trained with: ``x' = (x - mean) / std``."""
@@ -51,9 +54,28 @@ class Normalization:
         return ((image.astype(np.float32) - mean) / std).astype(np.float32)
 
     @classmethod
-    def from_statistics(cls, statistics: list[dict[str, Any]]) -> Normalization:
-        """From the ``statistics`` attribute of a training store."""
+    def from_statistics(
+        cls, statistics: list[dict[str, Any]], method: NormalizationMethod = "mean_std"
+    ) -> Normalization:
+        """From the ``statistics`` attribute of a training store.
+
+        Args:
+            statistics: Per band: ``mean``, ``std``, ``p2`` and ``p98`` of valid pixels.
+            method: ``mean_std``: centre the mean, scale by the std. ``percentile``:
+                centre the midpoint of the 2nd and 98th percentiles, scale by a quarter
+                of their distance (the std of a normal band), so that bright clouds,
+                saturated or stray values do not squeeze the rest of the band. Either
+                is stored as a mean and std; prediction applies it the same way.
+        """
+        if method == "percentile" and all(_finite(s.get("p2"), s.get("p98")) for s in statistics):
+            centre = [(float(s["p2"]) + float(s["p98"])) / 2 for s in statistics]
+            scale = [(float(s["p98"]) - float(s["p2"])) / 4 or float(s["std"]) for s in statistics]
+            return cls(centre, scale)
         return cls([float(s["mean"]) for s in statistics], [float(s["std"]) for s in statistics])
+
+
+def _finite(*values: Any) -> bool:
+    return all(v is not None and np.isfinite(float(v)) for v in values)
 
 
 @dataclass
@@ -86,10 +108,11 @@ class ModelArtifact:
 
     def build_model(self, device: str | torch.device = "cpu") -> DeepLabV3Plus:
         """The network with these weights, in eval mode."""
-        from terraseg.pipeline.model.config import ModelConfig
+        from terraseg.pipeline.model.config import ModelConfig, stored_model_config
         from terraseg.pipeline.model.deeplab import build_model
 
-        config = ModelConfig(**{**self.model_config, "pretrained_weights": None})
+        saved = stored_model_config(self.model_config)
+        config = ModelConfig(**{**saved, "pretrained_weights": None})
         model = build_model(config)
         try:
             model.load_state_dict(self.state_dict)

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from terraseg.pipeline.model.config import ModelConfig
 from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
 
-PARTS = ("backbone", "aspp", "decoder", "head")
+PARTS = ("backbone", "aspp", "decoder", "refine", "head")
 
 
 @dataclass(frozen=True)

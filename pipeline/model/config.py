@@ -12,6 +12,15 @@ from terraseg.pipeline.settings import StrictModel
 BackboneName = Literal["resnet50", "resnet101", "xception65", "mobilenetv2"]
 
 
+def stored_model_config(data: dict[str, object]) -> dict[str, object]:
+    """A model config as saved by an earlier terraseg, with the architecture it had.
+
+    Options added since keep the value that rebuilds the saved weights: a config
+    without ``full_resolution`` was saved before the option existed (false).
+    """
+    return {"full_resolution": False, **data}
+
+
 class ModelConfig(StrictModel):
     """Architecture of a DeepLabV3+ model; ``build_model`` turns it into a module.
 
@@ -27,5 +36,11 @@ class ModelConfig(StrictModel):
     width_multiplier: float = Field(default=1.0, gt=0.0, le=4.0)
     multi_grid: tuple[int, int, int] = (1, 2, 4)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    full_resolution: bool = Field(
+        default=True,
+        description="Classify at the input resolution from the decoder's features and the "
+        "input bands (false: the paper's stride-4 logits upsampled bilinearly; models saved "
+        "before this option existed are false).",
+    )
     pretrained_weights: Path | None = None
     strict_weights: bool = True

@@ -14,6 +14,7 @@ from terraseg.pipeline.model.backbones import BACKBONES, Backbone
 from terraseg.pipeline.model.config import ModelConfig
 from terraseg.pipeline.model.decoder import Decoder
 from terraseg.pipeline.model.layers import init_weights, scaled_channels, upsample_to
+from terraseg.pipeline.model.refine import FullResolutionRefine
 from terraseg.pipeline.model.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class DeepLabV3Plus(nn.Module):
         channels: Channels of the ASPP branches and decoder convs (256).
         low_level_reduced: Channels the stride-4 feature is reduced to (48).
         dropout: Dropout after the ASPP projection (0.1).
+        full_resolution: Classify at the input resolution from the decoder's features
+            and the input bands (:class:`FullResolutionRefine`) instead of upsampling
+            stride-4 logits.
+        refine_channels: Channels of the full-resolution features (32).
 
     """
 
@@ -50,6 +55,8 @@ class DeepLabV3Plus(nn.Module):
         channels: int = 256,
         low_level_reduced: int = 48,
         dropout: float = 0.1,
+        full_resolution: bool = False,
+        refine_channels: int = 32,
     ) -> None:
         super().__init__()
         self.output_stride = output_stride
@@ -61,7 +68,10 @@ class DeepLabV3Plus(nn.Module):
             self.decoder = Decoder(
                 backbone.low_level_channels, channels, low_level_reduced, channels
             )
-        self.head = nn.Conv2d(channels, num_classes, 1)
+        self.refine: FullResolutionRefine | None = None
+        if full_resolution:
+            self.refine = FullResolutionRefine(self.in_channels, channels, refine_channels)
+        self.head = nn.Conv2d(refine_channels if full_resolution else channels, num_classes, 1)
         init_weights(self)
 
     def forward(self, x: Tensor, *, logits_dtype: torch.dtype | None = None) -> Tensor:
@@ -92,10 +102,13 @@ class DeepLabV3Plus(nn.Module):
         features = self.aspp(features)  # (B, 256, H'/os, W'/os)
         if self.decoder is not None:
             features = self.decoder(features, low_level)  # (B, 256, H'/4, W'/4)
+        if self.refine is not None:
+            features = self.refine(features, x)  # (B, 32, H', W')
         logits: Tensor = self.head(features)  # (B, classes, H'/4 or H'/os, ...)
         if logits_dtype is not None:
             logits = logits.to(logits_dtype, memory_format=torch.contiguous_format)
-        logits = upsample_to(logits, x.shape[-2:])  # (B, classes, H', W')
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = upsample_to(logits, x.shape[-2:])  # (B, classes, H', W')
         return logits[:, :, :rows, :cols]  # (B, classes, H, W)
 
 
@@ -131,6 +144,8 @@ def build_model(config: ModelConfig) -> DeepLabV3Plus:
         channels=scaled_channels(256, width),
         low_level_reduced=scaled_channels(48, width),
         dropout=config.dropout,
+        full_resolution=config.full_resolution,
+        refine_channels=scaled_channels(32, width),
     )
     if config.pretrained_weights is not None:
         report = load_backbone_weights(

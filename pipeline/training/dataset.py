@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from terraseg.pipeline.artifact import Normalization
+from terraseg.pipeline.artifact import Normalization, NormalizationMethod
 from terraseg.pipeline.classes import IGNORE_LABEL, ClassTable
 from terraseg.pipeline.errors import TrainingError
 from terraseg.pipeline.store import (
@@ -59,6 +59,7 @@ class StoreInfo:
     input_dtype: str
     train: list[TileRef]
     val: list[TileRef]
+    normalization_method: NormalizationMethod = "mean_std"
 
     @property
     def num_classes(self) -> int:
@@ -67,8 +68,8 @@ class StoreInfo:
 
     @property
     def normalization(self) -> Normalization:
-        """Per-band mean and std of the store's valid pixels."""
-        return Normalization.from_statistics(self.statistics)
+        """Per-band centre and scale of the store's valid pixels (see ``normalization_method``)."""
+        return Normalization.from_statistics(self.statistics, self.normalization_method)
 
     def counts(self, split: str = "train") -> NDArray[np.int64]:
         """Class counts (tiles, classes) of the tiles of ``split``."""
@@ -169,7 +170,10 @@ class StoreReader:
         return {**self.__dict__, "_groups": {}}
 
     def read(self, scene: str, row: int, col: int, rows: int, cols: int) -> tuple[Tensor, Tensor]:
-        """Normalized image (bands, rows, cols) float32 and label (rows, cols) int64."""
+        """Normalized image (bands, rows, cols) float32 and label (rows, cols) int64.
+
+        Nodata pixels read as 0 (the band's centre), as ``terraseg predict`` feeds them.
+        """
         group = self._groups.get(scene)
         if group is None:
             group = zarr.open_group(
@@ -179,8 +183,11 @@ class StoreReader:
         window = (slice(row, row + rows), slice(col, col + cols))
         image = np.asarray(array(group, "image")[(slice(None), *window)])
         label = np.asarray(array(group, "label")[window])
+        normalized = self.normalization.apply(image)
+        if "valid" in group:
+            normalized[:, ~np.asarray(array(group, "valid")[window])] = 0.0
         return (
-            torch.from_numpy(self.normalization.apply(image)),
+            torch.from_numpy(normalized),
             torch.from_numpy(label.astype(np.int64)),
         )
 

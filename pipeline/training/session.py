@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from terraseg.pipeline.errors import TrainingError
+from terraseg.pipeline.model.config import stored_model_config
 from terraseg.pipeline.training.checkpoint import check_compatible, load_checkpoint
 from terraseg.pipeline.training.components import (
     Placement,
@@ -79,6 +80,9 @@ def run_training(
         checkpoint = load_checkpoint(out / "checkpoints" / "last.pt")
         check_compatible(checkpoint, info.classes.names, len(info.band_names), data)
     model_config = resolve_model_config(config, info)
+    if checkpoint is not None:  # the architecture of the saved weights (older runs: no refine)
+        saved = stored_model_config(checkpoint["model_config"])
+        model_config = model_config.model_copy(update={"full_resolution": saved["full_resolution"]})
     config = config.model_copy(update={"model": model_config})  # saved with bands and classes
     train_loader, val_loader, sampler, steps = make_loaders(config, info, place)
     raw, trained = build_network(
@@ -99,6 +103,21 @@ def run_training(
     if not place.is_main:
         return {}
     return finish(run, state)
+
+
+def as_checkpointed(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
+    """``config`` with the architecture and normalization the checkpoint was trained with.
+
+    A run saved before an option existed resumes with what it had: no full-resolution
+    head, mean/std normalization.
+    """
+    saved = stored_model_config(checkpoint["model_config"])
+    saved_data = (checkpoint.get("config") or {}).get("data") or {}
+    model = config.model.model_copy(update={"full_resolution": saved["full_resolution"]})
+    data = config.data.model_copy(
+        update={"normalization": saved_data.get("normalization", "mean_std")}
+    )
+    return config.model_copy(update={"model": model, "data": data})
 
 
 def _loop(

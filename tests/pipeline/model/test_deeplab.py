@@ -139,7 +139,8 @@ def test_separable_conv_has_bn_and_relu_after_both_parts() -> None:
 
 
 def test_aspp_decoder_and_head_follow_the_paper() -> None:
-    model = build_model(ModelConfig(backbone="mobilenetv2", num_classes=21))
+    config = ModelConfig(backbone="mobilenetv2", num_classes=21, full_resolution=False)
+    model = build_model(config)
     assert ASPP_RATES == {16: (6, 12, 18), 8: (12, 24, 36)}
     assert model.aspp.conv1x1.conv.out_channels == 256
     assert [b.conv_pw.out_channels for b in model.aspp.atrous] == [256] * 3
@@ -226,3 +227,26 @@ def test_channels_last_gives_the_same_logits() -> None:
         model = model.to(memory_format=torch.channels_last)
         result = model(x.to(memory_format=torch.channels_last))
     assert torch.allclose(result, expected, atol=1e-5)
+
+
+def test_full_resolution_head_sees_every_input_pixel() -> None:
+    config = ModelConfig(backbone="mobilenetv2", width_multiplier=TINY, in_channels=3)
+    model = build_model(config).eval()
+    assert config.full_resolution and model.refine is not None
+    x = torch.zeros(1, 3, 32, 32)
+    changed = x.clone()
+    changed[0, :, 16, 16] = 5.0  # one pixel: the logits change right there
+    with torch.no_grad():
+        diff = (model(changed) - model(x)).abs().sum(1)[0]
+    assert diff[16, 16] > 0  # the 3x3 convs at full resolution reach 2 pixels around it
+    assert diff[14:19, 14:19].sum() > 0.5 * diff.sum()
+
+
+def test_configs_saved_before_the_option_rebuild_the_paper_head() -> None:
+    from terraseg.pipeline.model.config import stored_model_config
+
+    saved = ModelConfig(full_resolution=False, width_multiplier=TINY).model_dump(mode="json")
+    del saved["full_resolution"]  # as an earlier terraseg wrote it
+    rebuilt = build_model(ModelConfig(**stored_model_config(saved)))
+    assert rebuilt.refine is None
+    assert stored_model_config({**saved, "full_resolution": True})["full_resolution"] is True
