@@ -9,6 +9,7 @@ from confusion matrices summed over ranks, so every rank takes the same decision
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +80,10 @@ def run_training(
     if resume:
         checkpoint = load_checkpoint(out / "checkpoints" / "last.pt")
         check_compatible(checkpoint, info.classes.names, len(info.band_names), data)
+    if checkpoint is not None:  # what the saved weights were trained with (older runs too)
+        config = as_checkpointed(config, checkpoint)
+    info = replace(info, normalization_method=config.data.normalization)
     model_config = resolve_model_config(config, info)
-    if checkpoint is not None:  # the architecture of the saved weights (older runs: no refine)
-        saved = stored_model_config(checkpoint["model_config"])
-        model_config = model_config.model_copy(update={"full_resolution": saved["full_resolution"]})
     config = config.model_copy(update={"model": model_config})  # saved with bands and classes
     train_loader, val_loader, sampler, steps = make_loaders(config, info, place)
     raw, trained = build_network(

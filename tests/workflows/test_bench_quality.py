@@ -11,6 +11,8 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from terraseg.pipeline.artifact import Normalization, load_artifact
+from terraseg.pipeline.store import attributes, open_existing
 from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_scenes
 
@@ -42,6 +44,9 @@ def test_a_labelled_raster_end_to_end(tmp_path):
     assert task["settings"]["epochs"] == 1 and task["settings"]["crop_size"] == 32
     with rasterio.open(scenes.scenes[0]) as src:  # the test ground is the eastern half
         assert model["pixels"] <= src.height * (src.width - src.width // 2)
+    stats = attributes(open_existing(tmp_path / "work" / "raster" / "train.zarr"))["statistics"]
+    trained = load_artifact(tmp_path / "work" / "raster" / "run" / "model").normalization
+    assert trained == Normalization.from_statistics(stats, "percentile")  # the default
 
 
 def test_refusals(tmp_path):

@@ -244,7 +244,7 @@ def settings_used(config: Any, artifact: Any) -> dict[str, Any]:
         "loss": config.loss.model_dump(),
         "threads": config.threads,
         "tile_size": artifact.tile_size,
-        "normalization": artifact.metadata.get("normalization", "mean/std"),
+        "normalization": config.data.normalization,
     }
 
 
