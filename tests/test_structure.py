@@ -63,7 +63,9 @@ def imported(path: Path, *, top_level_only: bool) -> set[str]:
 
 def test_the_library_never_imports_orchestration():
     offenders = {
-        name: sorted(n for n in imported(path, top_level_only=False) if n.startswith("terraseg.workflows"))
+        name: sorted(
+            n for n in imported(path, top_level_only=False) if n.startswith("terraseg.workflows")
+        )
         for name, path in MODULES.items()
         if name.startswith("terraseg.pipeline")
     }
