@@ -46,10 +46,10 @@ class DataConfig(StrictModel):
         default=2, ge=0, description="DataLoader worker processes per process."
     )
     prefetch_factor: int = Field(default=4, ge=1, description="Batches each worker prepares ahead.")
-    normalization: Literal["percentile", "mean_std"] = Field(
-        default="percentile",
-        description="Per-band scaling: percentile (centre and spread of the 2nd-98th "
-        "percentiles, robust to clouds and stray values) or mean_std.",
+    normalization: Literal["mean_std", "percentile"] = Field(
+        default="mean_std",
+        description="Per-band scaling: mean_std, or percentile (centre and spread of the "
+        "2nd-98th percentiles, less moved by clouds and stray values).",
     )
 
 

@@ -46,7 +46,7 @@ def test_a_labelled_raster_end_to_end(tmp_path):
         assert model["pixels"] <= src.height * (src.width - src.width // 2)
     stats = attributes(open_existing(tmp_path / "work" / "raster" / "train.zarr"))["statistics"]
     trained = load_artifact(tmp_path / "work" / "raster" / "run" / "model").normalization
-    assert trained == Normalization.from_statistics(stats, "percentile")  # the default
+    assert trained == Normalization.from_statistics(stats, "mean_std")  # the default
 
 
 def test_refusals(tmp_path):
