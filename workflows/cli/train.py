@@ -96,21 +96,21 @@ from terraseg.workflows.cli.options import (
     "optimizer__name",
     type=click.Choice(["sgd", "adamw"]),
     default=None,
-    help="sgd (momentum 0.9, the paper's) or adamw [sgd].",
+    help="sgd (momentum 0.9, the paper's) or adamw [adamw].",
 )
 @click.option(
     "--schedule",
     "schedule__name",
     type=click.Choice(["poly", "cosine"]),
     default=None,
-    help="Learning-rate decay [poly].",
+    help="Learning-rate decay [cosine].",
 )
 @click.option(
     "--lr",
     "optimizer__lr",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Peak learning rate [0.01].",
+    help="Peak learning rate [0.002].",
 )
 @click.option(
     "--precision",

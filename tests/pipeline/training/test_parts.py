@@ -84,7 +84,8 @@ def test_poly_and_cosine_with_warmup():
     cosine = LRFactor(total=10, warmup=0, name="cosine", power=1, floor=0.1)
     assert cosine(5) == pytest.approx(0.1 + 0.9 * 0.5)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    scheduler = build_scheduler(optimizer, ScheduleConfig(), total_steps=4, steps_per_epoch=2)
+    paper = ScheduleConfig(name="poly", warmup_epochs=0.0)
+    scheduler = build_scheduler(optimizer, paper, total_steps=4, steps_per_epoch=2)
     lrs = []
     for _ in range(4):
         lrs.append(optimizer.param_groups[0]["lr"])
