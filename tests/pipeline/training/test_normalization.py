@@ -44,3 +44,30 @@ def test_a_resumed_run_keeps_what_its_checkpoint_was_trained_with(
                   "config": {"data": saved_data}}  # fmt: skip
     config = as_checkpointed(TrainConfig(), checkpoint)
     assert config.model.full_resolution is full and config.data.normalization == method
+
+
+def test_training_reads_nodata_as_the_band_centre(tmp_path):
+    import zarr
+
+    from terraseg.pipeline.classes import read_classes
+    from terraseg.pipeline.executor import InProcessExecutor
+    from terraseg.pipeline.store import array
+    from terraseg.pipeline.tiling import TileConfig, prepare_tiling, tile_scenes
+    from terraseg.pipeline.training.dataset import StoreReader, read_store_info
+    from tests.helpers import tiny_scenes
+
+    scenes = tiny_scenes(tmp_path / "scenes", labels="raster", nodata="border")
+    config = TileConfig.model_validate({"tile_size": 64, "split_block": 1})
+    plans, table = prepare_tiling(
+        scenes.scenes, label_rasters=scenes.labels, classes=read_classes(scenes.classes),
+        config=config,
+    )  # fmt: skip
+    tile_scenes(tmp_path / "s.zarr", plans, config, table, InProcessExecutor())
+    info = read_store_info(tmp_path / "s.zarr")
+    name = info.train[0].scene
+    group = zarr.open_group(str(tmp_path / "s.zarr"), path=f"scenes/{name}", mode="r")
+    valid = np.asarray(array(group, "valid")[:])
+    assert not valid.all()  # the border is nodata
+    image, _ = StoreReader(info.path, info.normalization).read(name, 0, 0, *valid.shape)
+    assert (image.numpy()[:, ~valid] == 0).all()
+    assert (image.numpy()[:, valid] != 0).any()
