@@ -66,7 +66,7 @@ def _train_step(tracking_uri: str) -> Step:
             "width-multiplier": 0.5,
             "crop-size": 128,
             "batch-size": 8,
-            "samples-per-epoch": 768,
+            "samples-per-epoch": 512,
             "epochs": 10,
             "optimizer": "adamw",
             "lr": 0.002,
