@@ -16,11 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +25,8 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import _free_port, _wait_for_http
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 S3_ENVIRONMENT = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
@@ -101,12 +100,6 @@ def range_server(root: Path, log: Path) -> Iterator[RangeServer]:
         process.wait(timeout=20)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def moto_s3(workdir: Path) -> Iterator[str]:
     """moto's S3 server on 127.0.0.1, with credentials and endpoint in the environment.
@@ -131,7 +124,7 @@ def moto_s3(workdir: Path) -> Iterator[str]:
     )
     s3fs.S3FileSystem.clear_instance_cache()
     try:
-        _wait_for(f"{endpoint}/moto-api/", process)
+        _wait_for_http(f"{endpoint}/moto-api/", process, timeout=60)
         yield endpoint
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
@@ -142,20 +135,6 @@ def moto_s3(workdir: Path) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited with {process.returncode}") from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout} s") from None
-            time.sleep(0.2)
 
 
 def _serve(root: str, log: str) -> None:

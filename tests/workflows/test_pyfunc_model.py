@@ -15,11 +15,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,6 +37,7 @@ from terraseg.pipeline.prediction.config import PredictConfig
 from terraseg.pipeline.registry import fetch_model
 from terraseg.workflows.cli.main import cli
 from terraseg.workflows.mlflow_tracking import pip_requirements, pyfunc_arguments, start_tracking
+from tests.conftest import _free_port, _wait_for_http
 from tests.helpers import tiny_model_artifact, tiny_scenes
 
 PROBE = Path(__file__).with_name("pyfunc_probe.py")
@@ -249,12 +248,6 @@ def test_a_registered_model_predicts_in_a_venv_with_only_mlflow_torch_numpy(
     assert_equals_predict_array(artifact, image, tmp_path / "probe")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, json.dumps(body).encode(),
                                      {"Content-Type": "application/json"})  # fmt: skip
@@ -275,7 +268,7 @@ def test_mlflow_models_serve_predicts_json_requests(saved: Path, tmp_path: Path)
     server = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        _wait_for_ping(f"http://127.0.0.1:{port}/ping", server)
+        _wait_for_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
         image = images((4, 60, 70))
         status, answer = _post(f"http://127.0.0.1:{port}/invocations",
                                {"inputs": image.tolist()})  # fmt: skip
@@ -289,15 +282,3 @@ def test_mlflow_models_serve_predicts_json_requests(saved: Path, tmp_path: Path)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-
-
-def _wait_for_ping(url: str, server: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mlflow models serve exited"
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"no answer from {url} in {timeout} s")
