@@ -40,7 +40,6 @@ def test_import_terraseg_loads_neither_torch_nor_gdal() -> None:
         "assert terraseg.__version__; "
         "heavy = {'torch', 'rasterio', 'dask', 'zarr', 'mlflow'} & set(sys.modules); "
         "assert not heavy, heavy; "
-        "assert callable(terraseg.predict_array) and 'torch' not in sys.modules or True; "
         "print(sorted(n for n in dir(terraseg) if not n.startswith('_')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
