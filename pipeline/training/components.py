@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from terraseg.pipeline.errors import ConfigError
 from terraseg.pipeline.model.config import ModelConfig
 from terraseg.pipeline.model.deeplab import build_model
-from terraseg.pipeline.training.config import TrainConfig
+from terraseg.pipeline.training.config import DataConfig, TrainConfig
 from terraseg.pipeline.training.dataset import StoreInfo, TrainCrops, ValTiles
 from terraseg.pipeline.training.loop import StepContext
 from terraseg.pipeline.training.losses import SegmentationLoss, class_weights
@@ -88,8 +88,7 @@ def make_loaders(
     """
     data = config.data
     per_step = place.world * data.batch_size * config.optimizer.accumulate
-    total = data.samples_per_epoch or len(info.train)
-    steps = max(1, -(-total // per_step))  # optimizer steps per epoch
+    steps = steps_per_epoch(data, len(info.train), per_step)
     weights = tile_weights(info.counts("train"), data.class_balance)
     sampler = WeightedCropSampler(weights, steps * per_step, place.rank, place.world, config.seed)
     crop = min(data.crop_size, info.tile_size)
@@ -121,6 +120,18 @@ def make_loaders(
         **common,
     )
     return train, val, sampler, steps
+
+
+def steps_per_epoch(data: DataConfig, train_tiles: int, per_step: int) -> int:
+    """Optimizer steps per epoch: ``samples_per_epoch`` crops, or one crop per training tile.
+
+    One crop per tile gives a store of a few dozen tiles a handful of steps an
+    epoch, too few for the schedule to train in; such epochs are lengthened to
+    ``min_steps_per_epoch`` steps.
+    """
+    if data.samples_per_epoch:
+        return max(1, -(-data.samples_per_epoch // per_step))
+    return max(data.min_steps_per_epoch, -(-train_tiles // per_step))
 
 
 # Loader workers fork on Linux, also in the processes that --devices N spawns: a spawned

@@ -30,6 +30,12 @@ class DataConfig(StrictModel):
         ge=0,
         description="Training crops per epoch over all processes (0: one per tile).",
     )
+    min_steps_per_epoch: int = Field(
+        default=8,
+        ge=1,
+        description="With samples_per_epoch 0, an epoch is at least this many optimizer "
+        "steps (a store of few tiles otherwise trains a few steps an epoch).",
+    )
     class_balance: float = Field(
         default=0.5,
         ge=0.0,

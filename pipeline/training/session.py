@@ -9,12 +9,15 @@ from confusion matrices summed over ranks, so every rank takes the same decision
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from terraseg.pipeline.errors import TrainingError
 from terraseg.pipeline.model.config import stored_model_config
@@ -37,11 +40,14 @@ from terraseg.pipeline.training.loop import (
     validate,
     wait_for_all,
 )
+from terraseg.pipeline.training.recipe import describe_recipe
 from terraseg.pipeline.training.records import end_epoch, start_outputs
 from terraseg.pipeline.training.sampler import WeightedCropSampler
 from terraseg.pipeline.training.seeding import seed_epoch
 from terraseg.pipeline.training.state import RunContext, RunState, restore_progress
 from terraseg.pipeline.training.tracker import Tracker
+
+logger = logging.getLogger(__name__)
 
 
 def run_training(
@@ -90,6 +96,8 @@ def run_training(
         model_config, config, place, checkpoint["model"] if checkpoint else None
     )
     step_ctx = make_step_context(config, info, place, trained, steps)
+    if place.is_main:
+        _announce(describe_recipe(config, info, model_config, steps, place.world), progress)
     state = RunState()
     if checkpoint is not None:
         restore_progress(checkpoint, step_ctx, state)
@@ -104,6 +112,14 @@ def run_training(
     if not place.is_main:
         return {}
     return finish(run, state)
+
+
+def _announce(line: str, progress: bool) -> None:
+    """Show the run's recipe above the progress bars, or log it when there are none."""
+    if progress:
+        tqdm.write(line, file=sys.stderr)
+    else:
+        logger.info(line)
 
 
 def as_checkpointed(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
