@@ -42,6 +42,7 @@ def test_a_labelled_raster_end_to_end(tmp_path):
     assert set(model["iou"]) == set(baseline["iou"]) and "boundary" not in model["iou"]
     assert model["train_seconds"] > 0 and "HistGradientBoosting" in baseline["classifier"]
     assert task["settings"]["epochs"] == 1 and task["settings"]["crop_size"] == 32
+    assert task["settings"]["steps_per_epoch"] == 2  # 8 crops in batches of 4, as asked
     with rasterio.open(scenes.scenes[0]) as src:  # the test ground is the eastern half
         assert model["pixels"] <= src.height * (src.width - src.width // 2)
     stats = attributes(open_existing(tmp_path / "work" / "raster" / "train.zarr"))["statistics"]
