@@ -16,9 +16,10 @@ def stored_model_config(data: dict[str, object]) -> dict[str, object]:
     """A model config as saved by an earlier terraseg, with the architecture it had.
 
     Options added since keep the value that rebuilds the saved weights: a config
-    without ``full_resolution`` was saved before the option existed (false).
+    without ``full_resolution`` was saved before the option existed (false), one
+    without ``pixel_layers`` had one pixel layer.
     """
-    return {"full_resolution": False, **data}
+    return {"full_resolution": False, "pixel_layers": 1, **data}
 
 
 class ModelConfig(StrictModel):
@@ -41,6 +42,14 @@ class ModelConfig(StrictModel):
         description="Classify at the input resolution from the decoder's features and the "
         "input bands (false: the paper's stride-4 logits upsampled bilinearly; models saved "
         "before this option existed are false).",
+    )
+    pixel_layers: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description="Layers of the full-resolution head's branch over the input bands: 1 is "
+        "a 3x3 conv; more put 1x1 convs (a per-pixel classifier of the band values) before "
+        "it (models saved before this option existed have 1).",
     )
     pretrained_weights: Path | None = None
     strict_weights: bool = True

@@ -42,6 +42,7 @@ class DeepLabV3Plus(nn.Module):
             and the input bands (:class:`FullResolutionRefine`) instead of upsampling
             stride-4 logits.
         refine_channels: Channels of the full-resolution features (32).
+        pixel_layers: Layers of the head's branch over the input bands.
 
     """
 
@@ -57,6 +58,7 @@ class DeepLabV3Plus(nn.Module):
         dropout: float = 0.1,
         full_resolution: bool = False,
         refine_channels: int = 32,
+        pixel_layers: int = 1,
     ) -> None:
         super().__init__()
         self.output_stride = output_stride
@@ -70,7 +72,9 @@ class DeepLabV3Plus(nn.Module):
             )
         self.refine: FullResolutionRefine | None = None
         if full_resolution:
-            self.refine = FullResolutionRefine(self.in_channels, channels, refine_channels)
+            self.refine = FullResolutionRefine(
+                self.in_channels, channels, refine_channels, pixel_layers
+            )
         self.head = nn.Conv2d(refine_channels if full_resolution else channels, num_classes, 1)
         init_weights(self)
 
@@ -146,6 +150,7 @@ def build_model(config: ModelConfig) -> DeepLabV3Plus:
         dropout=config.dropout,
         full_resolution=config.full_resolution,
         refine_channels=scaled_channels(32, width),
+        pixel_layers=config.pixel_layers,
     )
     if config.pretrained_weights is not None:
         report = load_backbone_weights(

@@ -4,8 +4,11 @@ DeepLabV3+ predicts at a quarter of the input resolution and upsamples bilinearl
 so at 10-30 m a one-pixel river, road or coastline is blurred away, and the model
 cannot even do what a per-pixel classifier of the bands does. This head reduces the
 decoder's stride-4 features, upsamples them to the input size and concatenates them
-with features of the input bands themselves (one 3x3 conv at full resolution)
-before the classifier: the "full_resolution" option of the model config.
+with features of the input bands themselves before the classifier: the
+"full_resolution" option of the model config. The branch over the bands is a 3x3
+conv, after ``pixel_layers - 1`` 1x1 convs: a small per-pixel network of the band
+values, which on the dev set's Landsat task made the trained models less dependent
+on the seed (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ class FullResolutionRefine(nn.Module):
         in_bands: Bands of the input image.
         features: Channels of the decoder output (256 at width 1).
         width: Channels of the full-resolution features (32 at width 1).
+        pixel_layers: Layers of the branch over the bands (1: one 3x3 conv, with the
+            state-dict keys of models saved before the option existed).
     """
 
-    def __init__(self, in_bands: int, features: int, width: int = 32) -> None:
+    def __init__(self, in_bands: int, features: int, width: int = 32, pixel_layers: int = 1):
         super().__init__()
         self.reduce = ConvBNAct(features, width, 1)
-        self.pixels = ConvBNAct(in_bands, width, 3)
+        self.pixels: nn.Module = ConvBNAct(in_bands, width, 3)
+        if pixel_layers > 1:
+            per_pixel = [ConvBNAct(in_bands if i == 0 else width, width, 1)
+                         for i in range(pixel_layers - 1)]  # fmt: skip
+            self.pixels = nn.Sequential(*per_pixel, ConvBNAct(width, width, 3))
         self.fuse = ConvBNAct(2 * width, width, 3)
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:

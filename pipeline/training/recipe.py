@@ -25,11 +25,14 @@ def describe_recipe(
     data, opt = config.data, config.optimizer
     crops = steps * data.batch_size * world * opt.accumulate
     crop = min(data.crop_size, info.tile_size)
-    head = "full-resolution head" if model.full_resolution else "stride-4 head"
+    head = "stride-4 head"
+    if model.full_resolution:
+        head = f"full-resolution head ({model.pixel_layers} pixel layers)"
     return (
         f"training on {len(info.train)} tiles ({len(info.val)} validation) of "
         f"{info.tile_size} px, {len(info.band_names)} bands, {info.num_classes} classes: "
-        f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} of {steps} steps ({crops} crops of {crop} px, batch "
+        f"{config.epochs} epoch{'s' if config.epochs > 1 else ''} of {steps} steps "
+        f"({crops} crops of {crop} px, batch "
         f"{data.batch_size} x {world} process{'es' if world > 1 else ''}); "
         f"{model.backbone} width {model.width_multiplier:g} stride {model.output_stride} "
         f"{head}; {opt.name} lr {opt.lr:g} wd {opt.weight_decay:g}, {config.schedule.name} "

@@ -126,11 +126,12 @@ def as_checkpointed(config: TrainConfig, checkpoint: dict[str, Any]) -> TrainCon
     """``config`` with the architecture and normalization the checkpoint was trained with.
 
     A run saved before an option existed resumes with what it had: no full-resolution
-    head, mean/std normalization.
+    head, one pixel layer, mean/std normalization.
     """
     saved = stored_model_config(checkpoint["model_config"])
     saved_data = (checkpoint.get("config") or {}).get("data") or {}
-    model = config.model.model_copy(update={"full_resolution": saved["full_resolution"]})
+    architecture = {key: saved[key] for key in ("full_resolution", "pixel_layers")}
+    model = config.model.model_copy(update=architecture)
     data = config.data.model_copy(
         update={"normalization": saved_data.get("normalization", "mean_std")}
     )

@@ -250,3 +250,18 @@ def test_configs_saved_before_the_option_rebuild_the_paper_head() -> None:
     rebuilt = build_model(ModelConfig(**stored_model_config(saved)))
     assert rebuilt.refine is None
     assert stored_model_config({**saved, "full_resolution": True})["full_resolution"] is True
+
+
+def test_heads_saved_before_pixel_layers_load_their_weights() -> None:
+    from terraseg.pipeline.model.config import stored_model_config
+
+    older = ModelConfig(backbone="mobilenetv2", width_multiplier=TINY, pixel_layers=1)
+    weights = build_model(older).state_dict()
+    saved = older.model_dump(mode="json")
+    del saved["pixel_layers"]  # as the terraseg before the option wrote it
+    rebuilt = build_model(ModelConfig(**stored_model_config(saved)))
+    rebuilt.load_state_dict(weights)  # strict: the same keys and shapes
+    assert "refine.pixels.conv.weight" in weights
+    deeper = build_model(ModelConfig(backbone="mobilenetv2", width_multiplier=TINY)).state_dict()
+    per_pixel = [k for k in deeper if k.startswith("refine.pixels.") and k.endswith("conv.weight")]
+    assert [tuple(deeper[k].shape[2:]) for k in per_pixel] == [(1, 1), (1, 1), (3, 3)]
