@@ -33,17 +33,19 @@ def test_a_flat_band_keeps_its_std():
 
 
 @pytest.mark.parametrize(
-    ("saved_model", "saved_data", "full", "method"),
-    [({}, {}, False, "mean_std"), ({"full_resolution": True}, {"normalization": "percentile"},
-                                   True, "percentile")],
+    ("saved_model", "saved_data", "full", "layers", "method"),
+    [({}, {}, False, 1, "mean_std"),
+     ({"full_resolution": True}, {"normalization": "percentile"}, True, 1, "percentile"),
+     ({"full_resolution": True, "pixel_layers": 2}, {}, True, 2, "mean_std")],
 )  # fmt: skip
 def test_a_resumed_run_keeps_what_its_checkpoint_was_trained_with(
-    saved_model, saved_data, full, method
+    saved_model, saved_data, full, layers, method
 ):
     checkpoint = {"model_config": {"backbone": "mobilenetv2", **saved_model},
                   "config": {"data": saved_data}}  # fmt: skip
     config = as_checkpointed(TrainConfig(), checkpoint)
-    assert config.model.full_resolution is full and config.data.normalization == method
+    assert config.model.full_resolution is full and config.model.pixel_layers == layers
+    assert config.data.normalization == method
 
 
 def test_training_reads_nodata_as_the_band_centre(tmp_path):
