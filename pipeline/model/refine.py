@@ -6,8 +6,8 @@ cannot even do what a per-pixel classifier of the bands does. This head reduces 
 decoder's stride-4 features, upsamples them to the input size and concatenates them
 with features of the input bands themselves before the classifier: the
 "full_resolution" option of the model config. The branch over the bands is a 3x3
-conv, after ``pixel_layers - 1`` 1x1 convs: a small per-pixel network of the band
-values, which on the dev set's Landsat task made the trained models less dependent
+conv followed by ``pixel_layers - 1`` 1x1 convs: a small per-pixel network of the
+values around each pixel, which on the dev set's Landsat task made the trained models less dependent
 on the seed (see docs/performance.md).
 """
 
@@ -35,9 +35,8 @@ class FullResolutionRefine(nn.Module):
         self.reduce = ConvBNAct(features, width, 1)
         self.pixels: nn.Module = ConvBNAct(in_bands, width, 3)
         if pixel_layers > 1:
-            per_pixel = [ConvBNAct(in_bands if i == 0 else width, width, 1)
-                         for i in range(pixel_layers - 1)]  # fmt: skip
-            self.pixels = nn.Sequential(*per_pixel, ConvBNAct(width, width, 3))
+            per_pixel = [ConvBNAct(width, width, 1) for _ in range(pixel_layers - 1)]
+            self.pixels = nn.Sequential(ConvBNAct(in_bands, width, 3), *per_pixel)
         self.fuse = ConvBNAct(2 * width, width, 3)
 
     def forward(self, features: Tensor, x: Tensor) -> Tensor:
