@@ -48,7 +48,7 @@ class ModelConfig(StrictModel):
         ge=1,
         le=8,
         description="Layers of the full-resolution head's branch over the input bands: 1 is "
-        "a 3x3 conv; more add 1x1 convs after it (a small per-pixel network of its features) "
+        "a 3x3 conv; more put 1x1 convs (a per-pixel network of the band values) before it "
         "(models saved before this option existed have 1).",
     )
     pretrained_weights: Path | None = None

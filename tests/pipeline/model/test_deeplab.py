@@ -264,4 +264,4 @@ def test_heads_saved_before_pixel_layers_load_their_weights() -> None:
     assert "refine.pixels.conv.weight" in weights
     deeper = build_model(ModelConfig(backbone="mobilenetv2", width_multiplier=TINY)).state_dict()
     per_pixel = [k for k in deeper if k.startswith("refine.pixels.") and k.endswith("conv.weight")]
-    assert [tuple(deeper[k].shape[2:]) for k in per_pixel] == [(3, 3), (1, 1), (1, 1)]
+    assert [tuple(deeper[k].shape[2:]) for k in per_pixel] == [(1, 1), (1, 1), (3, 3)]
