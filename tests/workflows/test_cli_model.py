@@ -23,8 +23,9 @@ def test_describe_prints_parameters_and_multiply_adds() -> None:
     assert lines[0].startswith("DeepLabV3+ resnet101, output stride 16, decoder")
     assert "4 bands, 6 classes; tile 512 x 512" in lines[0]
     # The paper's ResNet-101 DeepLabV3+ (45,687,542 for 4 bands and 6 classes) and the
-    # full-resolution head (model.full_resolution, on by default): 26,624 more.
-    assert lines[-1].split()[:2] == ["total", "45,714,166"]
+    # full-resolution head (model.full_resolution, on by default): 26,624 more, and
+    # its three pixel layers (model.pixel_layers) 9,344 more than one.
+    assert lines[-1].split()[:2] == ["total", "45,723,510"]
 
 
 def test_describe_json_with_config_file_and_overrides(tmp_path: Path) -> None:
