@@ -27,7 +27,8 @@ def describe_recipe(
     crop = min(data.crop_size, info.tile_size)
     head = "stride-4 head"
     if model.full_resolution:
-        head = f"full-resolution head ({model.pixel_layers} pixel layers)"
+        layers = model.pixel_layers
+        head = f"full-resolution head ({layers} pixel layer{'s' if layers > 1 else ''})"
     return (
         f"training on {len(info.train)} tiles ({len(info.val)} validation) of "
         f"{info.tile_size} px, {len(info.band_names)} bands, {info.num_classes} classes: "

@@ -22,7 +22,8 @@ def test_run_announces_its_recipe_and_trains_the_steps_it_names(store, tmp_path,
     from terraseg.pipeline.training.session import run_training
     from terraseg.workflows.train_run import init_distributed
 
-    config = tiny(**{"data.samples_per_epoch": 0, "data.min_steps_per_epoch": 3, "epochs": 1})
+    settings = {"data.samples_per_epoch": 0, "data.min_steps_per_epoch": 3, "epochs": 1}
+    config = tiny(**settings, int8_calibration=0, overlays=0)
     tiles = len(read_store_info(store, config.data.min_valid_fraction).train)
     steps = max(3, -(-tiles // config.data.batch_size))
     place = init_distributed("cpu")
