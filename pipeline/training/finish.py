@@ -59,6 +59,7 @@ def finish(run: RunContext, state: RunState) -> dict[str, Any]:
         "val_iou": {n: best_metrics[f"val/iou/{n}"] for n in names},
         "val_pixel_accuracy": best_metrics["val/pixel_accuracy"],
         "last_train_loss": history[-1]["train/loss"],
+        "steps_per_epoch": run.steps_per_epoch,
         "images_per_s": history[-1]["train/images_per_s"],
         "data_wait": history[-1]["train/data_wait"],
         "model": str(model_dir),

@@ -101,7 +101,7 @@ def run_training(
     state = RunState()
     if checkpoint is not None:
         restore_progress(checkpoint, step_ctx, state)
-    run = RunContext(config, info, model_config, out, place, tracker)
+    run = RunContext(config, info, model_config, out, place, tracker, steps)
     if place.is_main:
         start_outputs(run, state)
     loaders = (train_loader, val_loader)

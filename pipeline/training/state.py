@@ -51,6 +51,7 @@ class RunContext:
     out: Path
     place: Placement
     tracker: Tracker
+    steps_per_epoch: int  # optimizer steps, as the loaders were built
 
 
 def make_checkpoint(

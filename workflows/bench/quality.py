@@ -183,7 +183,7 @@ def run_task(
     return {
         "task": task.name,
         "data": task.describe(),
-        "settings": settings_used(config, artifact, store),
+        "settings": settings_used(config, artifact, summary["steps_per_epoch"]),
         "terraseg": {**model_scores, "train_seconds": round(train_seconds, 1)},
         "baseline": {
             **baseline_scores,
@@ -229,20 +229,15 @@ def _summary(evaluation: Any) -> dict[str, Any]:
     }
 
 
-def settings_used(config: Any, artifact: Any, store: Path) -> dict[str, Any]:
+def settings_used(config: Any, artifact: Any, steps_per_epoch: int) -> dict[str, Any]:
     """The training settings that shape the result, as trained (automatic choices resolved)."""
-    from terraseg.pipeline.training.components import steps_per_epoch
-    from terraseg.pipeline.training.dataset import read_store_info
-
     model = artifact.model_config
-    tiles = len(read_store_info(store, config.data.min_valid_fraction).train)
-    per_step = config.data.batch_size * config.optimizer.accumulate  # one process
     return {
         "model": {k: v for k, v in model.items() if k not in MODEL_KEYS_LEFT_OUT},
         "crop_size": min(config.data.crop_size, artifact.tile_size),  # as the loader cuts them
         "batch_size": config.data.batch_size,
         "samples_per_epoch": config.data.samples_per_epoch,
-        "steps_per_epoch": steps_per_epoch(config.data, tiles, per_step),
+        "steps_per_epoch": steps_per_epoch,
         "epochs": config.epochs,
         "optimizer": f"{config.optimizer.name} lr {config.optimizer.lr}",
         "schedule": config.schedule.name,
