@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +146,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"(loading them could run code) or is not a checkpoint; {fix}",
             path=path,
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile):
+    except Exception:  # garbage makes the unpickler raise IndexError, KeyError, EOFError...
         raise TrainingError(f"the checkpoint is truncated or damaged; {fix}", path=path) from None
     if not isinstance(checkpoint, dict):
         raise TrainingError(f"not a checkpoint (no dict of training state); {fix}", path=path)

@@ -78,9 +78,18 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
     torch.save({"w": torch.ones(2)}, path)
     with pytest.raises(TrainingError, match=r"not a checkpoint \(no model, model_config"):
         load_checkpoint(path)
-    path.write_bytes(os.urandom(256))
+    path.write_bytes(random.Random(0).randbytes(256))  # bytes the unpickler refuses
     with pytest.raises(TrainingError, match="not loaded"):
         load_checkpoint(path)
+
+
+def test_any_garbage_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    for seed in range(200):  # some raise IndexError or KeyError inside torch's unpickler
+        path.write_bytes(random.Random(seed).randbytes(256))
+        with pytest.raises(TrainingError) as caught:
+            load_checkpoint(path)
+        assert caught.value.path == str(path) and "\n" not in str(caught.value)
 
 
 def test_only_plain_data_is_written(tmp_path):
