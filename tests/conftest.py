@@ -19,6 +19,16 @@ import pytest
 
 BIN = Path(sys.executable).parent
 
+# Most tests wait on processes (Dask workers, servers, the CLI), so the suite runs in
+# pytest-xdist workers, one per core. Each worker starts its own LocalClusters of one
+# process per core, so more than a few would only crowd a large machine.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` (the default, in pyproject.toml) starts."""
+    return max(1, min(os.cpu_count() or 1, MAX_TEST_WORKERS))
+
 
 def _wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
