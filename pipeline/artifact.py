@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from terraseg.pipeline.model.deeplab import DeepLabV3Plus
+    from terraseg.pipeline.model.ensemble import Ensemble
 
 ARTIFACT_FORMAT = "terraseg-model/1"
 MANIFEST = "terraseg_model.json"
@@ -106,7 +107,7 @@ class ModelArtifact:
             "metadata": self.metadata,
         }
 
-    def build_model(self, device: str | torch.device = "cpu") -> DeepLabV3Plus:
+    def build_model(self, device: str | torch.device = "cpu") -> DeepLabV3Plus | Ensemble:
         """The network with these weights, in eval mode."""
         from terraseg.pipeline.model.config import ModelConfig, stored_model_config
         from terraseg.pipeline.model.deeplab import build_model

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from terraseg.pipeline.model.config import ModelConfig
-from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
+from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_network
+from terraseg.pipeline.model.ensemble import Ensemble
 
 PARTS = ("backbone", "aspp", "decoder", "refine", "head")
 
@@ -51,6 +52,7 @@ def measure_complexity(config: ModelConfig, tile: tuple[int, int]) -> Complexity
     once under ``torch.utils.flop_counter.FlopCounterMode``, which counts
     convolutions and matrix products; multiply-adds are half its FLOPs. Batch
     norm, activations, pooling and interpolation are not counted, as in the paper.
+    The figures are one network's: an ensemble (``members``) costs that many times.
 
     Args:
         config: The architecture.
@@ -61,7 +63,7 @@ def measure_complexity(config: ModelConfig, tile: tuple[int, int]) -> Complexity
 
     """
     with torch.device("meta"):
-        model = build_model(config.model_copy(update={"pretrained_weights": None}))
+        model = build_network(config.model_copy(update={"pretrained_weights": None}))
         x = torch.empty(1, config.in_channels, *tile)
     model.eval()
     with FlopCounterMode(display=False) as counter:
@@ -77,7 +79,7 @@ def measure_complexity(config: ModelConfig, tile: tuple[int, int]) -> Complexity
     return Complexity(config, tile, tuple(parts))
 
 
-def time_forward(model: DeepLabV3Plus, tile: tuple[int, int], runs: int = 5) -> float:
+def time_forward(model: DeepLabV3Plus | Ensemble, tile: tuple[int, int], runs: int = 5) -> float:
     """Median wall time in milliseconds of one forward pass over one tile.
 
     Eval mode, ``torch.inference_mode``, batch 1, random input; one warm-up pass

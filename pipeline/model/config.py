@@ -17,9 +17,9 @@ def stored_model_config(data: dict[str, object]) -> dict[str, object]:
 
     Options added since keep the value that rebuilds the saved weights: a config
     without ``full_resolution`` was saved before the option existed (false), one
-    without ``pixel_layers`` had one pixel layer.
+    without ``pixel_layers`` had one pixel layer, one without ``members`` one network.
     """
-    return {"full_resolution": False, "pixel_layers": 1, **data}
+    return {"full_resolution": False, "pixel_layers": 1, "members": 1, **data}
 
 
 class ModelConfig(StrictModel):
@@ -50,6 +50,15 @@ class ModelConfig(StrictModel):
         description="Layers of the full-resolution head's branch over the input bands: 1 is "
         "a 3x3 conv; more put 1x1 convs (a per-pixel network of the band values) before it "
         "(models saved before this option existed have 1).",
+    )
+    members: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Networks trained side by side from different initial weights whose "
+        "class probabilities are averaged (a deep ensemble; prediction takes as many times "
+        "as long). 0: automatic, 3 when the training tiles hold fewer than 1 million "
+        "labelled pixels, otherwise 1 (models saved before this option existed have 1).",
     )
     pretrained_weights: Path | None = None
     strict_weights: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,9 @@ from terraseg.pipeline.model.decoder import Decoder
 from terraseg.pipeline.model.layers import init_weights, scaled_channels, upsample_to
 from terraseg.pipeline.model.refine import FullResolutionRefine
 from terraseg.pipeline.model.weights import load_backbone_weights
+
+if TYPE_CHECKING:
+    from terraseg.pipeline.model.ensemble import Ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +120,15 @@ class DeepLabV3Plus(nn.Module):
         return logits[:, :, :rows, :cols]  # (B, classes, H, W)
 
 
-def build_model(config: ModelConfig) -> DeepLabV3Plus:
+def build_model(config: ModelConfig) -> DeepLabV3Plus | Ensemble:
     """Build (and initialize) the model a configuration describes.
 
     Channel counts of ASPP and decoder scale with ``width_multiplier`` like the
     backbone's. Backbone weights named by ``pretrained_weights`` are loaded after
     initialization (see :func:`terraseg.pipeline.model.weights.load_backbone_weights`).
+    With ``members`` above 1 the model is an
+    :class:`~terraseg.pipeline.model.ensemble.Ensemble` of that many networks, each
+    initialized in turn (0, automatic, is resolved by the trainer; built as 1 here).
 
     Args:
         config: The architecture.
@@ -133,6 +140,15 @@ def build_model(config: ModelConfig) -> DeepLabV3Plus:
         WeightsError: The weights file does not fit the backbone.
 
     """
+    from terraseg.pipeline.model.ensemble import Ensemble
+
+    if config.members > 1:
+        return Ensemble([build_network(config) for _ in range(config.members)])
+    return build_network(config)
+
+
+def build_network(config: ModelConfig) -> DeepLabV3Plus:
+    """Build (and initialize) one DeepLabV3+ network of ``config`` (``members`` aside)."""
     width = config.width_multiplier
     backbone = BACKBONES[config.backbone](
         in_channels=config.in_channels,

@@ -91,6 +91,14 @@ def calibrate(network: nn.Module, tiles: Iterable[Tensor]) -> dict[str, Tensor]:
     """
     from torch.ao.quantization.observer import HistogramObserver
 
+    members = _members(network)
+    if members is not None:  # an ensemble: each member's ranges, under its own prefix
+        batches = list(tiles)
+        return {
+            f"{prefix}{name}": value
+            for prefix, member in members.items()
+            for name, value in calibrate(member, batches).items()
+        }
     backbone = copy.deepcopy(network.get_submodule("backbone")).float().eval()
     prepared = _prepare(backbone, HistogramObserver)
     with torch.no_grad():
@@ -130,6 +138,15 @@ def quantize_backbone(
     from torch.ao.quantization.observer import MinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx
 
+    members = _members(network)
+    if members is not None:  # an ensemble: each member with its own ranges
+        for prefix, member in members.items():
+            own = {k.removeprefix(prefix): v for k, v in calibration.items()
+                   if k.startswith(prefix)}  # fmt: skip
+            quantize_backbone(member, own, dtype)
+        if sum(k.startswith(tuple(members)) for k in calibration) != len(calibration):
+            raise InputError("the model's int8 calibration does not fit its network")
+        return network
     torch.backends.quantized.engine = ENGINE
     prepared = _prepare(network.get_submodule("backbone").float(), MinMaxObserver)
     observers = _observers(prepared, MinMaxObserver)
@@ -145,6 +162,14 @@ def quantize_backbone(
     cast(Any, network).to(dtype, memory_format=torch.channels_last)
     network.backbone = Int8Backbone(graph, dtype)
     return network
+
+
+def _members(network: nn.Module) -> dict[str, nn.Module] | None:
+    """An ensemble's members by the prefix of their names (``members.0.``), else None."""
+    members = getattr(network, "members", None)
+    if not isinstance(members, nn.ModuleList):
+        return None
+    return {f"members.{index}.": member for index, member in enumerate(members)}
 
 
 def _prepare(backbone: nn.Module, observer: type) -> Any:

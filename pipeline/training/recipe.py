@@ -29,6 +29,9 @@ def describe_recipe(
     if model.full_resolution:
         layers = model.pixel_layers
         head = f"full-resolution head ({layers} pixel layer{'s' if layers > 1 else ''})"
+    ensemble = ""
+    if model.members > 1:
+        ensemble = f", an ensemble of {model.members} (predicts {model.members}x as long)"
     return (
         f"training on {len(info.train)} tiles ({len(info.val)} validation) of "
         f"{info.tile_size} px, {len(info.band_names)} bands, {info.num_classes} classes: "
@@ -36,7 +39,7 @@ def describe_recipe(
         f"({crops} crops of {crop} px, batch "
         f"{data.batch_size} x {world} process{'es' if world > 1 else ''}); "
         f"{model.backbone} width {model.width_multiplier:g} stride {model.output_stride} "
-        f"{head}; {opt.name} lr {opt.lr:g} wd {opt.weight_decay:g}, {config.schedule.name} "
-        f"schedule; class weights {config.loss.class_weights}; "
+        f"{head}{ensemble}; {opt.name} lr {opt.lr:g} wd {opt.weight_decay:g}, "
+        f"{config.schedule.name} schedule; class weights {config.loss.class_weights}; "
         f"{data.normalization} normalization"
     )

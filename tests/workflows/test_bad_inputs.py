@@ -41,7 +41,8 @@ FULL = (
 )
 READ_ONLY = ("read-only file system", "permission denied")
 SECRET = "pw-not-shown"  # a password in a tracking URI: no message may show it
-TRAIN = ["--no-track", "--width-multiplier", "0.25", "--crop-size", "32", "--batch-size", "2",
+TRAIN = ["--no-track", "--width-multiplier", "0.25", "--members", "1",
+         "--crop-size", "32", "--batch-size", "2",
          "--samples-per-epoch", "4", "--epochs", "1", "--num-workers", "0"]  # fmt: skip
 
 Where = Literal["tmp", "readonly", "full"]

@@ -17,7 +17,7 @@ from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_scenes
 
 TINY_TRAINING = """
-model: {backbone: mobilenetv2, width_multiplier: 0.25}
+model: {backbone: mobilenetv2, width_multiplier: 0.25, members: 1}
 data: {crop_size: 32, batch_size: 4, samples_per_epoch: 8, num_workers: 0, val_batch_size: 4}
 int8_calibration: 0
 threads: 1

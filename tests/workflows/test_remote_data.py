@@ -19,7 +19,8 @@ from terraseg.workflows.cli.main import cli
 from tests.helpers import tiny_model_artifact, tiny_scenes
 from tests.remote_servers import moto_s3, range_server
 
-TRAIN = ["--no-track", "--width-multiplier", "0.25", "--crop-size", "32", "--batch-size", "2",
+TRAIN = ["--no-track", "--width-multiplier", "0.25", "--members", "1",
+         "--crop-size", "32", "--batch-size", "2",
          "--samples-per-epoch", "4", "--epochs", "1", "--num-workers", "0",
          "--seed", "3"]  # fmt: skip
 

@@ -21,6 +21,7 @@ TINY_TRAIN = {
     "out": "runs/tiny",
     "backbone": "mobilenetv2",
     "width-multiplier": 0.25,
+    "members": 1,
     "crop-size": 32,
     "batch-size": 2,
     "samples-per-epoch": 4,
@@ -114,8 +115,8 @@ DEMO_SMALL = [
     "synth.size=256x192", "synth.resolution=2", "synth.workers=1", "tile.tile-size=64",
     "tile.split-block=1", "tile.workers=1", "predict.threads=1", "evaluate.workers=1",
     *(f"train.{setting}" for setting in [
-        "width-multiplier=0.25", "crop-size=32", "batch-size=2", "samples-per-epoch=4",
-        "epochs=1", "num-workers=0", "threads=1", "accelerator=cpu"]),
+        "width-multiplier=0.25", "members=1", "crop-size=32", "batch-size=2",
+        "samples-per-epoch=4", "epochs=1", "num-workers=0", "threads=1", "accelerator=cpu"]),
 ]  # fmt: skip
 
 

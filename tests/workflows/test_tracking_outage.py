@@ -31,7 +31,7 @@ from tests.helpers import tiny_scenes
 BIN = Path(sys.executable).parent
 PASSWORD = "s3cret-pw"
 NOT_REGISTERED = "model not registered: the tracking store stopped answering"
-TRAIN = ["--width-multiplier", "0.25", "--crop-size", "32", "--batch-size", "2",
+TRAIN = ["--width-multiplier", "0.25", "--members", "1", "--crop-size", "32", "--batch-size", "2",
          "--samples-per-epoch", "16", "--epochs", "3", "--num-workers", "0"]  # fmt: skip
 
 

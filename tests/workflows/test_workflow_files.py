@@ -20,8 +20,8 @@ from tests.pipeline.training.test_resume import assert_same_run, kill_when
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
 SMALL_TRAIN = [
-    "width-multiplier=0.25", "crop-size=32", "batch-size=2", "samples-per-epoch=4",
-    "epochs=1", "num-workers=0", "threads=1", "accelerator=cpu",
+    "width-multiplier=0.25", "members=1", "crop-size=32", "batch-size=2",
+    "samples-per-epoch=4", "epochs=1", "num-workers=0", "threads=1", "accelerator=cpu",
 ]  # fmt: skip
 
 
@@ -104,7 +104,7 @@ def test_train_tiles_workflow_file(tmp_path):
 def resumable_workflow() -> dict:
     """Synth, tile and a 3-epoch training with two loader workers and dropout."""
     train = {"data": "dataset.zarr", "out": "runs/tiny", "backbone": "mobilenetv2",
-             "width-multiplier": 0.25, "crop-size": 32, "batch-size": 2,
+             "width-multiplier": 0.25, "members": 1, "crop-size": 32, "batch-size": 2,
              "samples-per-epoch": 8, "epochs": 3, "num-workers": 2, "threads": 1,
              "accelerator": "cpu", "track": False, "overwrite": True}  # fmt: skip
     steps = [

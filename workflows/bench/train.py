@@ -51,7 +51,8 @@ def bench_train(
 
     config = TrainConfig.model_validate(
         {
-            "model": {"backbone": backbone, "width_multiplier": width_multiplier},
+            # one network: the bench times the training step of the architecture
+            "model": {"backbone": backbone, "width_multiplier": width_multiplier, "members": 1},
             "data": {"crop_size": crop_size, "batch_size": batch_size,
                      "num_workers": num_workers, "samples_per_epoch": batch_size * (steps + 2)},
             "accelerator": "cpu",

@@ -49,6 +49,14 @@ from terraseg.workflows.cli.options import (
     help="Scale all channel counts of the model [1].",
 )
 @click.option(
+    "--members",
+    "model__members",
+    type=click.IntRange(min=0, max=8),
+    default=None,
+    help="Networks averaged, a deep ensemble [0: 3 below 1 million labelled training "
+    "pixels, else 1].",
+)
+@click.option(
     "--devices",
     "devices",
     type=click.IntRange(min=1),

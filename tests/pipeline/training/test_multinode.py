@@ -14,7 +14,8 @@ import pytest
 import torch
 
 BIN = Path(sys.executable).parent
-TRAIN = ["train", "--backbone", "mobilenetv2", "--width-multiplier", "0.25", "--crop-size", "32",
+TRAIN = ["train", "--backbone", "mobilenetv2", "--width-multiplier", "0.25", "--members", "1",
+         "--crop-size", "32",
          "--batch-size", "2", "--samples-per-epoch", "8", "--num-workers", "0", "--epochs", "1",
          "--accelerator", "cpu", "--threads", "1", "--no-track"]  # fmt: skip
 

@@ -23,7 +23,7 @@ def test_run_announces_its_recipe_and_trains_the_steps_it_names(store, tmp_path,
     from terraseg.workflows.train_run import init_distributed
 
     settings = {"data.samples_per_epoch": 0, "data.min_steps_per_epoch": 3, "epochs": 1}
-    config = tiny(**settings, int8_calibration=0, overlays=0)
+    config = tiny(**settings, int8_calibration=0, overlays=0, **{"model.members": 0})
     tiles = len(read_store_info(store, config.data.min_valid_fraction).train)
     steps = max(3, -(-tiles // config.data.batch_size))
     place = init_distributed("cpu")
@@ -33,7 +33,10 @@ def test_run_announces_its_recipe_and_trains_the_steps_it_names(store, tmp_path,
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("training on"))
     assert f"training on {tiles} tiles" in line
     assert f"1 epoch of {steps} steps ({steps * 2} crops of 32 px, batch 2 x 1 process)" in line
-    assert "mobilenetv2 width 0.25 stride 16 full-resolution head (3 pixel layers)" in line
+    assert (
+        "mobilenetv2 width 0.25 stride 16 full-resolution head (3 pixel layers), an "
+        "ensemble of 3 (predicts 3x as long);" in line
+    )  # automatic: a small store
     assert "adamw lr 0.02" in line and "class weights inverse_sqrt" in line
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == steps
     assert summary["steps_per_epoch"] == steps

@@ -24,7 +24,8 @@ from terraseg.workflows.cli.main import cli
 from terraseg.workflows.train_run import init_distributed, launch
 
 TINY = {
-    "model": {"backbone": "mobilenetv2", "width_multiplier": 0.25},
+    # one network: the ensemble a store this small gets by default has tests of its own
+    "model": {"backbone": "mobilenetv2", "width_multiplier": 0.25, "members": 1},
     "data": {"crop_size": 32, "batch_size": 2, "samples_per_epoch": 4, "num_workers": 0},
     "optimizer": {"lr": 0.02},
     "epochs": 2,
@@ -66,7 +67,7 @@ def test_tiny_model_loss_decreases(store):
 
 def test_train_writes_checkpoints_model_and_summary(store, tmp_path):
     out = tmp_path / "run"
-    summary = launch(tiny(), store, out, progress=False)
+    summary = launch(tiny(**{"model.members": 0}), store, out, progress=False)  # automatic
     assert summary["epochs"] == 2 and 1 <= summary["best_epoch"] <= 2
     assert set(summary["val_iou"]) == {"background", "building", "road", "water", "vegetation"}
     for name in ("checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "summary.json",
@@ -76,6 +77,8 @@ def test_train_writes_checkpoints_model_and_summary(store, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     artifact = load_artifact(out / "model")
     assert artifact.model_config["in_channels"] == 4 and artifact.model_config["num_classes"] == 5
+    assert artifact.model_config["members"] == 3  # automatic: a store this small trains three
+    assert artifact.calibration and all(k.startswith("members.") for k in artifact.calibration)
     assert artifact.tile_size == 64 and artifact.band_names == ["red", "green", "blue", "nir"]
     assert artifact.metadata["epoch"] == summary["best_epoch"]
     best = load_checkpoint(out / "checkpoints" / "best.pt")

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from terraseg.pipeline.model import ModelConfig, build_model
+from terraseg.pipeline.model.config import stored_model_config
+from terraseg.pipeline.model.deeplab import DeepLabV3Plus
+from terraseg.pipeline.model.ensemble import Ensemble, member_targets
+from terraseg.pipeline.training.components import SMALL_TRAINING_PIXELS, ensemble_members
+
+TINY = {"backbone": "mobilenetv2", "width_multiplier": 0.125, "in_channels": 3, "num_classes": 4}
+
+
+def test_members_start_from_different_weights_and_train_on_their_own() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**TINY, members=3, dropout=0.0))  # repeatable in training
+    assert isinstance(model, Ensemble) and len(model.members) == 3
+    first, second = (dict(m.named_parameters()) for m in model.members[:2])
+    name = "head.weight"
+    assert not torch.equal(first[name], second[name])
+    x = torch.randn(2, 3, 40, 48)
+    logits = model(x)  # training mode: the members' logits one after another
+    assert logits.shape == (6, 4, 40, 48)
+    for index, member in enumerate(model.members):
+        torch.testing.assert_close(logits[2 * index : 2 * index + 2], member(x))
+    # each member's loss reaches its own weights only
+    label = torch.randint(0, 4, (2, 40, 48))
+    loss = torch.nn.functional.cross_entropy(logits[:2], label)
+    loss.backward()
+    grads = [m.head.weight.grad for m in model.members]
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert all(g is None or not g.any() for g in grads[1:])
+
+
+def test_evaluation_gives_the_mean_of_the_members_probabilities() -> None:
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(**TINY, members=3)).eval()
+    x = torch.randn(2, 3, 33, 35)
+    with torch.no_grad():
+        out = model(x)
+        members = torch.stack([m(x).softmax(dim=1) for m in model.members])
+    assert out.shape == (2, 4, 33, 35)
+    torch.testing.assert_close(out.softmax(dim=1), members.mean(dim=0))
+    assert not torch.equal(members[0].argmax(1), members[1].argmax(1))  # they differ
+
+
+def test_one_member_is_a_plain_network_and_automatic_builds_one() -> None:
+    assert type(build_model(ModelConfig(**TINY, members=1))) is DeepLabV3Plus
+    assert type(build_model(ModelConfig(**TINY, members=0))) is DeepLabV3Plus
+    with pytest.raises(ValueError, match="two members or more"):
+        Ensemble([DeepLabV3Plus.__new__(DeepLabV3Plus)])
+
+
+def test_models_saved_before_members_load_as_one_network() -> None:
+    saved = ModelConfig(**TINY, members=1).model_dump()
+    del saved["members"]  # as the terraseg before the option wrote it
+    assert ModelConfig(**stored_model_config(saved)).members == 1
+    assert stored_model_config({**saved, "members": 3})["members"] == 3
+
+
+def test_automatic_members_follow_the_labelled_training_pixels() -> None:
+    assert ensemble_members(0) == 3
+    assert ensemble_members(SMALL_TRAINING_PIXELS - 1) == 3
+    assert ensemble_members(SMALL_TRAINING_PIXELS) == 1
+
+
+def test_member_targets_repeat_the_labels_for_each_member() -> None:
+    label = torch.arange(6).reshape(2, 1, 3)
+    repeated = member_targets(torch.zeros(6, 4, 1, 3), label)
+    assert torch.equal(repeated, torch.cat([label, label, label]))
+    assert member_targets(torch.zeros(2, 4, 1, 3), label) is label
+    with pytest.raises(ValueError, match="5 tiles for 2 targets"):
+        member_targets(torch.zeros(5, 4, 1, 3), label)
