@@ -16,8 +16,10 @@ from terraseg.pipeline.model.config import ModelConfig
 from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_model
 from terraseg.pipeline.training.tracker import Tracker, code_version, flatten
 
+# two members: the model a small store trains by default is an ensemble, and the MLflow
+# model (pyfunc, registry, fresh interpreters) must serve it as such
 TINY_CONFIG = ModelConfig(
-    backbone="mobilenetv2", width_multiplier=0.25, in_channels=4, num_classes=5
+    backbone="mobilenetv2", width_multiplier=0.25, in_channels=4, num_classes=5, members=2
 )
 BANDS = ["red", "green", "blue", "nir"]
 NORMALIZATION = Normalization([100.0, 90.0, 80.0, 120.0], [30.0, 25.0, 20.0, 40.0])
