@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -14,12 +13,10 @@ from terraseg.pipeline.model.aspp import ASPP
 from terraseg.pipeline.model.backbones import BACKBONES, Backbone
 from terraseg.pipeline.model.config import ModelConfig
 from terraseg.pipeline.model.decoder import Decoder
+from terraseg.pipeline.model.ensemble import Ensemble
 from terraseg.pipeline.model.layers import init_weights, scaled_channels, upsample_to
 from terraseg.pipeline.model.refine import FullResolutionRefine
 from terraseg.pipeline.model.weights import load_backbone_weights
-
-if TYPE_CHECKING:
-    from terraseg.pipeline.model.ensemble import Ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +137,6 @@ def build_model(config: ModelConfig) -> DeepLabV3Plus | Ensemble:
         WeightsError: The weights file does not fit the backbone.
 
     """
-    from terraseg.pipeline.model.ensemble import Ensemble
-
     if config.members > 1:
         return Ensemble([build_network(config) for _ in range(config.members)])
     return build_network(config)

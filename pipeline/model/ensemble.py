@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from terraseg.pipeline.model.deeplab import DeepLabV3Plus
+if TYPE_CHECKING:
+    from terraseg.pipeline.model.deeplab import DeepLabV3Plus
 
 
 class Ensemble(nn.Module):

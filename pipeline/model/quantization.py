@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from terraseg.pipeline.errors import ConfigError, InputError
+from terraseg.pipeline.model.ensemble import Ensemble
 
 # name prefix of the observers of the quantized layers' inputs and outputs
 OBSERVER_KEY = "activation_post_process"
@@ -91,12 +92,11 @@ def calibrate(network: nn.Module, tiles: Iterable[Tensor]) -> dict[str, Tensor]:
     """
     from torch.ao.quantization.observer import HistogramObserver
 
-    members = _members(network)
-    if members is not None:  # an ensemble: each member's ranges, under its own prefix
+    if isinstance(network, Ensemble):  # each member's ranges, under its own prefix
         batches = list(tiles)
         return {
             f"{prefix}{name}": value
-            for prefix, member in members.items()
+            for prefix, member in _members(network).items()
             for name, value in calibrate(member, batches).items()
         }
     backbone = copy.deepcopy(network.get_submodule("backbone")).float().eval()
@@ -138,14 +138,14 @@ def quantize_backbone(
     from torch.ao.quantization.observer import MinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    members = _members(network)
-    if members is not None:  # an ensemble: each member with its own ranges
+    if isinstance(network, Ensemble):  # each member with its own ranges
+        members = _members(network)
+        if not all(k.startswith(tuple(members)) for k in calibration):  # before any change
+            raise InputError("the model's int8 calibration does not fit its network")
         for prefix, member in members.items():
             own = {k.removeprefix(prefix): v for k, v in calibration.items()
                    if k.startswith(prefix)}  # fmt: skip
             quantize_backbone(member, own, dtype)
-        if sum(k.startswith(tuple(members)) for k in calibration) != len(calibration):
-            raise InputError("the model's int8 calibration does not fit its network")
         return network
     torch.backends.quantized.engine = ENGINE
     prepared = _prepare(network.get_submodule("backbone").float(), MinMaxObserver)
@@ -164,12 +164,9 @@ def quantize_backbone(
     return network
 
 
-def _members(network: nn.Module) -> dict[str, nn.Module] | None:
-    """An ensemble's members by the prefix of their names (``members.0.``), else None."""
-    members = getattr(network, "members", None)
-    if not isinstance(members, nn.ModuleList):
-        return None
-    return {f"members.{index}.": member for index, member in enumerate(members)}
+def _members(ensemble: Ensemble) -> dict[str, nn.Module]:
+    """An ensemble's members by the prefix of their names in its state (``members.0.``)."""
+    return {f"members.{index}.": member for index, member in enumerate(ensemble.members)}
 
 
 def _prepare(backbone: nn.Module, observer: type) -> Any:

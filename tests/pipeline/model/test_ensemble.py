@@ -3,10 +3,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from terraseg.pipeline.errors import InputError
 from terraseg.pipeline.model import ModelConfig, build_model
 from terraseg.pipeline.model.config import stored_model_config
-from terraseg.pipeline.model.deeplab import DeepLabV3Plus
+from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_network
 from terraseg.pipeline.model.ensemble import Ensemble, member_targets
+from terraseg.pipeline.model.inference import inference_network
+from terraseg.pipeline.model.quantization import (
+    Int8Backbone,
+    calibrate,
+    int8_supported,
+    quantize_backbone,
+)
 from terraseg.pipeline.training.components import SMALL_TRAINING_PIXELS, ensemble_members
 
 TINY = {"backbone": "mobilenetv2", "width_multiplier": 0.125, "in_channels": 3, "num_classes": 4}
@@ -49,7 +57,7 @@ def test_one_member_is_a_plain_network_and_automatic_builds_one() -> None:
     assert type(build_model(ModelConfig(**TINY, members=1))) is DeepLabV3Plus
     assert type(build_model(ModelConfig(**TINY, members=0))) is DeepLabV3Plus
     with pytest.raises(ValueError, match="two members or more"):
-        Ensemble([DeepLabV3Plus.__new__(DeepLabV3Plus)])
+        Ensemble([build_network(ModelConfig(**TINY))])
 
 
 def test_models_saved_before_members_load_as_one_network() -> None:
@@ -72,3 +80,21 @@ def test_member_targets_repeat_the_labels_for_each_member() -> None:
     assert member_targets(torch.zeros(2, 4, 1, 3), label) is label
     with pytest.raises(ValueError, match="5 tiles for 2 targets"):
         member_targets(torch.zeros(5, 4, 1, 3), label)
+
+
+@pytest.mark.skipif(not int8_supported(), reason="no x86 quantized engine")
+def test_int8_ranges_per_member_and_a_foreign_calibration_changes_nothing() -> None:
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(**TINY, members=2)).eval()
+    network = inference_network(model, "cpu")
+    ranges = calibrate(network, [torch.randn(2, 3, 64, 64)])
+    first = {k.removeprefix("members.0.") for k in ranges if k.startswith("members.0.")}
+    second = {k.removeprefix("members.1.") for k in ranges if k.startswith("members.1.")}
+    assert first and first == second and len(ranges) == 2 * len(first)
+    foreign = {**ranges, "other.observer": torch.tensor([0.0, 1.0])}
+    with pytest.raises(InputError, match="does not fit"):
+        quantize_backbone(network, foreign, torch.float32)
+    assert not any(isinstance(m.backbone, Int8Backbone) for m in network.members)  # untouched
+    quantized = quantize_backbone(network, ranges, torch.float32)
+    assert all(isinstance(m.backbone, Int8Backbone) for m in quantized.members)
+    assert quantized(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
