@@ -55,10 +55,11 @@ class ModelConfig(StrictModel):
         default=0,
         ge=0,
         le=8,
-        description="Networks trained side by side from different initial weights whose "
-        "class probabilities are averaged (a deep ensemble; prediction takes as many times "
-        "as long). 0: automatic, 3 when the training tiles hold fewer than 1 million "
-        "labelled pixels, otherwise 1 (models saved before this option existed have 1).",
+        description="Networks trained side by side, each from initial weights and on "
+        "training crops of its own, whose class probabilities are averaged (a deep "
+        "ensemble; prediction takes as many times as long). 0: automatic, 3 when the "
+        "training tiles hold fewer than 1 million labelled pixels, otherwise 1 (models "
+        "saved before this option existed have 1).",
     )
     pretrained_weights: Path | None = None
     strict_weights: bool = True

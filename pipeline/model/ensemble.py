@@ -5,12 +5,14 @@ dev set's Landsat task three seeds of the same recipe scored 0.47 to 0.54 mean I
 The mean of a few networks' class probabilities (a deep ensemble) is steadier and
 better than its members on average.
 
-The members see the same batches and differ in their initial weights. In training mode
-the ensemble returns the members' logits one after another along the batch axis, so
-that the trainer's loss is the mean of the members' losses and each member learns on
-its own; in evaluation mode it returns the log of the mean of the members'
-probabilities, so that a softmax of the output (what prediction applies) gives the
-mean probabilities, and the argmax the ensemble's classes.
+The members differ in their initial weights and in the crops they train on: in training
+mode the batch is split into one equal part per member (the trainer's loader draws
+``batch_size`` crops for each), and the ensemble returns the members' logits for their
+parts one after another, in the order of the batch, so that the trainer's loss is the
+mean of the members' losses and each member learns on its own. In evaluation mode every
+member sees the whole input and the ensemble returns the log of the mean of the members'
+probabilities, so that a softmax of the output (what prediction applies) gives the mean
+probabilities, and the argmax the ensemble's classes.
 """
 
 from __future__ import annotations
@@ -43,23 +45,26 @@ class Ensemble(nn.Module):
         self.output_stride = members[0].output_stride
 
     def forward(self, x: Tensor, *, logits_dtype: torch.dtype | None = None) -> Tensor:
-        """Training: (N x B, classes, H, W), member by member; evaluation: (B, classes, H, W).
+        """Logits (B, classes, H, W): in training, member i's for the i-th part of the batch.
 
         Args:
-            x: The input tiles (B, bands, H, W).
+            x: The input tiles (B, bands, H, W); in training, B is a multiple of the
+                number of members.
             logits_dtype: Passed to each member (see :meth:`DeepLabV3Plus.forward`).
+
+        Raises:
+            ValueError: In training, the batch does not split evenly over the members.
         """
-        outputs = [member(x, logits_dtype=logits_dtype) for member in self.members]
         if self.training:
-            return torch.cat(outputs, dim=0)
+            if x.shape[0] % len(self.members):
+                raise ValueError(
+                    f"a training batch of {x.shape[0]} tiles does not split over "
+                    f"{len(self.members)} members"
+                )
+            parts = x.chunk(len(self.members))
+            pairs = zip(self.members, parts, strict=True)
+            return torch.cat([member(part, logits_dtype=logits_dtype) for member, part in pairs])
+        outputs = [member(x, logits_dtype=logits_dtype) for member in self.members]
         log_probabilities = torch.stack([o.float().log_softmax(dim=1) for o in outputs])
         mean = torch.logsumexp(log_probabilities, dim=0) - math.log(len(outputs))
         return mean.to(outputs[0].dtype)
-
-
-def member_targets(logits: Tensor, target: Tensor) -> Tensor:
-    """``target`` (B, H, W) repeated for each member block of ``logits`` (N x B, C, H, W)."""
-    repeats, left = divmod(logits.shape[0], target.shape[0])
-    if left:
-        raise ValueError(f"logits of {logits.shape[0]} tiles for {target.shape[0]} targets")
-    return target if repeats == 1 else target.repeat(repeats, *[1] * (target.ndim - 1))

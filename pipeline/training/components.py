@@ -89,7 +89,7 @@ def ensemble_members(labelled_pixels: int) -> int:
 
 
 def make_loaders(
-    config: TrainConfig, info: StoreInfo, place: Placement
+    config: TrainConfig, info: StoreInfo, place: Placement, members: int = 1
 ) -> tuple[DataLoader[Any], DataLoader[Any], WeightedCropSampler, int]:
     """The data this rank trains and validates on.
 
@@ -97,6 +97,9 @@ def make_loaders(
         config: The training config (``data`` and ``augment`` sections, seed).
         info: The store.
         place: This process's rank and device.
+        members: The networks trained side by side: each training batch holds
+            ``data.batch_size`` crops for each of them (an ensemble gives every member
+            a part of its own), so the steps an epoch do not change with the members.
 
     Returns:
         The training loader, the validation loader, the training sampler (its
@@ -108,7 +111,9 @@ def make_loaders(
     per_step = place.world * data.batch_size * config.optimizer.accumulate
     steps = steps_per_epoch(data, len(info.train), per_step)
     weights = tile_weights(info.counts("train"), data.class_balance)
-    sampler = WeightedCropSampler(weights, steps * per_step, place.rank, place.world, config.seed)
+    sampler = WeightedCropSampler(
+        weights, steps * per_step * members, place.rank, place.world, config.seed
+    )
     crop = min(data.crop_size, info.tile_size)
     common: dict[str, Any] = {
         "num_workers": data.num_workers,
@@ -123,7 +128,7 @@ def make_loaders(
         }
     train = DataLoader(
         TrainCrops(info, crop, config.augment),
-        batch_size=data.batch_size,
+        batch_size=data.batch_size * members,
         sampler=sampler,
         drop_last=True,
         generator=torch.Generator(),

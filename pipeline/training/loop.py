@@ -28,7 +28,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from terraseg.pipeline.model.ensemble import member_targets
 from terraseg.pipeline.training.losses import SegmentationLoss
 from terraseg.pipeline.training.metrics import confusion_matrix
 
@@ -105,8 +104,7 @@ def micro_loss(ctx: StepContext, batch: Batch) -> tuple[Tensor, Tensor]:
     """Forward one micro-batch: the loss to back-propagate and the global mean CE."""
     image, label = to_device(batch, ctx)
     with _autocast(ctx):
-        logits = ctx.model(image)  # (B, C, H, W); an ensemble's members: (N x B, C, H, W)
-    label = member_targets(logits, label)
+        logits = ctx.model(image)  # an ensemble: each member's logits for its part of the batch
     ce_sum, norm = ctx.loss_fn.cross_entropy_sum(logits, label)
     dice = ctx.loss_fn.dice(logits, label) if ctx.loss_fn.dice_weight > 0 else ce_sum.new_zeros(())
     bad = ~torch.isfinite(dice.detach())  # a rank's non-finite Dice stops every rank

@@ -7,7 +7,7 @@ from terraseg.pipeline.errors import InputError
 from terraseg.pipeline.model import ModelConfig, build_model
 from terraseg.pipeline.model.config import stored_model_config
 from terraseg.pipeline.model.deeplab import DeepLabV3Plus, build_network
-from terraseg.pipeline.model.ensemble import Ensemble, member_targets
+from terraseg.pipeline.model.ensemble import Ensemble
 from terraseg.pipeline.model.inference import inference_network
 from terraseg.pipeline.model.quantization import (
     Int8Backbone,
@@ -20,25 +20,28 @@ from terraseg.pipeline.training.components import SMALL_TRAINING_PIXELS, ensembl
 TINY = {"backbone": "mobilenetv2", "width_multiplier": 0.125, "in_channels": 3, "num_classes": 4}
 
 
-def test_members_start_from_different_weights_and_train_on_their_own() -> None:
+def test_members_start_from_different_weights_and_train_on_parts_of_their_own() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(**TINY, members=3, dropout=0.0))  # repeatable in training
     assert isinstance(model, Ensemble) and len(model.members) == 3
     first, second = (dict(m.named_parameters()) for m in model.members[:2])
     name = "head.weight"
     assert not torch.equal(first[name], second[name])
-    x = torch.randn(2, 3, 40, 48)
-    logits = model(x)  # training mode: the members' logits one after another
+    x = torch.randn(6, 3, 40, 48)
+    logits = model(x)  # training mode: member i's logits for the i-th third of the batch
     assert logits.shape == (6, 4, 40, 48)
     for index, member in enumerate(model.members):
-        torch.testing.assert_close(logits[2 * index : 2 * index + 2], member(x))
-    # each member's loss reaches its own weights only
+        part = slice(2 * index, 2 * index + 2)
+        torch.testing.assert_close(logits[part], member(x[part]))
+    # the loss of the first part reaches the first member's weights only
     label = torch.randint(0, 4, (2, 40, 48))
     loss = torch.nn.functional.cross_entropy(logits[:2], label)
     loss.backward()
     grads = [m.head.weight.grad for m in model.members]
     assert grads[0] is not None and grads[0].abs().sum() > 0
     assert all(g is None or not g.any() for g in grads[1:])
+    with pytest.raises(ValueError, match="batch of 4 tiles does not split over 3 members"):
+        model(torch.randn(4, 3, 40, 48))
 
 
 def test_evaluation_gives_the_mean_of_the_members_probabilities() -> None:
@@ -71,15 +74,6 @@ def test_automatic_members_follow_the_labelled_training_pixels() -> None:
     assert ensemble_members(0) == 3
     assert ensemble_members(SMALL_TRAINING_PIXELS - 1) == 3
     assert ensemble_members(SMALL_TRAINING_PIXELS) == 1
-
-
-def test_member_targets_repeat_the_labels_for_each_member() -> None:
-    label = torch.arange(6).reshape(2, 1, 3)
-    repeated = member_targets(torch.zeros(6, 4, 1, 3), label)
-    assert torch.equal(repeated, torch.cat([label, label, label]))
-    assert member_targets(torch.zeros(2, 4, 1, 3), label) is label
-    with pytest.raises(ValueError, match="5 tiles for 2 targets"):
-        member_targets(torch.zeros(5, 4, 1, 3), label)
 
 
 @pytest.mark.skipif(not int8_supported(), reason="no x86 quantized engine")

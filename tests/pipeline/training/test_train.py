@@ -12,7 +12,11 @@ from terraseg.pipeline.model.inference import inference_network
 from terraseg.pipeline.model.quantization import quantize_backbone
 from terraseg.pipeline.training import loop, records
 from terraseg.pipeline.training.checkpoint import load_checkpoint
-from terraseg.pipeline.training.components import build_network, resolve_model_config
+from terraseg.pipeline.training.components import (
+    build_network,
+    make_loaders,
+    resolve_model_config,
+)
 from terraseg.pipeline.training.config import TrainConfig
 from terraseg.pipeline.training.dataset import TrainCrops, read_store_info
 from terraseg.pipeline.training.loop import StepContext, train_step
@@ -63,6 +67,23 @@ def test_tiny_model_loss_decreases(store):
     )
     losses = [train_step(step, [batch]) for _ in range(12)]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_each_ensemble_member_gets_crops_of_its_own(store):
+    config = tiny()
+    info = read_store_info(store, 0.05)
+    place = init_distributed("cpu")
+    one, _, one_sampler, one_steps = make_loaders(config, info, place)
+    three, _, sampler, steps = make_loaders(config, info, place, members=3)
+    assert steps == one_steps  # the members do not change the schedule
+    assert len(sampler) == 3 * len(one_sampler)
+    one_sampler.set_epoch(1)
+    sampler.set_epoch(1)
+    image, label = next(iter(three))
+    assert image.shape[0] == label.shape[0] == 3 * config.data.batch_size
+    parts = image.chunk(3)
+    assert not torch.equal(parts[0], parts[1]) and not torch.equal(parts[1], parts[2])
+    assert next(iter(one))[0].shape[0] == config.data.batch_size
 
 
 def test_train_writes_checkpoints_model_and_summary(store, tmp_path):
