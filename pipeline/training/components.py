@@ -89,17 +89,17 @@ def ensemble_members(labelled_pixels: int) -> int:
 
 
 def make_loaders(
-    config: TrainConfig, info: StoreInfo, place: Placement, members: int = 1
+    config: TrainConfig, info: StoreInfo, place: Placement
 ) -> tuple[DataLoader[Any], DataLoader[Any], WeightedCropSampler, int]:
     """The data this rank trains and validates on.
 
     Args:
-        config: The training config (``data`` and ``augment`` sections, seed).
+        config: The training config (``data`` and ``augment`` sections, seed, and
+            ``model.members`` as resolved: each training batch holds
+            ``data.batch_size`` crops for each member, as an ensemble gives every
+            member a part of its own, so the steps an epoch do not change with them).
         info: The store.
         place: This process's rank and device.
-        members: The networks trained side by side: each training batch holds
-            ``data.batch_size`` crops for each of them (an ensemble gives every member
-            a part of its own), so the steps an epoch do not change with the members.
 
     Returns:
         The training loader, the validation loader, the training sampler (its
@@ -108,6 +108,7 @@ def make_loaders(
         :func:`~terraseg.pipeline.training.seeding.seed_epoch` seeds them.
     """
     data = config.data
+    members = max(1, config.model.members)  # 0, automatic and unresolved, builds one
     per_step = place.world * data.batch_size * config.optimizer.accumulate
     steps = steps_per_epoch(data, len(info.train), per_step)
     weights = tile_weights(info.counts("train"), data.class_balance)

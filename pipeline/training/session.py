@@ -91,8 +91,7 @@ def run_training(
     info = replace(info, normalization_method=config.data.normalization)
     model_config = resolve_model_config(config, info)
     config = config.model_copy(update={"model": model_config})  # saved with bands and classes
-    members = model_config.members
-    train_loader, val_loader, sampler, steps = make_loaders(config, info, place, members)
+    train_loader, val_loader, sampler, steps = make_loaders(config, info, place)
     raw, trained = build_network(
         model_config, config, place, checkpoint["model"] if checkpoint else None
     )

@@ -74,7 +74,7 @@ def test_each_ensemble_member_gets_crops_of_its_own(store):
     info = read_store_info(store, 0.05)
     place = init_distributed("cpu")
     one, _, one_sampler, one_steps = make_loaders(config, info, place)
-    three, _, sampler, steps = make_loaders(config, info, place, members=3)
+    three, _, sampler, steps = make_loaders(tiny(**{"model.members": 3}), info, place)
     assert steps == one_steps  # the members do not change the schedule
     assert len(sampler) == 3 * len(one_sampler)
     one_sampler.set_epoch(1)
